@@ -1,0 +1,26 @@
+# The two commands of the README: `make demo` (set up + main job), `make test` (set up + tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= ../shared/data
+
+.PHONY: setup demo test lint clean
+
+$(BIN)/enn: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(BIN)/enn
+
+setup: $(BIN)/enn
+
+demo: setup
+	$(BIN)/python examples/quickstart.py
+
+test: setup
+	$(BIN)/ruff check src tests benchmarks
+	ENN_DATA_DIR=$${ENN_DATA_DIR:-$(DATA_DIR)} $(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,5 @@
+"""``nn.Module`` layers."""
+
+from .engram import Engram, EngramCell
+
+__all__ = ["Engram", "EngramCell"]

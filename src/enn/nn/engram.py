@@ -1,0 +1,462 @@
+"""``EngramCell`` and ``Engram``: the ENN as PyTorch layers, shaped like ``nn.LSTMCell`` / ``nn.LSTM``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ..ops.engram import (
+    TRACE_MODES,
+    EngramHyper,
+    EngramIntermediates,
+    EngramState,
+    EngramWeights,
+    engram_recurrence,
+)
+
+INIT_STATES = ("zeros", "random")
+RANDOM_INIT_STD = 0.01  # the reference draws h_0 and H_0 from Normal(0, 0.01^2)
+_PARAM_NAMES = EngramWeights._fields
+
+
+def _he_normal_(w: Tensor) -> None:
+    """Keras HeNormal: truncated normal (2 std) with std sqrt(2 / fan_in) / 0.8796..."""
+    std = math.sqrt(2.0 / w.shape[1]) / 0.87962566103423978
+    nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std)
+
+
+def _glorot_uniform_(w: Tensor) -> None:
+    """Keras GlorotUniform for an (N, h) bank: fan_in N, fan_out h."""
+    limit = math.sqrt(6.0 / (w.shape[0] + w.shape[1]))
+    nn.init.uniform_(w, -limit, limit)
+
+
+class _EngramBase(nn.Module):
+    """Hyper-parameters, validation and per-layer parameters shared by the cell and the layer."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool,
+        *,
+        memory_size: int,
+        hebbian_lr: float,
+        trace_scale: float,
+        temperature: float,
+        sparsity: float,
+        trace_clip: float,
+        trace_noise: float,
+        trace: str,
+        init_state: str,
+        top_k: int | None,
+        sparsity_penalty: float,
+        layer_norm_eps: float,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("input_size", input_size), ("hidden_size", hidden_size), ("memory_size", memory_size)
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        _check_range("hebbian_lr", hebbian_lr, 0.0, 1.0)
+        _check_range("trace_scale", trace_scale, 0.0)
+        _check_range("sparsity", sparsity, 0.0)
+        _check_range("trace_noise", trace_noise, 0.0)
+        _check_range("sparsity_penalty", sparsity_penalty, 0.0)
+        for name, value in (
+            ("temperature", temperature), ("trace_clip", trace_clip), ("layer_norm_eps", layer_norm_eps)
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if trace not in TRACE_MODES:
+            raise ValueError(f"trace must be one of {TRACE_MODES}, got {trace!r}")
+        if init_state not in INIT_STATES:
+            raise ValueError(f"init_state must be one of {INIT_STATES}, got {init_state!r}")
+        if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= memory_size):
+            raise ValueError(f"top_k must be None or an integer in [1, memory_size={memory_size}], "
+                             f"got {top_k!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.memory_size = memory_size
+        self.trace_noise = float(trace_noise)
+        self.init_state = init_state
+        self.sparsity_penalty = float(sparsity_penalty)
+        self.hyper = EngramHyper(
+            hebbian_lr=float(hebbian_lr), trace_scale=float(trace_scale),
+            temperature=float(temperature), sparsity=float(sparsity), trace_clip=float(trace_clip),
+            trace_mode=trace, top_k=top_k, ln_eps=float(layer_norm_eps),
+        )
+        # Filled by forward when sparsity_penalty > 0: the weighted mean attention entropy,
+        # a differentiable term for the training loss.
+        self.aux_loss: Tensor | None = None
+
+    @property
+    def trace_mode(self) -> str:
+        return self.hyper.trace_mode
+
+    @property
+    def memory_dtype(self) -> torch.dtype:
+        """The precision of the state: that of the memory bank."""
+        return next(p for n, p in self.named_parameters() if n.startswith("memory")).dtype
+
+    def _add_layer_params(self, suffix: str, in_size: int, factory: dict) -> None:
+        h, N = self.hidden_size, self.memory_size
+        shapes = {
+            "weight_z": (h, in_size), "bias_z": (h,), "ln_z_weight": (h,), "ln_z_bias": (h,),
+            "memory": (N, h), "weight_c": (3 * h, 3 * h), "bias_c": (3 * h,),
+            "weight_o": (h, 3 * h), "bias_o": (h,), "ln_h_weight": (h,), "ln_h_bias": (h,),
+        }
+        for name in _PARAM_NAMES:
+            if name.startswith("bias_") and not self.bias:
+                self.register_parameter(name + suffix, None)
+            else:
+                self.register_parameter(
+                    name + suffix, nn.Parameter(torch.empty(shapes[name], **factory))
+                )
+
+    def _layer_weights(self, suffix: str) -> EngramWeights:
+        return EngramWeights(*(getattr(self, name + suffix) for name in _PARAM_NAMES))
+
+    def reset_parameters(self) -> None:
+        """The reference's initialisation: He-normal weights, Glorot-uniform bank, zero biases."""
+        for name, p in self.named_parameters():
+            kind = name.rsplit("_l", 1)[0] if name[-1].isdigit() else name
+            if kind in ("weight_z", "weight_c", "weight_o"):
+                _he_normal_(p)
+            elif kind == "memory":
+                _glorot_uniform_(p)
+            elif kind.startswith("ln_") and kind.endswith("weight"):
+                nn.init.ones_(p)
+            else:
+                nn.init.zeros_(p)
+
+    def _initial_layer_state(self, batch: int, like: Tensor) -> EngramState:
+        """Default state for one layer: zeros, or the reference's random draw while training."""
+        h_shape = (batch, self.hidden_size)
+        trace_shape = (self.memory_size, self.hidden_size)
+        if self.trace_mode == "per_sample":
+            trace_shape = (batch, *trace_shape)
+        factory = {"device": like.device, "dtype": self.memory_dtype}
+        if self.init_state == "random" and self.training:
+            return EngramState(
+                RANDOM_INIT_STD * torch.randn(h_shape, **factory),
+                RANDOM_INIT_STD * torch.randn(trace_shape, **factory),
+            )
+        return EngramState(torch.zeros(h_shape, **factory), torch.zeros(trace_shape, **factory))
+
+    def _check_input(self, input: Tensor, batched_ranks: tuple[int, int]) -> None:
+        unbatched_rank, batched_rank = batched_ranks
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{type(self).__name__}: expected input to be a Tensor, "
+                            f"got {type(input).__name__}")
+        if not input.is_floating_point():
+            raise TypeError(f"{type(self).__name__}: expected a floating-point input, got "
+                            f"{input.dtype} (token ids need an nn.Embedding first)")
+        if input.dim() not in (unbatched_rank, batched_rank):
+            raise ValueError(
+                f"{type(self).__name__}: expected input of {unbatched_rank} (unbatched) or "
+                f"{batched_rank} (batched) dimensions, got {input.dim()} with shape "
+                f"{tuple(input.shape)}"
+            )
+        if input.size(-1) != self.input_size:
+            raise ValueError(f"{type(self).__name__}: expected input.size(-1) == input_size="
+                             f"{self.input_size}, got {input.size(-1)}")
+
+    def _set_aux_loss(self, entropies: list[Tensor | None]) -> None:
+        self.aux_loss = (
+            self.sparsity_penalty * torch.stack(entropies).mean()
+            if self.sparsity_penalty > 0 else None
+        )
+
+    def _recurrence_kwargs(self) -> dict:
+        return {
+            "noise_std": self.trace_noise if self.training else 0.0,
+            "return_entropy": self.sparsity_penalty > 0,
+        }
+
+    def extra_repr(self) -> str:
+        hp = self.hyper
+        s = (f"{self.input_size}, {self.hidden_size}, memory_size={self.memory_size}, "
+             f"trace={hp.trace_mode!r}")
+        if not self.bias:
+            s += ", bias=False"
+        if hp.top_k is not None:
+            s += f", top_k={hp.top_k}"
+        return s
+
+
+def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
+    if not isinstance(value, int | float) or value < low or (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+
+
+def _check_state_shape(what: str, tensor: Tensor, expected: tuple[int, ...]) -> None:
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"expected {what} to be a Tensor, got {type(tensor).__name__}")
+    if tuple(tensor.shape) != expected:
+        raise ValueError(f"expected {what} of shape {expected}, got {tuple(tensor.shape)}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"expected {what} to be floating point, got {tensor.dtype}")
+
+
+class EngramCell(_EngramBase):
+    r"""One step of the Engram Neural Network, like ``nn.LSTMCell``.
+
+    ``cell(input, hx=None) -> EngramState(h, trace)`` with input (B, input_size) or
+    (input_size,), h (B, hidden_size) and trace (B, memory_size, hidden_size) per sample or
+    (memory_size, hidden_size) shared. ``h`` is the step's output. See :class:`Engram` for
+    the arguments.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        memory_size: int = 64,
+        hebbian_lr: float = 0.05,
+        trace_scale: float = 0.5,
+        temperature: float = 1.5,
+        sparsity: float = 0.1,
+        trace_clip: float = 0.1,
+        trace_noise: float = 0.001,
+        trace: str = "per_sample",
+        init_state: str = "zeros",
+        top_k: int | None = None,
+        sparsity_penalty: float = 0.0,
+        layer_norm_eps: float = 1e-6,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, bias, memory_size=memory_size, hebbian_lr=hebbian_lr,
+            trace_scale=trace_scale, temperature=temperature, sparsity=sparsity,
+            trace_clip=trace_clip, trace_noise=trace_noise, trace=trace, init_state=init_state,
+            top_k=top_k, sparsity_penalty=sparsity_penalty, layer_norm_eps=layer_norm_eps,
+        )
+        self._add_layer_params("", input_size, {"device": device, "dtype": dtype})
+        self.reset_parameters()
+
+    def forward(self, input: Tensor, hx: EngramState | tuple[Tensor, Tensor] | None = None
+                ) -> EngramState:
+        self._check_input(input, (1, 2))
+        batched = input.dim() == 2
+        x = input if batched else input[None]  # (B, d)
+        B = x.size(0)
+        if hx is None:
+            state = self._initial_layer_state(B, x)
+        else:
+            h, trace = hx
+            h = h if batched else h[None]
+            if self.trace_mode == "per_sample" and not batched:
+                trace = trace[None]
+            _check_state_shape("hx.h", h, (B, self.hidden_size))
+            expected = (self.memory_size, self.hidden_size)
+            if self.trace_mode == "per_sample":
+                expected = (B, *expected)
+            _check_state_shape("hx.trace", trace, expected)
+            state = EngramState(h, trace)
+        _, (h, trace), entropy, _ = engram_recurrence(
+            x[:, None], self._layer_weights(""), self.hyper, state, **self._recurrence_kwargs()
+        )
+        self._set_aux_loss([entropy])
+        if not batched:
+            h = h[0]
+            trace = trace[0] if self.trace_mode == "per_sample" else trace
+        return EngramState(h, trace)
+
+
+class Engram(_EngramBase):
+    r"""The Engram Neural Network over whole sequences, like ``nn.LSTM``.
+
+    Args (PyTorch's, same order and defaults):
+        input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0
+    ENN arguments (keyword-only; defaults are the paper's):
+        memory_size (N=64): rows of the learnable memory bank M.
+        hebbian_lr (eta=0.05), trace_scale (alpha=0.5), temperature (tau=1.5),
+        sparsity (lambda=0.1; the softmax uses tau / (1 + 10 lambda)),
+        trace_clip (0.1), trace_noise (std 0.001, added to the Hebbian write in training only),
+        layer_norm_eps (1e-6).
+        trace: ``"per_sample"`` (default: one N x h trace per sequence, batch-independent) or
+            ``"shared"`` (the reference's single batch-mean trace).
+        init_state: ``"zeros"`` (default) or ``"random"`` (the reference's fresh
+            Normal(0, 0.01^2) draw of h_0 and H_0 at every call; training mode only, so that
+            evaluation stays deterministic).
+        top_k: hard top-k retrieval (other attention weights exactly 0); None = dense.
+        sparsity_penalty: weight of the mean attention entropy; when > 0, every forward sets
+            ``self.aux_loss`` to that weighted entropy, for the training loss.
+
+    ``forward(input, hx=None, lengths=None, return_intermediates=False)``:
+        input (T, B, input_size), (B, T, input_size) if batch_first, (T, input_size)
+        unbatched, or a PackedSequence. ``lengths`` (B,) marks padded steps, which change
+        neither the state nor the real steps and output zeros. Returns
+        ``(output, EngramState(h, trace))`` with h (num_layers, B, hidden_size) and trace
+        (num_layers, B, N, hidden_size) per sample or (num_layers, N, hidden_size) shared;
+        with ``return_intermediates`` a third element, :class:`EngramIntermediates` of the top
+        layer (attention (B, T, N), retrieved (B, T, h), trace after each step), whose
+        ``layers`` holds every layer's, bottom first.
+
+    Parameters of layer k: ``weight_z_lk``, ``bias_z_lk``, ``ln_z_weight_lk``, ``ln_z_bias_lk``,
+    ``memory_lk``, ``weight_c_lk``, ``bias_c_lk``, ``weight_o_lk``, ``bias_o_lk``,
+    ``ln_h_weight_lk``, ``ln_h_bias_lk``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        *,
+        memory_size: int = 64,
+        hebbian_lr: float = 0.05,
+        trace_scale: float = 0.5,
+        temperature: float = 1.5,
+        sparsity: float = 0.1,
+        trace_clip: float = 0.1,
+        trace_noise: float = 0.001,
+        trace: str = "per_sample",
+        init_state: str = "zeros",
+        top_k: int | None = None,
+        sparsity_penalty: float = 0.0,
+        layer_norm_eps: float = 1e-6,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, bias, memory_size=memory_size, hebbian_lr=hebbian_lr,
+            trace_scale=trace_scale, temperature=temperature, sparsity=sparsity,
+            trace_clip=trace_clip, trace_noise=trace_noise, trace=trace, init_state=init_state,
+            top_k=top_k, sparsity_penalty=sparsity_penalty, layer_norm_eps=layer_norm_eps,
+        )
+        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
+            raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
+        _check_range("dropout", dropout, 0.0, 1.0)
+        self.num_layers = num_layers
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        factory = {"device": device, "dtype": dtype}
+        for k in range(num_layers):
+            self._add_layer_params(f"_l{k}", input_size if k == 0 else hidden_size, factory)
+        self.reset_parameters()
+
+    def layer_weights(self, layer: int) -> EngramWeights:
+        """The parameters of one layer, as the ops take them."""
+        return self._layer_weights(f"_l{layer}")
+
+    def initial_state(self, batch_size: int, device=None) -> EngramState:
+        """The default state (zeros) for ``batch_size`` sequences, with the layer dimension."""
+        like = torch.empty(0, device=device)
+        per_layer = [self._initial_layer_state(batch_size, like) for _ in range(self.num_layers)]
+        return EngramState(*(torch.stack(s) for s in zip(*per_layer, strict=True)))
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: EngramState | tuple[Tensor, Tensor] | None = None,
+        lengths: Tensor | None = None,
+        return_intermediates: bool = False,
+    ):
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            if lengths is not None:
+                raise ValueError("lengths must be None for a PackedSequence input "
+                                 "(the packed sequence carries its own)")
+            x, lengths = pad_packed_sequence(input, batch_first=True)  # (B, T, d)
+            self._check_input(x, (2, 3))
+            batched = True
+        else:
+            self._check_input(input, (2, 3))
+            batched = input.dim() == 3
+            if not batched:
+                x = input[None]  # (1, T, d)
+            elif self.batch_first:
+                x = input  # (B, T, d)
+            else:
+                x = input.transpose(0, 1)  # (B, T, d)
+        B, T, _ = x.shape
+        if T == 0:
+            raise ValueError("Engram: expected a non-empty sequence, got length 0")
+        if B == 0:
+            raise ValueError("Engram: expected a non-empty batch, got batch size 0")
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, B, T, x.device)
+        states = self._split_state(hx, B, batched, x)
+
+        finals: list[EngramState] = []
+        entropies: list[Tensor | None] = []
+        records: list[EngramIntermediates] = []
+        layer_in = x
+        for k in range(self.num_layers):
+            if k > 0 and self.dropout > 0:
+                layer_in = F.dropout(layer_in, self.dropout, self.training)
+            layer_in, final, entropy, record = engram_recurrence(
+                layer_in, self.layer_weights(k), self.hyper, states[k], lengths=lengths,
+                return_intermediates=return_intermediates, **self._recurrence_kwargs(),
+            )
+            finals.append(final)
+            entropies.append(entropy)
+            if record is not None:
+                records.append(record)
+        self._set_aux_loss(entropies)
+
+        h_n = torch.stack([s.h for s in finals])  # (L, B, h)
+        trace_n = torch.stack([s.trace for s in finals])  # (L, B, N, h) or (L, N, h)
+        out = layer_in  # (B, T, h)
+        if packed:
+            output = pack_padded_sequence(out, lengths.cpu(), batch_first=True,
+                                          enforce_sorted=False)
+        elif batched:
+            output = out if self.batch_first else out.transpose(0, 1)
+        else:
+            output = out[0]
+            h_n = h_n[:, 0]
+            if self.trace_mode == "per_sample":
+                trace_n = trace_n[:, 0]
+        state = EngramState(h_n, trace_n)
+        if return_intermediates:
+            top = records[-1]
+            return output, state, replace(top, layers=tuple(records))
+        return output, state
+
+    def _check_lengths(self, lengths: Tensor, B: int, T: int, device) -> Tensor:
+        lengths = torch.as_tensor(lengths)
+        if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+            raise TypeError(f"expected integer lengths, got {lengths.dtype}")
+        if tuple(lengths.shape) != (B,):
+            raise ValueError(f"expected lengths of shape ({B},), got {tuple(lengths.shape)}")
+        if bool((lengths < 1).any()) or bool((lengths > T).any()):
+            raise ValueError(f"expected every length in [1, {T}], got {lengths.tolist()}")
+        return lengths.to(device)
+
+    def _split_state(self, hx, B: int, batched: bool, like: Tensor) -> list[EngramState]:
+        """Per-layer states from ``hx`` (checked against the expected shapes), or the default."""
+        if hx is None:
+            return [self._initial_layer_state(B, like) for _ in range(self.num_layers)]
+        if not (isinstance(hx, tuple) and len(hx) == 2):
+            raise TypeError(f"expected hx to be an EngramState(h, trace) or None, "
+                            f"got {type(hx).__name__}")
+        h, trace = hx
+        L, hid, N = self.num_layers, self.hidden_size, self.memory_size
+        per_sample = self.trace_mode == "per_sample"
+        if batched:
+            _check_state_shape("hx.h", h, (L, B, hid))
+            _check_state_shape("hx.trace", trace, (L, B, N, hid) if per_sample else (L, N, hid))
+        else:
+            _check_state_shape("hx.h", h, (L, hid))
+            _check_state_shape("hx.trace", trace, (L, N, hid))
+            h = h[:, None]
+            if per_sample:
+                trace = trace[:, None]
+        return [EngramState(h[k], trace[k]) for k in range(L)]

@@ -1,0 +1,1 @@
+"""Pure functional ops (no nn.Module state)."""
