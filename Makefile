@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/python examples/quickstart.py
 
 test: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 	ENN_DATA_DIR=$${ENN_DATA_DIR:-$(DATA_DIR)} $(BIN)/pytest
 
 clean:

@@ -1,4 +1,4 @@
-"""``EngramCell`` and ``Engram``: the ENN as PyTorch layers, shaped like ``nn.LSTMCell`` / ``nn.LSTM``."""
+"""``EngramCell`` and ``Engram``: the ENN as layers shaped like ``nn.LSTMCell`` / ``nn.LSTM``."""
 
 from __future__ import annotations
 
@@ -70,7 +70,9 @@ class _EngramBase(nn.Module):
         _check_range("trace_noise", trace_noise, 0.0)
         _check_range("sparsity_penalty", sparsity_penalty, 0.0)
         for name, value in (
-            ("temperature", temperature), ("trace_clip", trace_clip), ("layer_norm_eps", layer_norm_eps)
+            ("temperature", temperature),
+            ("trace_clip", trace_clip),
+            ("layer_norm_eps", layer_norm_eps),
         ):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
