@@ -1,0 +1,213 @@
+"""Typed run configuration, the ``paper`` and ``default`` presets, and ``key=value`` overrides.
+
+A run is ``RunConfig(task, preset, seed, model=ModelConfig, train=TrainConfig, data={...})``.
+``resolve(task, backbone, preset)`` gives the preset's config; ``apply_overrides`` changes
+fields by dotted name (``train.epochs=3``, ``model.hidden_sizes=64,64``): an unknown field or
+a value of the wrong type is a ``ConfigError`` that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+PRESETS = ("paper", "default")
+LM_TASKS = ("wikitext103", "wikitext2", "wikitext103-small")
+# The paper's epoch counts (ENN_SPEC section 4); tasks it did not run get MNIST's.
+PAPER_EPOCHS = {"cifar10": 30, "wikitext103": 10, "wikitext2": 10, "wikitext103-small": 10}
+
+
+class ConfigError(ValueError):
+    """A bad configuration field or value."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "engram"
+    hidden_sizes: tuple[int, ...] = (128,)
+    layer_dropout: float = 0.0  # between stacked recurrent layers
+    dropout: float = 0.3  # before the output layer
+    pooling: str = "last"  # classifier: "last" or "attention"
+    embed_dim: int = 128  # token inputs (language models, assoc with encoding=tokens)
+    tie_weights: bool = False
+    adaptive_cutoffs: tuple[int, ...] = ()  # language model: adaptive softmax when set
+    # Engram only (ignored by the baselines)
+    memory_size: int = 64
+    trace: str = "per_sample"
+    init_state: str = "zeros"
+    hebbian_lr: float = 0.05
+    trace_scale: float = 0.5
+    temperature: float = 1.5
+    sparsity: float = 0.1
+    trace_clip: float = 0.1
+    trace_noise: float = 0.001
+    top_k: int | None = None
+    sparsity_penalty: float = 0.0
+
+    def engram_kwargs(self) -> dict[str, Any]:
+        names = (
+            "memory_size",
+            "trace",
+            "init_state",
+            "hebbian_lr",
+            "trace_scale",
+            "temperature",
+            "sparsity",
+            "trace_clip",
+            "trace_noise",
+            "top_k",
+            "sparsity_penalty",
+        )
+        return {n: getattr(self, n) for n in names}
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 1e-3
+    clip_norm: float = 1.0
+    patience: int = 3  # early stopping on validation loss, best weights restored
+    lr_factor: float = 0.5  # ReduceLROnPlateau
+    lr_patience: int = 2
+    min_lr: float = 1e-5
+    precision: str = "32-true"  # any Lightning precision, e.g. "bf16-mixed"
+    accelerator: str = "auto"
+    devices: int = 1
+    strategy: str = "auto"  # "ddp" for multi-process data parallel
+    num_workers: int = 0
+    limit_train_batches: float = 1.0  # fraction (<= 1) or number of batches per epoch
+    limit_eval_batches: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    task: str
+    preset: str = "default"
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: dict[str, Any] = field(default_factory=dict)  # task options, checked by the loader
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        cfg = RunConfig(task=d["task"])
+        apply_overrides(cfg, _flatten({k: v for k, v in d.items() if k != "task"}))
+        return cfg
+
+
+def resolve(task: str, backbone: str, preset: str = "default", seed: int = 42) -> RunConfig:
+    """The preset's configuration for one task and backbone (see docs/training.md)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    lm = task in LM_TASKS
+    model = ModelConfig(backbone=backbone)
+    if backbone != "engram":
+        model.hidden_sizes = (128, 128) if lm else (128, 64)
+    if lm:
+        model.sparsity = 0.3
+    if preset == "paper":
+        model.trace, model.init_state = "shared", "random"
+    train = TrainConfig(epochs=PAPER_EPOCHS.get(task, 15))
+    return RunConfig(task=task, preset=preset, seed=seed, model=model, train=train)
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``["train.epochs=3", ...]`` -> ``{"train.epochs": "3"}``; values are parsed later."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected an override of the form key=value, got {item!r}")
+        out[key.strip().removeprefix("--")] = value
+    return out
+
+
+def load_yaml_overrides(path: str) -> dict[str, Any]:
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+    return _flatten(data)
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Set dotted fields in place; strings are parsed as YAML scalars, then type-checked."""
+    for key, raw in overrides.items():
+        section, _, name = key.rpartition(".")
+        if section == "data":
+            cfg.data[name] = _parse(raw)
+            continue
+        target = {"": cfg, "model": cfg.model, "train": cfg.train}.get(section)
+        fields = {f.name: f for f in dataclasses.fields(target)} if target is not None else {}
+        if name not in fields or (target is cfg and name in ("model", "train", "data")):
+            known = _known_fields(cfg)
+            raise ConfigError(f"unknown config field {key!r}; known fields: {', '.join(known)}")
+        hint = typing.get_type_hints(type(target))[name]
+        setattr(target, name, _coerce(key, _parse(raw), hint))
+    return cfg
+
+
+def _known_fields(cfg: RunConfig) -> list[str]:
+    names = [f.name for f in dataclasses.fields(cfg) if f.name not in ("model", "train", "data")]
+    names += [f"model.{f.name}" for f in dataclasses.fields(cfg.model)]
+    names += [f"train.{f.name}" for f in dataclasses.fields(cfg.train)]
+    return names + ["data.<task option>"]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k in ("model", "train", "data"):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _parse(raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    if "," in raw and not raw.strip().startswith(("[", "{")):
+        return [_parse(part) for part in raw.split(",") if part.strip()]
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field's type; ints widen to floats, lists become tuples."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is tuple:
+        (elem, _) = typing.get_args(hint)
+        items = value if isinstance(value, list | tuple) else [value]
+        return tuple(_coerce(key, v, elem) for v in items)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # e.g. precision=32
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"config field {key!r} expects {hint.__name__}, got {value!r}")
+    return value

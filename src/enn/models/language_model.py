@@ -1,0 +1,67 @@
+"""Word-level language model: embedding -> backbone -> dropout -> softmax over the vocabulary."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LanguageModel(nn.Module):
+    """A plain ``nn.Module`` for next-token prediction with state carried across windows.
+
+    ``forward(tokens (B, T), state=None) -> (hidden (B, T, H), state)``;
+    ``nll(hidden, targets) -> (B, T)`` negative log-likelihood per token (full softmax, or an
+    adaptive softmax for large vocabularies); ``logits(hidden)`` for the full softmax.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        vocab_size: int,
+        embed_dim: int,
+        dropout: float = 0.3,
+        tie_weights: bool = False,
+        adaptive_cutoffs: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        hidden = backbone.output_size
+        if adaptive_cutoffs:
+            if tie_weights:
+                raise ValueError("tie_weights needs the full softmax, not adaptive_cutoffs")
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(
+                hidden, vocab_size, list(adaptive_cutoffs), div_value=4.0
+            )
+            self.decoder = None
+        else:
+            self.adaptive = None
+            self.decoder = nn.Linear(hidden, vocab_size)
+            if tie_weights:
+                if hidden != embed_dim:
+                    raise ValueError(
+                        f"tie_weights needs embed_dim == hidden size, got {embed_dim} and {hidden}"
+                    )
+                self.decoder.weight = self.embedding.weight
+
+    def forward(self, tokens: Tensor, state=None):
+        out, state = self.backbone(self.embedding(tokens), state)  # (B, T, H)
+        return self.dropout(out), state
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        if self.decoder is None:
+            return self.adaptive.log_prob(hidden.reshape(-1, hidden.size(-1))).view(
+                *hidden.shape[:-1], -1
+            )
+        return self.decoder(hidden)  # (B, T, V)
+
+    def nll(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        if self.decoder is None:
+            flat = hidden.reshape(-1, hidden.size(-1))  # (B*T, H)
+            return -self.adaptive(flat, targets.reshape(-1)).output.view(targets.shape)
+        logits = self.decoder(hidden)  # (B, T, V)
+        return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T)
+
+    def aux_loss(self):
+        return self.backbone.aux_loss

@@ -1,0 +1,135 @@
+"""Training plumbing: atomic checkpoints, resumable epoch log and timing, epoch-seeded shuffling."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import DataLoader, RandomSampler
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints go to a temporary file, then are renamed: a killed run leaves no corrupt one."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+class EpochSeededSampler(RandomSampler):
+    """Shuffles by (seed, epoch) alone, so a resumed run sees the same order as an unbroken one."""
+
+    def __init__(self, data_source, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(len(self.data_source), generator=g).tolist())
+
+
+def epoch_seeded(loader: DataLoader, seed: int) -> DataLoader:
+    """The same loader, shuffled by ``EpochSeededSampler`` (only for shuffled loaders)."""
+    if not isinstance(loader.sampler, RandomSampler):
+        return loader
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=EpochSeededSampler(loader.dataset, seed),
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        drop_last=loader.drop_last,
+        pin_memory=loader.pin_memory,
+    )
+
+
+class EpochLog(pl.Callback):
+    """Per-epoch metrics (``metrics.csv``) and training time; its state lives in checkpoints."""
+
+    def __init__(self, csv_path: Path) -> None:
+        self.csv_path = Path(csv_path)
+        self.rows: list[dict] = []
+        self.train_seconds = 0.0
+        self.train_steps = 0
+        self._t0 = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+        self._steps0 = trainer.global_step
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        seconds = time.perf_counter() - self._t0
+        steps = trainer.global_step - self._steps0
+        self.train_seconds += seconds
+        self.train_steps += steps
+        metrics = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.split("_")[0] in ("train", "val")
+        }
+        row = {
+            "epoch": trainer.current_epoch + 1,
+            **metrics,
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "epoch_seconds": seconds,
+            "steps": steps,
+        }
+        self.rows.append(row)
+        if trainer.is_global_zero:
+            self._write()
+
+    def _write(self) -> None:
+        columns = list(dict.fromkeys(k for row in self.rows for k in row))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.csv_path, buf.getvalue())
+
+    def best_epoch(self) -> int | None:
+        scored = [r for r in self.rows if "val_loss" in r]
+        return min(scored, key=lambda r: r["val_loss"])["epoch"] if scored else None
+
+    def state_dict(self) -> dict:
+        return {
+            "rows": self.rows,
+            "train_seconds": self.train_seconds,
+            "train_steps": self.train_steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+        self.train_seconds = state["train_seconds"]
+        self.train_steps = state["train_steps"]

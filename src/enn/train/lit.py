@@ -1,0 +1,145 @@
+"""The LightningModule that wraps a plain ``enn`` model: losses, metrics, optimiser, schedule.
+
+The model itself never imports Lightning. Language models carry their recurrent state across
+consecutive batches (truncated BPTT) and reset it at the start of every epoch and split.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import TrainConfig, detach_state
+
+
+class LitSequenceModel(pl.LightningModule):
+    def __init__(
+        self, model: nn.Module, kind: str, train_cfg: TrainConfig, config_dict: dict | None = None
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.kind = kind
+        self.train_cfg = train_cfg
+        self.config_dict = config_dict or {}
+        self._state: dict[str, object] = {}  # LM: carried state per split
+        self._nll: dict[str, list[float]] = {}  # LM: [sum of token NLL, tokens] per split
+
+    # --- steps -----------------------------------------------------------------------------
+    def _step(self, batch, split: str) -> torch.Tensor:
+        if self.kind == "language_model":
+            return self._lm_step(batch, split)
+        x, y = batch[0], batch[1]
+        lengths = batch[2] if len(batch) > 2 else None
+        logits = self.model(x, lengths)  # (B, C)
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.argmax(-1) == y).float().mean()
+        n = y.size(0)
+        self.log(
+            f"{split}_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+            sync_dist=True,
+            prog_bar=True,
+        )
+        self.log(
+            f"{split}_acc",
+            acc,
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+            sync_dist=True,
+            prog_bar=True,
+        )
+        aux = self.model.aux_loss()
+        return loss if aux is None or split != "train" else loss + aux
+
+    def _lm_step(self, batch, split: str) -> torch.Tensor:
+        x, y = batch  # (B, T) each
+        hidden, state = self.model(x, self._state.get(split))
+        self._state[split] = detach_state(state)
+        nll = self.model.nll(hidden, y)  # (B, T)
+        loss = nll.mean()
+        sums = self._nll.setdefault(split, [0.0, 0])
+        sums[0] += float(nll.detach().sum())
+        sums[1] += y.numel()
+        self.log(
+            f"{split}_loss", loss, on_step=False, on_epoch=True, batch_size=y.numel(), prog_bar=True
+        )
+        aux = self.model.aux_loss()
+        return loss if aux is None or split != "train" else loss + aux
+
+    def _reset(self, split: str) -> None:
+        self._state.pop(split, None)
+        self._nll.pop(split, None)
+
+    def _log_perplexity(self, split: str) -> None:
+        if self.kind == "language_model" and split in self._nll:
+            total, tokens = self._nll[split]
+            self.log(f"{split}_ppl", math.exp(min(total / max(tokens, 1), 50.0)))
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def on_train_epoch_start(self):
+        self._reset("train")
+
+    def on_validation_epoch_start(self):
+        self._reset("val")
+
+    def on_test_epoch_start(self):
+        self._reset("test")
+
+    def on_validation_epoch_end(self):
+        self._log_perplexity("val")
+
+    def on_test_epoch_end(self):
+        self._log_perplexity("test")
+
+    def on_train_epoch_end(self):
+        self._log_perplexity("train")
+
+    # --- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self):
+        cfg = self.train_cfg
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
+        )
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"},
+        }
+
+    # --- checkpoints: the config and every RNG, so that a resumed run ends like an unbroken one
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["enn_config"] = self.config_dict
+        checkpoint["enn_kind"] = self.kind
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        # plain types and tensors only, so that weights-only loading accepts the file
+        checkpoint["enn_rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("enn_rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            name, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(rng["python"])

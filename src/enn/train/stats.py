@@ -1,0 +1,70 @@
+"""Statistics over seeds as in the paper: mean/std/95% CI, ANOVA, Kruskal-Wallis, Tukey HSD.
+
+Pure functions over ``{model: [value per seed]}``; no files, no training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+
+def describe(values: list[float]) -> dict:
+    """Mean, sample std, n and the 95% confidence half-width of the mean (Student t)."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    std = float(x.std(ddof=1)) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": float(x.mean()), "std": std, "n": n, "ci95": half}
+
+
+def _testable(groups: dict[str, list[float]]) -> str | None:
+    """Why the tests cannot run on these groups, or None."""
+    if len(groups) < 2:
+        return "needs at least two models"
+    if any(len(v) < 2 for v in groups.values()):
+        return "needs at least two seeds per model"
+    if all(np.ptp(v) == 0 for v in groups.values()) and len({v[0] for v in groups.values()}) == 1:
+        return "all values are identical"
+    return None
+
+
+def anova(groups: dict[str, list[float]]) -> dict:
+    reason = _testable(groups)
+    if reason:
+        return {"test": "one-way ANOVA", "skipped": reason}
+    res = stats.f_oneway(*groups.values())
+    return {"test": "one-way ANOVA", "statistic": float(res.statistic), "p": float(res.pvalue)}
+
+
+def kruskal(groups: dict[str, list[float]]) -> dict:
+    reason = _testable(groups)
+    if reason:
+        return {"test": "Kruskal-Wallis", "skipped": reason}
+    res = stats.kruskal(*groups.values())
+    return {"test": "Kruskal-Wallis", "statistic": float(res.statistic), "p": float(res.pvalue)}
+
+
+def tukey(groups: dict[str, list[float]], alpha: float = 0.05) -> dict:
+    """Pairwise Tukey HSD: mean difference (first minus second), p-value, significance."""
+    reason = _testable(groups)
+    if reason:
+        return {"test": "Tukey HSD", "skipped": reason}
+    names = list(groups)
+    res = stats.tukey_hsd(*groups.values())
+    pairs = []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            p = float(res.pvalue[i, j])
+            pairs.append(
+                {
+                    "a": names[i],
+                    "b": names[j],
+                    "diff": float(res.statistic[i, j]),
+                    "p": p,
+                    "significant": p < alpha,
+                }
+            )
+    return {"test": "Tukey HSD", "alpha": alpha, "pairs": pairs}

@@ -1,0 +1,71 @@
+"""Presets and typed overrides of the run configuration."""
+
+import pytest
+
+from enn.models import ConfigError, resolve
+from enn.models.config import RunConfig, apply_overrides, parse_overrides
+
+
+def test_paper_preset_matches_the_spec():
+    enn = resolve("mnist", "engram", "paper")
+    assert enn.model.hidden_sizes == (128,) and enn.model.memory_size == 64
+    assert enn.model.trace == "shared" and enn.model.init_state == "random"
+    assert (enn.train.lr, enn.train.clip_norm, enn.train.batch_size) == (1e-3, 1.0, 128)
+    assert (enn.train.patience, enn.train.lr_factor, enn.train.lr_patience) == (3, 0.5, 2)
+    assert enn.train.min_lr == 1e-5 and enn.train.epochs == 15
+    assert resolve("mnist", "lstm", "paper").model.hidden_sizes == (128, 64)
+    assert resolve("wikitext103", "gru", "paper").model.hidden_sizes == (128, 128)
+    assert resolve("wikitext103", "engram", "paper").model.sparsity == 0.3
+    assert resolve("cifar10", "rnn", "paper").train.epochs == 30
+
+
+def test_default_preset_differs_only_in_trace_and_initial_state():
+    paper, default = resolve("mnist", "engram", "paper"), resolve("mnist", "engram", "default")
+    assert default.model.trace == "per_sample" and default.model.init_state == "zeros"
+    paper.model.trace, paper.model.init_state, paper.preset = "per_sample", "zeros", "default"
+    assert paper == default
+
+
+def test_overrides_are_typed():
+    cfg = resolve("digits", "engram")
+    apply_overrides(
+        cfg,
+        parse_overrides(
+            [
+                "train.epochs=3",
+                "model.hidden_sizes=64,64",
+                "train.lr=1",
+                "model.top_k=4",
+                "data.k=8",
+                "seed=7",
+            ]
+        ),
+    )
+    assert cfg.train.epochs == 3 and cfg.model.hidden_sizes == (64, 64)
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert cfg.model.top_k == 4 and cfg.data == {"k": 8} and cfg.seed == 7
+    apply_overrides(cfg, {"model.top_k": "null"})
+    assert cfg.model.top_k is None
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("train.epoch=3", "unknown config field 'train.epoch'"),
+        ("model=3", "unknown config field 'model'"),
+        ("train.epochs=three", "'train.epochs' expects int, got 'three'"),
+        ("model.trace_clip=abc", "'model.trace_clip' expects float"),
+        ("train.epochs=true", "'train.epochs' expects int, got True"),
+    ],
+)
+def test_bad_overrides_name_the_field(override, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(resolve("digits", "engram"), parse_overrides([override]))
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["epochs"])
+
+
+def test_round_trip_through_dict():
+    cfg = resolve("assoc", "lstm", "paper", seed=3)
+    cfg.data["k"] = 6
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg

@@ -1,0 +1,124 @@
+"""Registry, data directory, digits, verify() and the ``enn data`` command."""
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from data_fixtures import write_mnist, write_wikitext
+
+from enn.data import (
+    TASKS,
+    DataIntegrityError,
+    get_datamodule,
+    resolve_data_dir,
+    task_options,
+    verify,
+)
+from enn.data.cli import register
+
+
+def test_tasks_and_kinds():
+    assert set(TASKS) == {
+        "mnist",
+        "mnist-pixel",
+        "mnist10k",
+        "cifar10",
+        "wikitext103",
+        "wikitext2",
+        "wikitext103-small",
+        "digits",
+        "assoc",
+    }
+    lm = {name for name, info in TASKS.items() if info.kind == "language_model"}
+    assert lm == {"wikitext103", "wikitext2", "wikitext103-small"}
+    assert all(info.name == name and info.description for name, info in TASKS.items())
+    for name in TASKS:
+        dm = get_datamodule(name)
+        assert dm.kind == TASKS[name].kind
+        assert ("bptt" in task_options(name)) == (dm.kind == "language_model")
+
+
+def test_unknown_task_and_option_are_named():
+    with pytest.raises(ValueError, match=r"unknown task 'mnits'; known tasks: mnist, mnist-pixel"):
+        get_datamodule("mnits")
+    with pytest.raises(TypeError, match=r"task 'digits' has no option\(s\) bptt; its options: "):
+        get_datamodule("digits", bptt=3)
+    with pytest.raises(ValueError, match="batch_size"):
+        get_datamodule("digits", batch_size=0)
+
+
+def test_data_dir_resolution_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENN_DATA_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert resolve_data_dir() == tmp_path / "env"
+    monkeypatch.delenv("ENN_DATA_DIR")
+    assert resolve_data_dir() == tmp_path / "xdg" / "enn" / "data"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_data_dir() == tmp_path / "home" / ".cache" / "enn" / "data"
+    assert not (tmp_path / "home").exists()  # resolving creates nothing
+
+
+def test_digits_split_sizes_values_and_seeds():
+    dm = get_datamodule("digits", batch_size=64)
+    dm.prepare_data()
+    dm.setup()
+    assert (dm.seq_len, dm.input_size, dm.num_classes) == (8, 8, 10)
+    assert {k: len(v) for k, v in dm.datasets.items()} == {"train": 1197, "val": 300, "test": 300}
+    idx = dm.split_indices
+    assert len(np.unique(np.concatenate(list(idx.values())))) == 1797
+    x, y = dm.datasets["test"].tensors
+    assert x.shape == (300, 8, 8) and 0.0 <= x.min() and x.max() <= 1.0
+    assert torch.bincount(y, minlength=10).min() >= 29  # stratified: ~30 per class
+
+    def test_idx(seed):
+        other = get_datamodule("digits", seed=seed)
+        other.setup()
+        return other.split_indices["test"]
+
+    assert np.array_equal(test_idx(42), idx["test"])
+    assert not np.array_equal(test_idx(7), idx["test"])
+
+
+def test_verify_reports_each_status(tmp_path):
+    write_mnist(tmp_path, n_train=3, n_test=3)
+    (tmp_path / "mnist" / "train-labels-idx1-ubyte.gz").unlink()
+    results = {r.path.name: r for r in verify(tmp_path, ["mnist"])}
+    assert results["train-labels-idx1-ubyte.gz"].status == "missing"
+    assert results["t10k-images-idx3-ubyte.gz"].status == "bad-checksum"
+    assert "checksum mismatch" in results["t10k-images-idx3-ubyte.gz"].message
+    write_wikitext(tmp_path)  # wikitext-2 token md5s are not published: format checks only
+    (tmp_path / "wikitext-2" / "wiki.test.tokens").write_text("", encoding="utf-8")
+    results = {r.path.name: r for r in verify(tmp_path, ["wikitext2"])}
+    assert results["wiki.train.tokens"].status == "ok"
+    assert "38 tokens" in results["wiki.train.tokens"].message
+    assert results["wiki.test.tokens"].status == "bad-format"
+    assert "empty token file" in results["wiki.test.tokens"].message
+    assert {r.dataset for r in verify(tmp_path)} == {"mnist", "cifar10", "wikitext103", "wikitext2"}
+    assert [r.path.name for r in verify(tmp_path, ["mnist10k", "digits"])] == [
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_verify_and_list(tmp_path, capsys):
+    write_wikitext(tmp_path)
+    assert _cli(["data", "verify", "wikitext2", "--data-dir", str(tmp_path)]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert _cli(["data", "verify", "mnist", "--data-dir", str(tmp_path)]) == 1
+    assert _cli(["data", "list"]) == 0
+    assert "wikitext103-small" in capsys.readouterr().out
+    assert _cli(["data", "download", "digits"]) == 0
+
+
+def test_integrity_error_is_a_value_error():
+    assert issubclass(DataIntegrityError, ValueError)

@@ -1,0 +1,49 @@
+"""Statistics over seeds against values computed by hand on a fixed table."""
+
+import math
+
+import pytest
+
+from enn.train import stats
+
+TABLE = {"engram": [0.90, 0.92, 0.94], "lstm": [0.95, 0.96, 0.97], "rnn": [0.80, 0.82, 0.84]}
+
+
+def test_describe_mean_std_and_ci():
+    d = stats.describe([0.90, 0.92, 0.94])
+    assert d["mean"] == pytest.approx(0.92)
+    assert d["std"] == pytest.approx(0.02)  # sample std (ddof=1)
+    # t(0.975, 2) = 4.302653; half-width = t * s / sqrt(n)
+    assert d["ci95"] == pytest.approx(4.302653 * 0.02 / math.sqrt(3), rel=1e-5)
+    assert d["n"] == 3
+
+
+def test_anova_by_hand():
+    # grand mean 0.9, group means 0.92, 0.96, 0.82 (n=3 each)
+    ss_between = 3 * ((0.92 - 0.9) ** 2 + (0.96 - 0.9) ** 2 + (0.82 - 0.9) ** 2)
+    # within groups: deviations -0.02, 0, 0.02 (engram, rnn) and -0.01, 0, 0.01 (lstm)
+    ss_within = 2 * 0.02**2 + 2 * 0.01**2 + 2 * 0.02**2
+    f = (ss_between / 2) / (ss_within / 6)
+    res = stats.anova(TABLE)
+    assert res["statistic"] == pytest.approx(f, rel=1e-9)
+    assert res["p"] < 0.001
+
+
+def test_kruskal_by_hand():
+    # ranks: rnn 1,2,3; engram 4,5,6; lstm 7,8,9 -> H = 12/(N(N+1)) sum R^2/n - 3(N+1)
+    h = 12 / (9 * 10) * ((6**2 + 15**2 + 24**2) / 3) - 3 * 10
+    res = stats.kruskal(TABLE)
+    assert res["statistic"] == pytest.approx(h, rel=1e-9)
+
+
+def test_tukey_pairs_and_significance():
+    res = stats.tukey(TABLE)
+    pairs = {(p["a"], p["b"]): p for p in res["pairs"]}
+    assert pairs[("engram", "lstm")]["diff"] == pytest.approx(0.92 - 0.96)
+    assert pairs[("engram", "rnn")]["significant"]
+    assert pairs[("lstm", "rnn")]["p"] < pairs[("engram", "lstm")]["p"]
+
+
+def test_tests_say_why_they_cannot_run():
+    assert "two seeds" in stats.anova({"a": [1.0], "b": [2.0, 3.0]})["skipped"]
+    assert "two models" in stats.tukey({"a": [1.0, 2.0]})["skipped"]
