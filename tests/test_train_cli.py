@@ -1,4 +1,4 @@
-"""End-to-end ``enn train / evaluate / compare`` on tiny settings, resume after kill, DDP, errors."""
+"""End-to-end ``enn train / evaluate / compare``: tiny settings, resume after kill, DDP, errors."""
 
 import json
 import os
@@ -31,16 +31,43 @@ def read_metrics(run: Path) -> dict:
 
 def test_train_writes_a_complete_run_folder_and_evaluate_reproduces_it(tmp_path, capsys):
     run = tmp_path / "run"
-    assert enn("train", "--task", "digits", "--model", "engram", "--out", run, *TINY,
-               "model.hidden_sizes=16", "model.memory_size=8") == 0
+    assert (
+        enn(
+            "train",
+            "--task",
+            "digits",
+            "--model",
+            "engram",
+            "--out",
+            run,
+            *TINY,
+            "model.hidden_sizes=16",
+            "model.memory_size=8",
+        )
+        == 0
+    )
     m = read_metrics(run)
-    for key in ("task", "model", "preset", "seed", "params", "best_epoch", "epochs_run",
-                "train_seconds", "seconds_per_step", "val_loss", "test_loss", "test_acc"):
+    for key in (
+        "task",
+        "model",
+        "preset",
+        "seed",
+        "params",
+        "best_epoch",
+        "epochs_run",
+        "train_seconds",
+        "seconds_per_step",
+        "val_loss",
+        "test_loss",
+        "test_acc",
+    ):
         assert key in m, key
     assert m["epochs_run"] == 2 and 0 <= m["test_acc"] <= 1 and m["params"] > 0
     rows = (run / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and "val_loss" in rows[0]
-    assert (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").exists()
+    assert (run / "checkpoints" / "best.ckpt").exists() and (
+        run / "checkpoints" / "last.ckpt"
+    ).exists()
     assert any((run / "tb").rglob("events.out.tfevents*"))
     assert "hidden_sizes:\n  - 16" in (run / "config.yaml").read_text()
     capsys.readouterr()
@@ -59,39 +86,89 @@ def test_same_seed_same_result(tmp_path):
 
 def test_assoc_task_end_to_end(tmp_path):
     run = tmp_path / "assoc"
-    assert enn("train", "--task", "assoc", "--model", "engram", "--out", run, *TINY,
-               "model.hidden_sizes=20", "data.n_train=512", "data.n_val=128",
-               "data.n_test=128") == 0
+    assert (
+        enn(
+            "train",
+            "--task",
+            "assoc",
+            "--model",
+            "engram",
+            "--out",
+            run,
+            *TINY,
+            "model.hidden_sizes=20",
+            "data.n_train=512",
+            "data.n_val=128",
+            "data.n_test=128",
+        )
+        == 0
+    )
     assert read_metrics(run)["task"] == "assoc"
 
 
 @pytest.mark.skipif(not has("mnist/t10k-images-idx3-ubyte.gz"), reason="real MNIST not in data dir")
 def test_mnist10k_end_to_end(tmp_path):
     run = tmp_path / "mnist"
-    assert enn("train", "--task", "mnist10k", "--model", "lstm", "--out", run, "--epochs", "1",
-               "train.limit_train_batches=3", "train.limit_eval_batches=2") == 0
+    assert (
+        enn(
+            "train",
+            "--task",
+            "mnist10k",
+            "--model",
+            "lstm",
+            "--out",
+            run,
+            "--epochs",
+            "1",
+            "train.limit_train_batches=3",
+            "train.limit_eval_batches=2",
+        )
+        == 0
+    )
     assert read_metrics(run)["task"] == "mnist10k"
 
 
-@pytest.mark.skipif(not has("wikitext-103/wiki.valid.tokens"), reason="real WikiText not in data dir")
+@pytest.mark.skipif(
+    not has("wikitext-103/wiki.valid.tokens"), reason="real WikiText not in data dir"
+)
 def test_wikitext_small_language_model_end_to_end(tmp_path):
     run = tmp_path / "lm"
-    assert enn("train", "--task", "wikitext103-small", "--model", "engram", "--out", run,
-               "--epochs", "1", "train.limit_train_batches=3", "train.limit_eval_batches=2",
-               "model.hidden_sizes=32", "model.embed_dim=32", "model.memory_size=8",
-               "data.max_vocab=2000") == 0
+    assert (
+        enn(
+            "train",
+            "--task",
+            "wikitext103-small",
+            "--model",
+            "engram",
+            "--out",
+            run,
+            "--epochs",
+            "1",
+            "train.limit_train_batches=3",
+            "train.limit_eval_batches=2",
+            "model.hidden_sizes=32",
+            "model.embed_dim=32",
+            "model.memory_size=8",
+            "data.max_vocab=2000",
+        )
+        == 0
+    )
     m = read_metrics(run)
     assert 1 < m["test_ppl"] < 2000 * 1.5 and "test_acc" not in m
 
 
 def test_resume_after_kill_mid_epoch_ends_like_an_unbroken_run(tmp_path):
-    args = ["train", "--task", "digits", "--model", "engram", "--epochs", "4",
-            "train.batch_size=16", "model.hidden_sizes=16", "model.memory_size=8"]
+    args = ["train", "--task", "digits", "--model", "engram", "--epochs", "3",
+            "train.batch_size=32", "model.hidden_sizes=8", "model.memory_size=4"]
     enn(*args, "--out", tmp_path / "unbroken")
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "enn.cli", *args, "--out", str(killed)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "enn.cli", *args, "--out", str(killed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (killed / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -108,9 +185,24 @@ def test_resume_after_kill_mid_epoch_ends_like_an_unbroken_run(tmp_path):
 
 def test_two_process_ddp_on_cpu(tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "enn.cli", "train", "--task", "digits", "--model", "lstm",
-           "--out", str(run), "--epochs", "1", "model.hidden_sizes=16,8",
-           "train.devices=2", "train.strategy=ddp", "train.accelerator=cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "enn.cli",
+        "train",
+        "--task",
+        "digits",
+        "--model",
+        "lstm",
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "model.hidden_sizes=16,8",
+        "train.devices=2",
+        "train.strategy=ddp",
+        "train.accelerator=cpu",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = read_metrics(run)
@@ -119,9 +211,21 @@ def test_two_process_ddp_on_cpu(tmp_path):
 
 def test_compare_summarises_and_resumes(tmp_path, capsys):
     out = tmp_path / "cmp"
-    args = ["compare", "--task", "digits", "--models", "engram,rnn", "--seeds", "0,1",
-            "--out", out, "--epochs", "1", "train.limit_train_batches=2",
-            "model.hidden_sizes=8"]
+    args = [
+        "compare",
+        "--task",
+        "digits",
+        "--models",
+        "engram,rnn",
+        "--seeds",
+        "0,1",
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "train.limit_train_batches=2",
+        "model.hidden_sizes=8",
+    ]
     assert enn(*args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["models"]) == {"engram", "rnn"}
@@ -133,12 +237,15 @@ def test_compare_summarises_and_resumes(tmp_path, capsys):
     assert capsys.readouterr().err.count("done, skipped") == 4
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--task", "imagenet", "--model", "engram"], "unknown task 'imagenet'"),
-    (["train", "--task", "digits", "--model", "transformer"], "unknown model 'transformer'"),
-    (["train", "--task", "digits", "--model", "lstm", "train.epoch=1"], "unknown config field"),
-    (["evaluate", "--checkpoint", "nowhere.ckpt"], "no checkpoint at nowhere.ckpt"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--task", "imagenet", "--model", "engram"], "unknown task 'imagenet'"),
+        (["train", "--task", "digits", "--model", "transformer"], "unknown model 'transformer'"),
+        (["train", "--task", "digits", "--model", "lstm", "train.epoch=1"], "unknown config field"),
+        (["evaluate", "--checkpoint", "nowhere.ckpt"], "no checkpoint at nowhere.ckpt"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
     assert enn(*args) == 2
     err = capsys.readouterr().err.strip()
@@ -146,19 +253,43 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
 
 
 def test_missing_data_names_the_fetch_command(tmp_path, capsys):
-    assert enn("train", "--task", "mnist10k", "--model", "rnn", "--data-dir", tmp_path / "empty",
-               "--out", tmp_path / "r") == 2
+    assert (
+        enn(
+            "train",
+            "--task",
+            "mnist10k",
+            "--model",
+            "rnn",
+            "--data-dir",
+            tmp_path / "empty",
+            "--out",
+            tmp_path / "r",
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "enn data download mnist" in err and "t10k-images-idx3-ubyte.gz" in err
 
 
 def test_refuses_to_overwrite_and_checks_checkpoint_task(tmp_path, capsys):
     run = tmp_path / "run"
-    base = ["train", "--task", "digits", "--model", "rnn", "--out", run, "--epochs", "1",
-            "model.hidden_sizes=8"]
+    base = [
+        "train",
+        "--task",
+        "digits",
+        "--model",
+        "rnn",
+        "--out",
+        run,
+        "--epochs",
+        "1",
+        "model.hidden_sizes=8",
+    ]
     assert enn(*base) == 0
     assert enn(*base) == 2
     assert "finished run; use --force" in capsys.readouterr().err
     assert enn(*base, "--force") == 0
-    assert enn("evaluate", "--checkpoint", run / "checkpoints" / "best.ckpt", "--task", "assoc") == 2
+    assert (
+        enn("evaluate", "--checkpoint", run / "checkpoints" / "best.ckpt", "--task", "assoc") == 2
+    )
     assert "trained on task 'digits', not 'assoc'" in capsys.readouterr().err
