@@ -16,7 +16,7 @@ $(BIN)/enn: pyproject.toml
 setup: $(BIN)/enn
 
 demo: setup
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/enn demo --out runs/demo
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks examples

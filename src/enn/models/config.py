@@ -81,6 +81,7 @@ class TrainConfig:
     devices: int = 1
     strategy: str = "auto"  # "ddp" for multi-process data parallel
     num_workers: int = 0
+    threads: int = 0  # CPU threads for torch (0 = torch's default); 1 suits small models
     limit_train_batches: float = 1.0  # fraction (<= 1) or number of batches per epoch
     limit_eval_batches: float = 1.0
 

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from ..analysis.report import write_report
 from ..models import RunConfig, build_model, count_parameters, match_baseline_width, resolve
 from ..models.build import DataShape
 from ..models.config import apply_overrides
@@ -86,6 +87,7 @@ def compare(
         log(f"{run_dir.name}: {score}, {m['seconds_per_epoch']:.1f} s/epoch")
     summary = summarize(out)
     write_summary(out, summary)
+    write_report(out)
     return summary
 
 

@@ -20,6 +20,7 @@ import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from ..analysis.monitor import monitor_for
 from ..data import get_datamodule
 from ..models import ConfigError, RunConfig, build_model, count_parameters
 from ..models.build import DataShape
@@ -124,6 +125,23 @@ def train(
     if force and not resume and run_dir.exists():
         shutil.rmtree(run_dir)
     progress = sys.stderr.isatty() if progress is None else progress
+    threads = torch.get_num_threads()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        return _train(cfg, run_dir, data_dir, resume, download, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    cfg: RunConfig,
+    run_dir: Path,
+    data_dir: str | None,
+    resume: bool,
+    download: bool,
+    progress: bool,
+) -> dict:
     _quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -150,7 +168,9 @@ def train(
         enable_version_counter=False,
     )
     stop = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience)
-    trainer = _trainer(cfg, run_dir, [epoch_log, best, stop], progress)
+    monitor = monitor_for(model, dm, run_dir)  # memory/ for ENN runs, None for baselines
+    callbacks = [epoch_log, best, stop] + ([monitor] if monitor else [])
+    trainer = _trainer(cfg, run_dir, callbacks, progress)
 
     train_loader = dm.train_dataloader()
     if dm.kind == "classification":

@@ -1,0 +1,359 @@
+"""``write_report(compare_dir)``: a comparison's results, statistics, curves and memory pictures.
+
+Everything is read from the comparison folder: ``summary.json`` (or, if it is missing, the
+summary of the run folders), ``<model>-seed<s>/metrics.{json,csv}``, the best ENN run's
+``memory/`` (``TraceMonitor``) and ``explain/`` (``enn explain``). Writes ``report.md`` and
+``report.html`` with the pictures in ``figures/`` beside them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .metrics import class_slot_usage
+from .monitor import EXPLAIN_DIR, EXPLAIN_FILE, MEMORY_DIR, PROBE_FILE, epoch_file, read_stats
+
+ALPHA = 0.05
+FIGURES = "figures"
+
+
+@dataclass
+class Document:
+    """A report as blocks, rendered to Markdown and to HTML."""
+
+    blocks: list[tuple[str, object]] = field(default_factory=list)
+
+    def heading(self, level: int, text: str) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def para(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def bullets(self, items: list[str]) -> None:
+        self.blocks.append(("ul", items))
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.blocks.append(("table", (header, rows)))
+
+    def image(self, path: str, caption: str) -> None:
+        self.blocks.append(("img", (path, caption)))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, value in self.blocks:
+            if kind == "h":
+                out.append("#" * value[0] + " " + value[1])
+            elif kind == "p":
+                out.append(value)
+            elif kind == "ul":
+                out.append("\n".join(f"- {item}" for item in value))
+            elif kind == "table":
+                header, rows = value
+                lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                lines += ["| " + " | ".join(r) + " |" for r in rows]
+                out.append("\n".join(lines))
+            else:
+                out.append(f"![{value[1]}]({value[0]})\n\n*{value[1]}*")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        e = html.escape
+        out = [
+            f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{e(title)}</title>",
+            "<style>body{font-family:sans-serif;max-width:1250px;margin:auto}"
+            "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:3px 8px}"
+            "img{max-width:100%}</style></head><body>",
+        ]
+        for kind, value in self.blocks:
+            if kind == "h":
+                out.append(f"<h{value[0]}>{e(value[1])}</h{value[0]}>")
+            elif kind == "p":
+                out.append(f"<p>{e(value)}</p>")
+            elif kind == "ul":
+                out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in value) + "</ul>")
+            elif kind == "table":
+                header, rows = value
+                cells = "".join(f"<th>{e(h)}</th>" for h in header)
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows
+                )
+                out.append(f"<table><tr>{cells}</tr>{body}</table>")
+            else:
+                out.append(
+                    f"<figure><img src='{e(value[0])}' alt='{e(value[1])}'>"
+                    f"<figcaption>{e(value[1])}</figcaption></figure>"
+                )
+        return "\n".join(out) + "\n</body></html>\n"
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def load_summary(compare_dir: Path) -> dict:
+    path = compare_dir / "summary.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from ..train.compare import summarize  # here: enn.train.compare may import this module
+
+    return summarize(compare_dir)
+
+
+def load_runs(compare_dir: Path) -> list[tuple[Path, dict]]:
+    return [
+        (p.parent, json.loads(p.read_text()))
+        for p in sorted(compare_dir.glob("*-seed*/metrics.json"))
+    ]
+
+
+def results_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    score = summary["score"]
+    header = [
+        "model",
+        "seeds",
+        f"{score} mean ± std",
+        f"{score} 95% CI",
+        "test loss mean ± std",
+        "parameters",
+        "s / epoch",
+        "epochs run",
+    ]
+    rows = []
+    for model, row in summary["models"].items():
+        s, loss = row[score], row["test_loss"]
+        ci = s["ci95"]
+        interval = (
+            "n/a (one seed)"
+            if ci is None or math.isnan(ci)
+            else (f"[{_fmt(s['mean'] - ci)}, {_fmt(s['mean'] + ci)}]")
+        )
+        rows.append(
+            [
+                model,
+                ", ".join(str(x) for x in row["seeds"]),
+                f"{_fmt(s['mean'])} ± {_fmt(s['std'])}",
+                interval,
+                f"{_fmt(loss['mean'])} ± {_fmt(loss['std'])}",
+                f"{int(row['params']['mean']):,}",
+                _fmt(row["seconds_per_epoch"]["mean"], 1),
+                _fmt(row["epochs_run"]["mean"], 1),
+            ]
+        )
+    return header, rows
+
+
+def tests_in_words(summary: dict) -> list[str]:
+    """The statistical tests as sentences; skipped tests with their reason."""
+    score = summary["score"]
+    tests = summary["tests"]
+    lines = []
+    for key, what in (("anova", score), ("kruskal", "test_loss")):
+        t = tests[key]
+        if "skipped" in t:
+            lines.append(f"{t['test']} on {what}: skipped ({t['skipped']}).")
+            continue
+        verdict = "the models differ" if t["p"] < ALPHA else "no difference between the models"
+        name = "F" if key == "anova" else "H"
+        lines.append(
+            f"{t['test']} on {what}: {name} = {t['statistic']:.3g}, "
+            f"p = {_p(t['p'])} — {verdict} at alpha {ALPHA}."
+        )
+    t = tests["tukey"]
+    if "skipped" in t:
+        lines.append(f"{t['test']} on {score}: skipped ({t['skipped']}).")
+    else:
+        differ = [
+            f"{p['a']} vs {p['b']} (difference {p['diff']:+.4f}, p = {_p(p['p'])})"
+            for p in t["pairs"]
+            if p["significant"]
+        ]
+        lines.append(
+            f"{t['test']} on {score} (alpha {t['alpha']}): "
+            + ("pairs that differ: " + "; ".join(differ) if differ else "no pair differs")
+            + "."
+        )
+    return lines
+
+
+def best_engram_run(summary: dict, runs: list[tuple[Path, dict]]) -> tuple[Path, dict] | None:
+    """The ENN run with the best score (highest accuracy or lowest perplexity)."""
+    score = summary["score"]
+    engram = [(d, m) for d, m in runs if m.get("model") == "engram" and m.get(score) is not None]
+    if not engram:
+        return None
+    sign = 1 if score == "test_acc" else -1
+    return max(engram, key=lambda r: sign * r[1][score])
+
+
+def memory_section(doc: Document, run_dir: Path, task: str, figures: Path, rel: str) -> None:
+    """The monitor's pictures of one run, as far as its files exist."""
+    memory = run_dir / MEMORY_DIR
+    rows = read_stats(memory)
+    if not rows:
+        doc.para(
+            f"No memory recordings in {run_dir.name}/{MEMORY_DIR} (the run was trained "
+            "without the trace monitor)."
+        )
+        return
+    doc.image(
+        f"{rel}/{plots.plot_trace_panels(memory, figures / 'trace_panels.png').name}",
+        "Mean final Hebbian trace of the probe sequences after the last epoch, before "
+        "training, their difference, and the trace statistics per epoch.",
+    )
+    header = [
+        "epoch",
+        "min",
+        "max",
+        "mean abs(H)",
+        "std",
+        "sparsity",
+        "attention entropy",
+        "effective slots",
+        "top slot (share of wins)",
+    ]
+    table = [
+        [
+            str(int(r["epoch"])),
+            _fmt(r["min"]),
+            _fmt(r["max"]),
+            _fmt(r["mean_abs"]),
+            _fmt(r["std"]),
+            _fmt(r["sparsity"], 3),
+            _fmt(r["attention_entropy"], 3),
+            _fmt(r["effective_slots"], 1),
+            f"{int(r['top_slot'])} ({r['top_slot_share']:.2f})",
+        ]
+        for r in rows
+    ]
+    doc.table(header, table)
+    last = int(rows[-1]["epoch"])
+    with np.load(epoch_file(memory, last)) as f:
+        bank, attention = f["memory"], f["attention"]
+    bank_png = plots.plot_memory_bank(
+        bank, figures / "memory_bank.png", f"Memory bank M after epoch {last}"
+    )
+    doc.image(
+        f"{rel}/{bank_png.name}",
+        f"The learned memory bank M after epoch {last} (slot x hidden unit).",
+    )
+    if not (memory / PROBE_FILE).is_file():
+        return
+    with np.load(memory / PROBE_FILE) as f:
+        x, y = f["x"], f["y"]
+    image, symbols = plots.input_view(task, x[0])
+    path = plots.plot_attention(
+        attention[0],
+        figures / "probe_attention.png",
+        f"First validation (probe) input, target {int(y[0])}",
+        image,
+        symbols,
+    )
+    doc.image(f"{rel}/{path.name}", "Attention of the first probe input over its time steps.")
+    if y.ndim == 1:
+        usage = class_slot_usage(attention, y, int(y.max()) + 1)
+        path = plots.plot_class_slot_usage(
+            usage,
+            figures / "probe_class_slot_usage.png",
+            f"Class-by-slot usage over the {len(y)} probe inputs (epoch {last})",
+        )
+        doc.image(f"{rel}/{path.name}", "Mean attention per memory slot for each class.")
+
+
+def explain_section(doc: Document, run_dir: Path, rel_run: str) -> None:
+    path = run_dir / EXPLAIN_DIR / EXPLAIN_FILE
+    if not path.is_file():
+        doc.para(
+            f"No attribution yet: run `enn explain --checkpoint "
+            f"{run_dir.name}/checkpoints/best.ckpt --index 0 1 2`."
+        )
+        return
+    info = json.loads(path.read_text())
+    doc.heading(3, "Which slots drove the decisions (attribution and ablation)")
+    header = [
+        "test input",
+        "label",
+        "predicted",
+        "p(predicted)",
+        "k",
+        "p without top-k",
+        "p without k random (mean ± std)",
+        "drop top-k",
+        "drop random",
+    ]
+    rows = [
+        [
+            str(r["index"]),
+            str(r["label"]),
+            str(r["predicted"]),
+            _fmt(r["prob"], 3),
+            str(r["k"]),
+            _fmt(r["prob_top"], 3),
+            f"{_fmt(r['prob_random'], 3)} ± {_fmt(r['prob_random_std'], 3)}",
+            f"{r['drop_top']:+.4f}",
+            f"{r['drop_random']:+.4f}",
+        ]
+        for r in info["inputs"]
+    ]
+    doc.table(header, rows)
+    folder = f"{rel_run}/{EXPLAIN_DIR}"
+    for r in info["inputs"]:
+        i = r["index"]
+        doc.image(f"{folder}/{r['attention_png']}", f"Attention of test input {i}.")
+        doc.image(
+            f"{folder}/{r['attribution_png']}",
+            f"Slot attribution of test input {i}, with the ablation numbers.",
+        )
+    doc.image(f"{folder}/{info['usage_png']}", "Class-by-slot usage over the test set.")
+
+
+def write_report(compare_dir: str | Path) -> Path:
+    """Write ``report.md`` and ``report.html`` (and ``figures/``) into ``compare_dir``."""
+    compare_dir = Path(compare_dir)
+    summary = load_summary(compare_dir)
+    runs = load_runs(compare_dir)
+    figures = compare_dir / FIGURES
+    task, score = summary["task"], summary["score"]
+    doc = Document()
+    title = f"ENN comparison on {task}"
+    doc.heading(1, title)
+    presets = sorted({r["preset"] for r in summary["models"].values()})
+    doc.para(
+        f"{len(runs)} finished runs of {len(summary['models'])} models (preset "
+        f"{', '.join(presets)}), read from {compare_dir.name}/. Score: {score} on the test "
+        "set; mean ± sample standard deviation over seeds and the 95% confidence interval "
+        "of the mean (Student t)."
+    )
+    doc.heading(2, "Results")
+    doc.table(*results_table(summary))
+    doc.heading(2, "Statistical tests")
+    doc.bullets(tests_in_words(summary))
+    doc.heading(2, "Learning curves")
+    curves = plots.plot_learning_curves(compare_dir, figures / "learning_curves.png")
+    doc.image(f"{FIGURES}/{curves.name}", "Validation loss and score per epoch of every model.")
+    doc.heading(2, "Memory of the best ENN run")
+    best = best_engram_run(summary, runs)
+    if best is None:
+        doc.para("No finished ENN (engram) run in this comparison: no memory pictures.")
+    else:
+        run_dir, metrics = best
+        doc.para(
+            f"{run_dir.name}: {score} = {_fmt(metrics[score])}, test loss "
+            f"{_fmt(metrics['test_loss'])}."
+        )
+        memory_section(doc, run_dir, task, figures, FIGURES)
+        explain_section(doc, run_dir, run_dir.name)
+    out = compare_dir / "report.md"
+    out.write_text(doc.markdown())
+    (compare_dir / "report.html").write_text(doc.html(title))
+    return out
