@@ -17,6 +17,7 @@ from ..ops.engram import (
     EngramState,
     EngramWeights,
     engram_recurrence,
+    fast_engram,
 )
 
 INIT_STATES = ("zeros", "random")
@@ -98,6 +99,11 @@ class _EngramBase(nn.Module):
         # Filled by forward when sparsity_penalty > 0: the weighted mean attention entropy,
         # a differentiable term for the training loss.
         self.aux_loss: Tensor | None = None
+        # The path each layer took in the last forward, bottom first: "fast" (algebra, no
+        # exact clip check needed), "fast-checked" (a bound failed and the exact check ran),
+        # "fast+step" (the clip acts on some per-sample traces: those samples ran the step
+        # loop), "step" (the step loop for all: intermediates asked for).
+        self.last_path: tuple[str, ...] = ()
 
     @property
     def trace_mode(self) -> str:
@@ -177,11 +183,31 @@ class _EngramBase(nn.Module):
             if self.sparsity_penalty > 0 else None
         )
 
-    def _recurrence_kwargs(self) -> dict:
-        return {
-            "noise_std": self.trace_noise if self.training else 0.0,
-            "return_entropy": self.sparsity_penalty > 0,
-        }
+    def _run_layer(
+        self, x: Tensor, weights: EngramWeights, state: EngramState,
+        lengths: Tensor | None = None, return_intermediates: bool = False,
+    ) -> tuple[Tensor, EngramState, Tensor | None, EngramIntermediates | None, str]:
+        """One layer over x (B, T, d): the fast path unless intermediates are asked for. The
+        training noise is one (N, h) draw per step, shared by the batch."""
+        noise = None
+        if self.training and self.trace_noise > 0:
+            noise = self.trace_noise * torch.randn(
+                x.size(1), self.memory_size, self.hidden_size, device=x.device,
+                dtype=weights.memory.dtype,
+            )  # (T, N, h)
+        return_entropy = self.sparsity_penalty > 0
+        if not return_intermediates:
+            stats: dict = {}
+            o, final, entropy = fast_engram(x, weights, self.hyper, state, lengths=lengths,
+                                            noise=noise, return_entropy=return_entropy,
+                                            stats=stats)
+            path = "fast+step" if "step_samples" in stats else "fast-checked" if stats else "fast"
+            return o, final, entropy, None, path
+        o, final, entropy, record = engram_recurrence(
+            x, weights, self.hyper, state, lengths=lengths, noise=noise,
+            return_entropy=return_entropy, return_intermediates=return_intermediates,
+        )
+        return o, final, entropy, record, "step"
 
     def extra_repr(self) -> str:
         hp = self.hyper
@@ -267,9 +293,10 @@ class EngramCell(_EngramBase):
                 expected = (B, *expected)
             _check_state_shape("hx.trace", trace, expected)
             state = EngramState(h, trace)
-        _, (h, trace), entropy, _ = engram_recurrence(
-            x[:, None], self._layer_weights(""), self.hyper, state, **self._recurrence_kwargs()
+        _, (h, trace), entropy, _, path = self._run_layer(
+            x[:, None], self._layer_weights(""), state
         )
+        self.last_path = (path,)
         self._set_aux_loss([entropy])
         if not batched:
             h = h[0]
@@ -399,19 +426,21 @@ class Engram(_EngramBase):
         finals: list[EngramState] = []
         entropies: list[Tensor | None] = []
         records: list[EngramIntermediates] = []
+        paths: list[str] = []
         layer_in = x
         for k in range(self.num_layers):
             if k > 0 and self.dropout > 0:
                 layer_in = F.dropout(layer_in, self.dropout, self.training)
-            layer_in, final, entropy, record = engram_recurrence(
-                layer_in, self.layer_weights(k), self.hyper, states[k], lengths=lengths,
-                return_intermediates=return_intermediates, **self._recurrence_kwargs(),
+            layer_in, final, entropy, record, path = self._run_layer(
+                layer_in, self.layer_weights(k), states[k], lengths, return_intermediates
             )
+            paths.append(path)
             finals.append(final)
             entropies.append(entropy)
             if record is not None:
                 records.append(record)
         self._set_aux_loss(entropies)
+        self.last_path = tuple(paths)
 
         h_n = torch.stack([s.h for s in finals])  # (L, B, h)
         trace_n = torch.stack([s.trace for s in finals])  # (L, B, N, h) or (L, N, h)

@@ -1,6 +1,7 @@
 """Pure Engram ops: the naive reference and the recurrence the layer runs."""
 
 from .common import TRACE_MODES, EngramHyper, EngramState, EngramWeights, TraceMode
+from .fast import fast_engram
 from .naive import naive_engram, naive_engram_step
 from .recurrent import EngramIntermediates, attention_entropy, encode, engram_recurrence
 
@@ -14,6 +15,7 @@ __all__ = [
     "attention_entropy",
     "encode",
     "engram_recurrence",
+    "fast_engram",
     "naive_engram",
     "naive_engram_step",
 ]

@@ -68,11 +68,13 @@ def naive_engram(
     initial_state: EngramState | None = None,
     output_final_state: bool = False,
     lengths: Tensor | None = None,
+    noise: Tensor | None = None,
 ) -> tuple[Tensor, EngramState | None]:
     """Run the reference over x (B, T, d). Returns (o (B, T, h), final state or None).
 
     With ``lengths``, sample b only takes its first lengths[b] steps: later steps leave its
     state alone and output zeros; the shared trace averages over the samples still running.
+    ``noise`` (T, N, h): the trace noise of each step, one draw shared by the whole batch.
     """
     B, T, _ = x.shape
     n_hidden, N = weights.weight_z.shape[0], weights.memory.shape[0]
@@ -83,6 +85,7 @@ def naive_engram(
     outputs = []
     for t in range(T):
         active = torch.ones(B, dtype=torch.bool) if lengths is None else lengths > t
+        step_noise = None if noise is None else noise[t]  # (N, h)
         if hyper.trace_mode == "shared" and not bool(active.all()):
             # the batch mean runs over the active samples only
             idx = active.nonzero().squeeze(1)
@@ -90,14 +93,16 @@ def naive_engram(
                 outputs.append(x.new_zeros(B, n_hidden))
                 continue
             h_a, new_state, _, _ = naive_engram_step(
-                x[idx, t], EngramState(h[idx], H), weights, hyper
+                x[idx, t], EngramState(h[idx], H), weights, hyper, step_noise
             )
             h = h.index_put((idx,), h_a)
             H = new_state.trace
             out = x.new_zeros(B, n_hidden).index_put((idx,), h_a)
             outputs.append(out)
             continue
-        h_new, new_state, _, _ = naive_engram_step(x[:, t], EngramState(h, H), weights, hyper)
+        h_new, new_state, _, _ = naive_engram_step(
+            x[:, t], EngramState(h, H), weights, hyper, step_noise
+        )
         keep = active[:, None]
         h = torch.where(keep, h_new, h)
         if hyper.trace_mode == "per_sample":

@@ -51,7 +51,7 @@ def engram_recurrence(
     hyper: EngramHyper,
     initial_state: EngramState,
     lengths: Tensor | None = None,
-    noise_std: float = 0.0,
+    noise: Tensor | None = None,
     return_entropy: bool = False,
     return_intermediates: bool = False,
 ) -> tuple[Tensor, EngramState, Tensor | None, EngramIntermediates | None]:
@@ -59,7 +59,8 @@ def engram_recurrence(
 
     Returns (o (B, T, h), final state, mean attention entropy if asked for, intermediates if
     asked for).
-    Padded steps (t >= lengths[b]) leave sample b's state alone and output zeros.
+    Padded steps (t >= lengths[b]) leave sample b's state alone and output zeros. ``noise``
+    (T, N, h): the trace noise added to each step's Hebbian write (shared by the batch).
     """
     B, T, _ = x.shape
     n_hidden = weights.weight_z.shape[0]
@@ -104,8 +105,8 @@ def engram_recurrence(
                 U = (a * active[:, None]).t() @ z / n_active.clamp_min(1)
         else:
             U = a[:, :, None] * z[:, None, :]  # (B, N, h)
-        if noise_std > 0:
-            U = U + noise_std * torch.randn_like(U)
+        if noise is not None:
+            U = U + noise[t].to(dtype)
         H_new = ((1 - eta) * H + eta * U).clamp(-clip, clip)
 
         if active is None:

@@ -1,0 +1,296 @@
+"""``enn bench``: training and inference speed of the ENN classifier against RNN baselines.
+
+Every model runs in the same process and the steps are interleaved (model A, B, C, A, B,
+C, ...), so that load from other jobs hits all models alike; medians are reported. Peak
+memory is the growth of the resident set over one training step: the kernel's high-water
+mark (VmHWM, reset through /proc/self/clear_refs) minus the resident set before the step
+(0 when the step fits in memory the allocator already holds); and the activations autograd
+saves for the backward (distinct storages, through saved-tensor hooks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .nn import Engram
+
+CLASSES = 10
+
+
+class ENNClassifier(nn.Module):
+    """The paper's classifier: Engram -> last hidden state -> Dropout(0.3) -> Linear."""
+
+    def __init__(self, input_size: int, hidden: int, memory: int, trace: str) -> None:
+        super().__init__()
+        self.rnn = Engram(input_size, hidden, batch_first=True, memory_size=memory, trace=trace)
+        self.drop = nn.Dropout(0.3)
+        self.head = nn.Linear(hidden, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)  # (B, T, h)
+        return self.head(self.drop(out[:, -1]))  # (B, classes)
+
+
+class StackedBaseline(nn.Module):
+    """The paper's baselines: two stacked layers (hidden -> hidden / 2) -> Linear."""
+
+    KINDS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+    def __init__(self, kind: str, input_size: int, hidden: int) -> None:
+        super().__init__()
+        cls = self.KINDS[kind]
+        self.first = cls(input_size, hidden, batch_first=True)
+        self.second = cls(hidden, hidden // 2, batch_first=True)
+        self.head = nn.Linear(hidden // 2, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.second(self.first(x)[0])  # (B, T, hidden / 2)
+        return self.head(out[:, -1])  # (B, classes)
+
+
+def build(name: str, input_size: int, hidden: int, memory: int) -> nn.Module:
+    if name.startswith("enn_"):
+        return ENNClassifier(input_size, hidden, memory, name[len("enn_"):])
+    return StackedBaseline(name, input_size, hidden)
+
+
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x, y) -> float:
+    start = time.perf_counter()
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - start
+
+
+def _infer(model: nn.Module, x) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        model(x)
+    return time.perf_counter() - start
+
+
+def measure(names: list[str], batch: int, steps: int, input_size: int, hidden: int,
+            memory: int, repeats: int, warmup: int, seed: int = 0) -> dict[str, dict]:
+    """Median train ms/step and inference sequences/s per model, interleaved."""
+    torch.manual_seed(seed)
+    models = {n: build(n, input_size, hidden, memory) for n in names}
+    opts = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, m in models.items()}
+    x = torch.rand(batch, steps, input_size)  # (B, T, d)
+    y = torch.randint(0, CLASSES, (batch,))
+    train = {n: [] for n in names}
+    infer = {n: [] for n in names}
+    paths: dict[str, tuple] = {}
+    for i in range(warmup + repeats):
+        for n, m in models.items():
+            m.train()
+            t = _train_step(m, opts[n], x, y)
+            if isinstance(m, ENNClassifier):
+                paths[n] = m.rnn.last_path
+            m.eval()
+            ti = _infer(m, x)
+            if i >= warmup:
+                train[n].append(t)
+                infer[n].append(ti)
+    return {
+        n: {
+            "train_ms": 1e3 * statistics.median(train[n]),
+            "train_ms_all": [round(1e3 * t, 2) for t in train[n]],
+            "infer_seq_per_s": batch / statistics.median(infer[n]),
+            "path": "/".join(paths.get(n, ())),
+        }
+        for n in names
+    }
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_memory_mib(name: str, batch: int, steps: int, input_size: int, hidden: int,
+                    memory: int) -> float:
+    """Peak resident-set growth over one training step (MiB): the kernel's high-water mark
+    (VmHWM, reset through /proc/self/clear_refs) minus the resident set before the step."""
+    torch.manual_seed(0)
+    model = build(name, input_size, hidden, memory).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(batch, steps, input_size)  # (B, T, d)
+    y = torch.randint(0, CLASSES, (batch,))
+    _train_step(model, opt, x, y)  # Adam's state exists from here on
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
+    _train_step(model, opt, x, y)
+    return (_status_kib("VmHWM") - before) / 1024.0
+
+
+def saved_activations_mib(name: str, batch: int, steps: int, input_size: int, hidden: int,
+                          memory: int) -> float:
+    """Bytes autograd keeps for the backward of one training forward (distinct storages)."""
+    torch.manual_seed(0)
+    model = build(name, input_size, hidden, memory).train()
+    x = torch.rand(batch, steps, input_size)  # (B, T, d)
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(seen.values()) / 2**20
+
+
+def _table(rows: list[dict]) -> str:
+    head = (f"{'model':<16}{'trace':<12}{'B x T x d':<14}{'h':>5}{'N':>5}{'train ms':>10}"
+            f"{'x LSTM':>8}{'infer seq/s':>13}{'peak MiB':>10}{'saved MiB':>11}  path")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['model']:<16}{r['trace']:<12}{r['shape']:<14}{r['hidden']:>5}{r['memory']:>5}"
+            f"{r['train_ms']:>10.1f}{r['ratio_to_lstm']:>8.2f}{r['infer_seq_per_s']:>13.0f}"
+            f"{r['peak_mib']:>10.1f}{r['saved_mib']:>11.1f}  {r['path']}"
+        )
+    return "\n".join(lines)
+
+
+def _rows(results: dict, args_shape: dict, with_memory: bool) -> list[dict]:
+    lstm = results["lstm"]["train_ms"]
+    rows = []
+    for name, r in results.items():
+        enn = name.startswith("enn_")
+        peak = peak_memory_mib(name, **args_shape) if with_memory else float("nan")
+        saved = saved_activations_mib(name, **args_shape) if with_memory else float("nan")
+        rows.append({
+            "model": "ENN" if enn else name.upper() + " (2 layers)",
+            "trace": name[4:] if enn else "-",
+            "shape": f"{args_shape['batch']}x{args_shape['steps']}x{args_shape['input_size']}",
+            "hidden": args_shape["hidden"], "memory": args_shape["memory"] if enn else 0,
+            "train_ms": r["train_ms"], "train_ms_all": r["train_ms_all"],
+            "ratio_to_lstm": r["train_ms"] / lstm, "infer_seq_per_s": r["infer_seq_per_s"],
+            "peak_mib": peak, "saved_mib": saved, "path": r["path"],
+        })
+    return rows
+
+
+SWEEPS = {
+    "steps": [28, 112, 392, 784],
+    "memory": [16, 64, 256],
+    "hidden": [64, 128, 256, 512],
+    "batch": [16, 64, 128, 256],
+}
+
+
+def scaling(base: dict, repeats: int, warmup: int, names: list[str]) -> dict[str, list[dict]]:
+    """Train ms/step while one of the shapes varies and the others keep their base values."""
+    out: dict[str, list[dict]] = {}
+    for key, values in SWEEPS.items():
+        out[key] = []
+        for v in values:
+            shape = {**base, key: v}
+            res = measure(names, repeats=repeats, warmup=warmup, **shape)
+            out[key].append({"value": v, **{n: res[n]["train_ms"] for n in names}})
+            print(f"  {key}={v}: " + ", ".join(f"{n} {res[n]['train_ms']:.1f} ms" for n in names),
+                  flush=True)
+    return out
+
+
+def plot_scaling(sweeps: dict[str, list[dict]], names: list[str], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"steps": "sequence length T", "memory": "memory size N",
+              "hidden": "hidden size h", "batch": "batch size B"}
+    files = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for key, points in sweeps.items():
+        fig, (ax, ax_ratio) = plt.subplots(1, 2, figsize=(9, 3.6))
+        xs = [p["value"] for p in points]
+        for n in names:
+            ax.plot(xs, [p[n] for p in points], marker="o", label=n)
+            if n != "lstm":
+                ax_ratio.plot(xs, [p[n] / p["lstm"] for p in points], marker="o", label=n)
+        ax.set_yscale("log")
+        ax.set_ylabel("train ms / step (median)")
+        ax.set_title(f"training step vs {labels[key]}")
+        ax_ratio.set_ylabel("ratio to the LSTM, same round")
+        ax_ratio.set_title("ratio to the 2-layer LSTM")
+        ax_ratio.set_ylim(bottom=0)
+        for a in (ax, ax_ratio):
+            a.set_xscale("log", base=2)
+            a.set_xlabel(labels[key])
+            a.grid(True, which="both", alpha=0.3)
+            a.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"scaling_{key}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path)
+    return files
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [f"enn_{m}" for m in args.trace] + ["lstm", *[b for b in args.baselines
+                                                         if b != "lstm"]]
+    shape = {"batch": args.batch, "steps": args.steps, "input_size": args.input_size,
+             "hidden": args.hidden, "memory": args.memory}
+    print(f"enn bench: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}", flush=True)
+    results = measure(names, repeats=args.repeats, warmup=args.warmup, **shape)
+    rows = _rows(results, shape, with_memory=not args.no_memory)
+    print(_table(rows))
+    report = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+              "machine": platform.machine(), "shape": shape, "repeats": args.repeats,
+              "warmup": args.warmup, "rows": rows}
+    if args.scaling:
+        sweep_names = [f"enn_{m}" for m in args.trace] + ["lstm"]
+        print("scaling (train ms/step, median):", flush=True)
+        report["scaling"] = scaling(shape, args.scaling_repeats, 1, sweep_names)
+        if args.plot_dir:
+            files = plot_scaling(report["scaling"], sweep_names, Path(args.plot_dir))
+            print("plots: " + ", ".join(str(f) for f in files))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="training/inference speed of the ENN vs RNN baselines",
+                              description=__doc__)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=28, help="sequence length T")
+    p.add_argument("--input-size", type=int, default=28)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--memory", type=int, default=64, help="memory size N")
+    p.add_argument("--trace", nargs="+", default=["per_sample", "shared"],
+                   choices=["per_sample", "shared"])
+    p.add_argument("--baselines", nargs="*", default=["lstm", "gru", "rnn"],
+                   choices=["lstm", "gru", "rnn"], help="the LSTM always runs (the ratio's base)")
+    p.add_argument("--repeats", type=int, default=7, help="timed steps per model (median)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument("--scaling", action="store_true",
+                   help="also sweep T, N, h and B (one at a time) around the base shape")
+    p.add_argument("--scaling-repeats", type=int, default=3)
+    p.add_argument("--plot-dir", default=None, help="write the scaling curves as PNGs here")
+    p.add_argument("--out", default=None, help="write the results as JSON to this file")
+    p.set_defaults(func=run)

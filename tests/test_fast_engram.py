@@ -1,0 +1,142 @@
+"""The fast Engram path (ops/engram/fast.py) against the naive reference, both clip branches."""
+
+import pytest
+import torch
+
+from enn import Engram, EngramState
+from enn.ops.engram import fast_engram, naive_engram
+from enn.ops.engram.fast import DEFAULT_CHUNK
+
+
+def make_layer(d, h, N, trace, top_k=None, **kw):
+    kw.setdefault("trace_noise", 0.0)
+    return Engram(d, h, batch_first=True, memory_size=N, trace=trace, top_k=top_k, **kw).double()
+
+
+def compare(layer, B, T, with_lengths, with_noise, expect_step=None, chunk=DEFAULT_CHUNK):
+    """Fast vs naive in float64: outputs, final state and every gradient; returns the stats."""
+    d, h, N = layer.input_size, layer.hidden_size, layer.memory_size
+    per_sample = layer.trace_mode == "per_sample"
+    x = 2 * torch.randn(B, T, d, dtype=torch.double)
+    h0 = torch.randn(B, h, dtype=torch.double)
+    H0 = 0.02 * torch.randn((B, N, h) if per_sample else (N, h), dtype=torch.double)
+    lengths = torch.randint(1, T + 1, (B,)) if with_lengths else None
+    noise = 0.01 * torch.randn(T, N, h, dtype=torch.double) if with_noise else None
+    params = list(layer.parameters())
+    weights = layer.layer_weights(0)
+    stats: dict = {}
+    results = []
+    for fast in (True, False):
+        xi, hi, Hi = (t.clone().requires_grad_() for t in (x, h0, H0))
+        if fast:
+            out, (h_n, H_n), _ = fast_engram(xi, weights, layer.hyper, EngramState(hi, Hi),
+                                             lengths=lengths, noise=noise, chunk=chunk,
+                                             stats=stats)
+        else:
+            out, (h_n, H_n) = naive_engram(xi, weights, layer.hyper, EngramState(hi, Hi),
+                                           output_final_state=True, lengths=lengths, noise=noise)
+        torch.manual_seed(1)
+        probes = [torch.randn_like(t) for t in (out, h_n, H_n)]
+        loss = sum((t * p).sum() for t, p in zip((out, h_n, H_n), probes, strict=True))
+        grads = torch.autograd.grad(loss, [xi, hi, Hi, *params])
+        results.append((out, h_n, H_n, *grads))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)
+    if expect_step is not None:
+        assert ("step_samples" in stats) == expect_step
+    return stats
+
+
+SHAPES = [(1, 1, 3, 4, 3), (3, 9, 5, 8, 6), (2, 21, 4, 6, 5)]  # (B, T, d, h, N)
+GRID = [
+    pytest.param(trace, top_k, lengths, noise, shape,
+                 id=f"{trace}-k{top_k}-{'len' if lengths else 'full'}-"
+                    f"{'noise' if noise else 'clean'}-B{shape[0]}T{shape[1]}")
+    for trace in ("per_sample", "shared")
+    for top_k in (None, 2)
+    for lengths in (False, True)
+    for noise in (False, True)
+    for shape in SHAPES
+]
+
+
+@pytest.mark.parametrize("trace,top_k,with_lengths,with_noise,shape", GRID)
+def test_fast_matches_naive(trace, top_k, with_lengths, with_noise, shape):
+    B, T, d, h, N = shape
+    layer = make_layer(d, h, N, trace, top_k, trace_clip=10.0)  # the algebra branch
+    compare(layer, B, T, with_lengths, with_noise, expect_step=False, chunk=4)
+
+
+def test_long_sequence_default_chunk_matches_naive():
+    layer = make_layer(4, 6, 5, "per_sample", trace_clip=10.0)
+    compare(layer, 2, 70, True, True, expect_step=False)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("with_noise", [False, True])
+def test_active_clip_runs_the_step_loop_and_still_matches(with_lengths, with_noise):
+    # a strong Hebbian rate and a small clip: the clip acts on some samples
+    layer = make_layer(4, 6, 5, "per_sample", trace_clip=0.05, hebbian_lr=0.5)
+    stats = compare(layer, 4, 12, with_lengths, with_noise, expect_step=True)
+    assert stats["checked"] > 0
+
+
+def test_failed_bound_without_clipping_stays_on_the_fast_path():
+    layer = make_layer(4, 6, 5, "per_sample", hebbian_lr=0.3, trace_clip=10.0)
+    torch.manual_seed(3)  # the draws compare() makes below
+    x = 2 * torch.randn(3, 10, 4, dtype=torch.double)
+    hx = EngramState(torch.randn(1, 3, 6, dtype=torch.double),
+                     0.02 * torch.randn(1, 3, 5, 6, dtype=torch.double))
+    _, _, inter = layer.eval()(x, hx, return_intermediates=True)
+    true_max = inter.trace.abs().max().item()
+    # just above the true maximum: the bound (always looser) fails, the exact check passes
+    layer.hyper = type(layer.hyper)(**{**layer.hyper.__dict__, "trace_clip": 1.001 * true_max})
+    torch.manual_seed(3)
+    stats = compare(layer, 3, 10, False, False, expect_step=False)
+    assert stats["checked"] > 0
+
+
+def test_layer_reports_its_path():
+    layer = Engram(4, 6, memory_size=5, batch_first=True, trace_noise=0.0).eval()
+    layer(torch.randn(2, 5, 4))
+    assert layer.last_path[0] in ("fast", "fast-checked", "fast+step")
+    layer(torch.randn(2, 5, 4), return_intermediates=True)
+    assert layer.last_path == ("step",)
+    strong = Engram(4, 6, memory_size=5, batch_first=True, trace_noise=0.0, hebbian_lr=0.9,
+                    trace_clip=0.01).eval()
+    strong(torch.randn(2, 8, 4))
+    assert strong.last_path == ("fast+step",)
+
+
+@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+def test_step_by_step_equals_one_pass(trace):
+    layer = make_layer(4, 6, 5, trace).eval()
+    x = torch.randn(3, 11, 4, dtype=torch.double)
+    out, state = layer(x)
+    hx, steps = None, []
+    for t in range(11):
+        o, hx = layer(x[:, t : t + 1], hx)
+        steps.append(o)
+    torch.testing.assert_close(torch.cat(steps, dim=1), out)
+    torch.testing.assert_close(hx.trace, state.trace)
+
+
+def test_training_noise_is_one_draw_per_step_shared_by_the_batch():
+    layer = Engram(4, 6, memory_size=5, batch_first=True, trace_noise=0.01).double().train()
+    x = torch.randn(3, 7, 4, dtype=torch.double)
+    other = x.clone()
+    other[1:] = torch.randn(2, 7, 4, dtype=torch.double)
+    torch.manual_seed(5)
+    out, state = layer(x)
+    torch.manual_seed(5)
+    out2, state2 = layer(other)
+    # per-sample mode stays independent of the other samples' data, noise included
+    torch.testing.assert_close(out2[0], out[0])
+    torch.testing.assert_close(state2.trace[0, 0], state.trace[0, 0])
+    # and the noise is the layer's (T, N, h) draw given to the reference
+    torch.manual_seed(5)
+    noise = 0.01 * torch.randn(7, 5, 6, dtype=torch.double)
+    zero = layer.initial_state(3)
+    ref, _ = naive_engram(x, layer.layer_weights(0), layer.hyper,
+                          EngramState(zero.h[0].double(), zero.trace[0].double()), noise=noise)
+    torch.testing.assert_close(out, ref)
