@@ -1,0 +1,66 @@
+"""Publish comparison folders into docs/results/: explain the best ENN run, (re)write each
+report, copy report + figures + summaries, and regenerate the overview table of
+docs/results/README.md (between its table markers). Numbers come from the run files only.
+
+    python scripts/collect_results.py runs/results docs/results
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from enn.analysis.explain import explain
+from enn.analysis.monitor import EXPLAIN_DIR
+from enn.analysis.report import best_engram_run, load_runs, load_summary, write_report
+
+START, END = "<!-- overview:start -->", "<!-- overview:end -->"
+
+
+def publish(compare_dir: Path, dest: Path) -> dict:
+    summary = load_summary(compare_dir)
+    best = best_engram_run(summary, load_runs(compare_dir))
+    if best is not None and not (best[0] / EXPLAIN_DIR).exists():
+        explain(best[0] / "checkpoints" / "best.ckpt", [0, 1, 2])
+    write_report(compare_dir)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in ("report.md", "report.html", "summary.json", "summary.csv"):
+        shutil.copy2(compare_dir / name, dest / name)
+    shutil.copytree(compare_dir / "figures", dest / "figures")
+    if best is not None and (best[0] / EXPLAIN_DIR).exists():
+        shutil.copytree(best[0] / EXPLAIN_DIR, dest / best[0].name / EXPLAIN_DIR)
+    return summary
+
+
+def overview_rows(name: str, summary: dict) -> list[str]:
+    score = summary["score"]
+    rows = []
+    for model, row in summary["models"].items():
+        s = row[score]
+        rows.append(
+            f"| [{name}]({name}/report.md) | {model} | {len(row['seeds'])} | {score} "
+            f"{s['mean']:.4f} ± {s['std']:.4f} | {row['test_loss']['mean']:.4f} | "
+            f"{int(row['params']['mean']):,} | {row['seconds_per_epoch']['mean']:.1f} |"
+        )
+    return rows
+
+
+def main(runs: Path, docs: Path) -> None:
+    lines = ["| comparison | model | seeds | test score (mean ± std) | test loss | parameters "
+             "| s / epoch |", "|---|---|---|---|---|---|---|"]
+    for compare_dir in sorted(p.parent for p in runs.glob("*/summary.json")):
+        summary = publish(compare_dir, docs / compare_dir.name)
+        lines += overview_rows(compare_dir.name, summary)
+        print(f"published {compare_dir.name}")
+    readme = docs / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n" + "\n".join(lines) + f"\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The runs behind docs/results/ (2 CPU cores: two single-threaded streams side by side).
+#   bash scripts/reproduce.sh a   # digits, associative recall
+#   bash scripts/reproduce.sh b   # MNIST-10k, WikiText-103-small
+# Needs ENN_DATA_DIR (or --data-dir) pointing at the MNIST t10k and WikiText-103 files.
+# Baselines have no trace, so their configuration is the same under both presets: they are
+# trained once (default) and their run folders are copied into the paper comparison.
+set -euo pipefail
+OUT=${OUT:-runs/results}
+T="train.threads=1"
+
+both_presets() {  # task, extra args...
+  local task=$1; shift
+  enn compare --task "$task" --models engram,lstm,gru,rnn --seeds 0,1,2 --preset default \
+    --out "$OUT/$task-default" "$T" "$@"
+  mkdir -p "$OUT/$task-paper"
+  for run in "$OUT/$task-default"/{lstm,gru,rnn}-seed*; do
+    [ -e "$OUT/$task-paper/$(basename "$run")" ] || cp -r "$run" "$OUT/$task-paper/"
+  done
+  enn compare --task "$task" --models engram --seeds 0,1,2 --preset paper \
+    --out "$OUT/$task-paper" "$T" "$@"
+  enn report "$OUT/$task-paper"
+}
+
+case "${1:-}" in
+  a)
+    both_presets digits --epochs 300
+    for h in 20 50; do
+      enn compare --task assoc --models engram,lstm,gru,rnn --seeds 0,1,2 --out "$OUT/assoc-k4-h$h" \
+        --epochs 15 "model.hidden_sizes=$h" "$T"
+    done
+    enn compare --task assoc --models engram,lstm,gru,rnn --seeds 0,1,2 --out "$OUT/assoc-k8-h50" \
+      --epochs 15 model.hidden_sizes=50 data.k=8 "$T"
+    ;;
+  b)
+    both_presets mnist10k
+    both_presets wikitext103-small --epochs 3
+    ;;
+  *) echo "usage: $0 a|b" >&2; exit 2 ;;
+esac
