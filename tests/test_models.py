@@ -17,24 +17,6 @@ from enn.models.build import DataShape, build_model
 @pytest.mark.parametrize("kind", ["engram", "rnn", "gru", "lstm"])
 @pytest.mark.parametrize("pooling", ["last", "attention"])
 def test_classifier_ignores_padding(kind, pooling):
-    backbone = (
-        make_backbone(
-            kind, 5, (12,) if kind == "engram" else (12, 6), memory_size=4, trace_noise=0.0
-        )
-        if kind == "engram"
-        else make_backbone(kind, 5, (12, 6))
-    )
-    model = SequenceClassifier(backbone, 3, pooling=pooling).eval()
-    x = torch.randn(2, 7, 5)
-    lengths = torch.tensor([7, 4])
-    logits = model(x, lengths)
-    padded = x.clone()
-    padded[1, 4:] = 50.0
-    torch.testing.assert_close(model(padded, lengths), logits)
-    torch.testing.assert_close(model(x[1:, :4])[0], logits[1], atol=1e-5, rtol=1e-5)
-
-
-def test_language_model_full_tied_and_adaptive_softmax():
     if kind == "engram":
         backbone = make_backbone(kind, 5, (12,), memory_size=4, trace_noise=0.0)
     else:
