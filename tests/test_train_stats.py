@@ -47,3 +47,17 @@ def test_tukey_pairs_and_significance():
 def test_tests_say_why_they_cannot_run():
     assert "two seeds" in stats.anova({"a": [1.0], "b": [2.0, 3.0]})["skipped"]
     assert "two models" in stats.tukey({"a": [1.0, 2.0]})["skipped"]
+
+
+def test_run_fields_come_from_every_epoch_not_just_the_best():
+    from enn.train.callbacks import summarize_epochs
+
+    rows = [
+        {"epoch": "1", "val_loss": "0.9", "epoch_seconds": "2.0", "steps": "10"},
+        {"epoch": "2", "val_loss": "0.5", "epoch_seconds": "2.5", "steps": "10"},
+        {"epoch": "3", "val_loss": "0.7", "epoch_seconds": "1.5", "steps": "10"},
+    ]
+    s = summarize_epochs(rows)
+    assert s["best_epoch"] == 2 and s["epochs_run"] == 3 and s["val_loss"] == 0.5
+    assert s["train_seconds"] == 6.0 and s["seconds_per_epoch"] == 2.0
+    assert s["seconds_per_step"] == 0.2

@@ -76,24 +76,19 @@ def epoch_seeded(loader: DataLoader, seed: int) -> DataLoader:
 
 
 class EpochLog(pl.Callback):
-    """Per-epoch metrics (``metrics.csv``) and training time; its state lives in checkpoints."""
+    """Per-epoch metrics and timing (``metrics.csv``); its state lives in checkpoints."""
 
     def __init__(self, csv_path: Path) -> None:
         self.csv_path = Path(csv_path)
         self.rows: list[dict] = []
-        self.train_seconds = 0.0
-        self.train_steps = 0
         self._t0 = 0.0
+        self._steps0 = 0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
         self._steps0 = trainer.global_step
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        seconds = time.perf_counter() - self._t0
-        steps = trainer.global_step - self._steps0
-        self.train_seconds += seconds
-        self.train_steps += steps
         metrics = {
             k: float(v)
             for k, v in trainer.callback_metrics.items()
@@ -103,8 +98,8 @@ class EpochLog(pl.Callback):
             "epoch": trainer.current_epoch + 1,
             **metrics,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
-            "epoch_seconds": seconds,
-            "steps": steps,
+            "epoch_seconds": time.perf_counter() - self._t0,
+            "steps": trainer.global_step - self._steps0,
         }
         self.rows.append(row)
         if trainer.is_global_zero:
@@ -118,18 +113,24 @@ class EpochLog(pl.Callback):
         writer.writerows(self.rows)
         atomic_write_text(self.csv_path, buf.getvalue())
 
-    def best_epoch(self) -> int | None:
-        scored = [r for r in self.rows if "val_loss" in r]
-        return min(scored, key=lambda r: r["val_loss"])["epoch"] if scored else None
-
     def state_dict(self) -> dict:
-        return {
-            "rows": self.rows,
-            "train_seconds": self.train_seconds,
-            "train_steps": self.train_steps,
-        }
+        return {"rows": self.rows}
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = list(state["rows"])
-        self.train_seconds = state["train_seconds"]
-        self.train_steps = state["train_steps"]
+
+
+def summarize_epochs(rows: list[dict]) -> dict:
+    """Run-level fields of metrics.json from the epoch rows (as logged, or read from the CSV)."""
+    seconds = sum(float(r["epoch_seconds"]) for r in rows)
+    steps = sum(int(float(r["steps"])) for r in rows)
+    scored = [r for r in rows if r.get("val_loss") not in (None, "")]
+    best = min(scored, key=lambda r: float(r["val_loss"])) if scored else None
+    return {
+        "best_epoch": int(float(best["epoch"])) if best else None,
+        "epochs_run": len(rows),
+        "train_seconds": round(seconds, 3),
+        "seconds_per_step": round(seconds / max(steps, 1), 6),
+        "seconds_per_epoch": round(seconds / max(len(rows), 1), 3),
+        "val_loss": float(best["val_loss"]) if best else None,
+    }

@@ -30,6 +30,7 @@ from .callbacks import (
     atomic_write_json,
     atomic_write_text,
     epoch_seeded,
+    summarize_epochs,
 )
 from .lit import LitSequenceModel
 
@@ -182,6 +183,8 @@ def _train(
         val_dataloaders=dm.val_dataloader(),
         ckpt_path=str(last) if resume and last.exists() else None,
     )
+    # Testing from the best checkpoint restores the callbacks' state too: keep the full log.
+    epochs = summarize_epochs(epoch_log.rows)
     # The best weights (early stopping restores them), then the test set.
     best_path = best.best_model_path or str(last)
     test_metrics = trainer.test(
@@ -195,22 +198,12 @@ def _train(
         "preset": cfg.preset,
         "seed": cfg.seed,
         "params": count_parameters(model),
-        "best_epoch": epoch_log.best_epoch(),
-        "epochs_run": len(epoch_log.rows),
-        "train_seconds": round(epoch_log.train_seconds, 3),
-        "seconds_per_step": round(epoch_log.train_seconds / max(epoch_log.train_steps, 1), 6),
-        "seconds_per_epoch": round(epoch_log.train_seconds / max(len(epoch_log.rows), 1), 3),
-        "val_loss": _best_val_loss(epoch_log),
+        **epochs,
         **_test_fields(dm.kind, test_metrics),
         "hidden_sizes": list(cfg.model.hidden_sizes),
     }
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     return metrics
-
-
-def _best_val_loss(epoch_log: EpochLog) -> float | None:
-    losses = [r["val_loss"] for r in epoch_log.rows if "val_loss" in r]
-    return min(losses) if losses else None
 
 
 def _test_fields(kind: str, test_metrics: dict) -> dict:
