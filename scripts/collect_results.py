@@ -1,25 +1,41 @@
-"""Publish comparison folders into docs/results/: explain the best ENN run, (re)write each
-report, copy report + figures + summaries, and regenerate the overview table of
-docs/results/README.md (between its table markers). Numbers come from the run files only.
+"""Publish comparison folders into docs/results/: refresh each run's epoch fields from its
+metrics.csv (runs made before commit "metrics.json run fields from every epoch" had them
+from a truncated log), re-summarise, explain the best ENN run, rewrite the report, copy
+report + figures + summaries, and regenerate the overview table of docs/results/README.md
+(between its markers). Numbers come from the run files only.
 
     python scripts/collect_results.py runs/results docs/results
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import shutil
 import sys
 from pathlib import Path
 
 from enn.analysis.explain import explain
 from enn.analysis.monitor import EXPLAIN_DIR
-from enn.analysis.report import best_engram_run, load_runs, load_summary, write_report
+from enn.analysis.report import best_engram_run, load_runs, write_report
+from enn.train.callbacks import atomic_write_json, summarize_epochs
+from enn.train.compare import summarize, write_summary
 
 START, END = "<!-- overview:start -->", "<!-- overview:end -->"
 
 
+def refresh_run_fields(run_dir: Path) -> None:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    with open(run_dir / "metrics.csv") as f:
+        metrics.update(summarize_epochs(list(csv.DictReader(f))))
+    atomic_write_json(run_dir / "metrics.json", metrics)
+
+
 def publish(compare_dir: Path, dest: Path) -> dict:
-    summary = load_summary(compare_dir)
+    for metrics_file in compare_dir.glob("*/metrics.json"):
+        refresh_run_fields(metrics_file.parent)
+    summary = summarize(compare_dir)
+    write_summary(compare_dir, summary)
     best = best_engram_run(summary, load_runs(compare_dir))
     if best is not None and not (best[0] / EXPLAIN_DIR).exists():
         explain(best[0] / "checkpoints" / "best.ckpt", [0, 1, 2])
@@ -49,8 +65,11 @@ def overview_rows(name: str, summary: dict) -> list[str]:
 
 
 def main(runs: Path, docs: Path) -> None:
-    lines = ["| comparison | model | seeds | test score (mean ± std) | test loss | parameters "
-             "| s / epoch |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| comparison | model | seeds | test score (mean ± std) | test loss | parameters "
+        "| s / epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for compare_dir in sorted(p.parent for p in runs.glob("*/summary.json")):
         summary = publish(compare_dir, docs / compare_dir.name)
         lines += overview_rows(compare_dir.name, summary)
