@@ -48,6 +48,7 @@ class ModelConfig:
     trace_noise: float = 0.001
     top_k: int | None = None
     sparsity_penalty: float = 0.0
+    layer_norm_eps: float = 1e-6
 
     def engram_kwargs(self) -> dict[str, Any]:
         names = (
@@ -62,6 +63,7 @@ class ModelConfig:
             "trace_noise",
             "top_k",
             "sparsity_penalty",
+            "layer_norm_eps",
         )
         return {n: getattr(self, n) for n in names}
 
