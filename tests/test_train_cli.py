@@ -132,7 +132,7 @@ def test_mnist10k_end_to_end(tmp_path):
     not has("wikitext-103/wiki.valid.tokens"), reason="real WikiText not in data dir"
 )
 def test_wikitext_small_language_model_end_to_end(tmp_path):
-    run = tmp_path / "lm"
+    run = tmp_path / "engram-seed42"  # the layout of a comparison folder, for the report
     assert (
         enn(
             "train",
@@ -155,6 +155,8 @@ def test_wikitext_small_language_model_end_to_end(tmp_path):
     )
     m = read_metrics(run)
     assert 1 < m["test_ppl"] < 2000 * 1.5 and "test_acc" not in m
+    assert enn("report", tmp_path) == 0  # the report handles token-window probes
+    assert (tmp_path / "figures" / "probe_attention.png").is_file()
 
 
 def test_resume_after_kill_mid_epoch_ends_like_an_unbroken_run(tmp_path):

@@ -252,10 +252,12 @@ def memory_section(doc: Document, run_dir: Path, task: str, figures: Path, rel: 
     with np.load(memory / PROBE_FILE) as f:
         x, y = f["x"], f["y"]
     image, symbols = plots.input_view(task, x[0])
+    # classification probes have one label per input; language-model probes a token window
+    target = f"target {int(y[0])}" if y.ndim == 1 else f"a window of {y.shape[1]} tokens"
     path = plots.plot_attention(
         attention[0],
         figures / "probe_attention.png",
-        f"First validation (probe) input, target {int(y[0])}",
+        f"First validation (probe) input, {target}",
         image,
         symbols,
     )
