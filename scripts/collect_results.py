@@ -37,7 +37,8 @@ def publish(compare_dir: Path, dest: Path) -> dict:
     summary = summarize(compare_dir)
     write_summary(compare_dir, summary)
     best = best_engram_run(summary, load_runs(compare_dir))
-    if best is not None and not (best[0] / EXPLAIN_DIR).exists():
+    classifier = summary["score"] == "test_acc"  # explain attributes class decisions
+    if classifier and best is not None and not (best[0] / EXPLAIN_DIR).exists():
         explain(best[0] / "checkpoints" / "best.ckpt", [0, 1, 2])
     write_report(compare_dir)
     if dest.exists():

@@ -1,0 +1,58 @@
+"""Training-step time of the four language models at the WikiText-103-small shapes
+(vocabulary 10,000, batch 128 x 32 tokens, embedding and hidden 128), interleaved in one
+process, median of the timed steps: does the softmax dominate, and is the ENN then as fast
+as GRU/LSTM? Default preset, one thread unless --threads.
+
+    python scripts/lm_step_timing.py --repeats 7 [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from enn.models import build_model, resolve
+from enn.models.build import DataShape
+
+VOCAB, BATCH, BPTT = 10_000, 128, 32
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    shape = DataShape("language_model", VOCAB, vocab_size=VOCAB)
+    models, opts = {}, {}
+    for name in ("engram", "lstm", "gru", "rnn"):
+        models[name] = build_model(resolve("wikitext103-small", name).model, shape).train()
+        opts[name] = torch.optim.Adam(models[name].parameters(), lr=1e-3)
+    x = torch.randint(0, VOCAB, (BATCH, BPTT))
+    y = torch.randint(0, VOCAB, (BATCH, BPTT))
+    times: dict[str, list[float]] = {n: [] for n in models}
+    for step in range(args.repeats + 2):  # two warm-up rounds
+        for name, model in models.items():
+            start = time.perf_counter()
+            hidden, _ = model(x)
+            loss = model.nll(hidden, y).mean()
+            opts[name].zero_grad()
+            loss.backward()
+            opts[name].step()
+            if step >= 2:
+                times[name].append(time.perf_counter() - start)
+    lstm = statistics.median(times["lstm"])
+    print(f"threads={args.threads} repeats={args.repeats}")
+    print("| model | train ms/step (median) | x LSTM |")
+    print("|---|---|---|")
+    for name, t in times.items():
+        med = statistics.median(t)
+        print(f"| {name} | {1000 * med:.1f} | {med / lstm:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
