@@ -295,3 +295,12 @@ def test_refuses_to_overwrite_and_checks_checkpoint_task(tmp_path, capsys):
         enn("evaluate", "--checkpoint", run / "checkpoints" / "best.ckpt", "--task", "assoc") == 2
     )
     assert "trained on task 'digits', not 'assoc'" in capsys.readouterr().err
+
+
+def test_match_params_sizes_the_baseline_to_the_enn(tmp_path):
+    common = ["--task", "digits", "--epochs", "1", "train.limit_train_batches=1",
+              "model.memory_size=8"]
+    assert enn("train", "--model", "engram", "--out", tmp_path / "e", *common) == 0
+    assert enn("train", "--model", "rnn", "--match-params", "--out", tmp_path / "r", *common) == 0
+    enn_params = read_metrics(tmp_path / "e")["params"]
+    assert abs(read_metrics(tmp_path / "r")["params"] - enn_params) / enn_params < 0.02

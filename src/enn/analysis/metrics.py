@@ -108,6 +108,20 @@ def find_engram(model: nn.Module) -> Engram | None:
 
 
 @contextmanager
+def _evaluating(model: nn.Module) -> Iterator[Engram]:
+    """``model`` in eval mode for the block (its mode restored after); yields its Engram."""
+    engram = find_engram(model)
+    if engram is None:
+        raise ValueError(f"{type(model).__name__} holds no Engram layer")
+    was_training = model.training
+    model.eval()
+    try:
+        yield engram
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
 def recording(engram: Engram) -> Iterator[list[EngramIntermediates]]:
     """Within the block every forward of ``engram`` also records its intermediates (in the
     returned list, one per call); the model around it runs unchanged."""
@@ -130,16 +144,8 @@ def probe(
     model: nn.Module, x: Tensor, lengths: Tensor | None = None
 ) -> tuple[Tensor, EngramIntermediates]:
     """Run ``model`` in eval mode on one batch; (its output, the Engram's top-layer record)."""
-    engram = find_engram(model)
-    if engram is None:
-        raise ValueError(f"{type(model).__name__} holds no Engram layer")
-    was_training = model.training
-    model.eval()
-    try:
-        with recording(engram) as records:
-            out = model(x) if lengths is None else model(x, lengths)
-    finally:
-        model.train(was_training)
+    with _evaluating(model) as engram, recording(engram) as records:
+        out = model(x) if lengths is None else model(x, lengths)
     return out, records[-1]
 
 
@@ -167,21 +173,13 @@ def slot_attribution(
     ``model(x)`` must return logits (B, C). With a shared trace the samples of a batch interact;
     pass one input at a time there.
     """
-    engram = find_engram(model)
-    if engram is None:
-        raise ValueError(f"{type(model).__name__} holds no Engram layer")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad(), recording(engram) as records:
-            logits = model(x)  # (B, C)
-            record = records[-1].layers[layer]
-            target = logits.argmax(-1) if target is None else target.to(logits.device)  # (B,)
-            chosen = logits.gather(1, target[:, None]).sum()
-            steps = [GradientEdge(node, nr) for node, nr in record.retrieved.grad_fn.next_functions]
-            grads = torch.autograd.grad(chosen, steps, allow_unused=True, materialize_grads=True)
-    finally:
-        model.train(was_training)
+    with _evaluating(model) as engram, torch.enable_grad(), recording(engram) as records:
+        logits = model(x)  # (B, C)
+        record = records[-1].layers[layer]
+        target = logits.argmax(-1) if target is None else target.to(logits.device)  # (B,)
+        chosen = logits.gather(1, target[:, None]).sum()
+        steps = [GradientEdge(node, nr) for node, nr in record.retrieved.grad_fn.next_functions]
+        grads = torch.autograd.grad(chosen, steps, allow_unused=True, materialize_grads=True)
     g = torch.stack(grads, dim=1)  # (B, T, h)
     k = range(engram.num_layers)[layer]
     memory = engram.layer_weights(k).memory.detach()  # (N, h)

@@ -87,23 +87,15 @@ def _user_errors():
 
 
 def run_train(args) -> int:
-    from ..models import build_model, count_parameters, match_baseline_width, resolve
-    from ..models.build import DataShape
-    from ..models.config import apply_overrides
-    from .run import _datamodule, train
+    from .compare import configs_for
+    from .run import train
 
     _check_names(args.task, [args.model])
     try:
-        cfg = apply_overrides(
-            resolve(args.task, args.model, args.preset, args.seed), _overrides(args)
+        (cfg,) = configs_for(
+            args.task, [args.model], [args.seed], args.preset, _overrides(args), args.data_dir,
+            args.match_params,
         )
-        if args.match_params and args.model != "engram":
-            engram = apply_overrides(
-                resolve(args.task, "engram", args.preset, args.seed), _overrides(args)
-            )
-            shape = DataShape.of(_datamodule(engram, args.data_dir))
-            target = count_parameters(build_model(engram.model, shape))
-            cfg.model = match_baseline_width(cfg.model, shape, target)
         out = args.out or f"runs/{args.task}/{args.model}-{args.preset}-seed{args.seed}"
         metrics = train(
             cfg,

@@ -31,20 +31,20 @@ def _testable(groups: dict[str, list[float]]) -> str | None:
     return None
 
 
-def anova(groups: dict[str, list[float]]) -> dict:
+def _omnibus(name: str, test, groups: dict[str, list[float]]) -> dict:
     reason = _testable(groups)
     if reason:
-        return {"test": "one-way ANOVA", "skipped": reason}
-    res = stats.f_oneway(*groups.values())
-    return {"test": "one-way ANOVA", "statistic": float(res.statistic), "p": float(res.pvalue)}
+        return {"test": name, "skipped": reason}
+    res = test(*groups.values())
+    return {"test": name, "statistic": float(res.statistic), "p": float(res.pvalue)}
+
+
+def anova(groups: dict[str, list[float]]) -> dict:
+    return _omnibus("one-way ANOVA", stats.f_oneway, groups)
 
 
 def kruskal(groups: dict[str, list[float]]) -> dict:
-    reason = _testable(groups)
-    if reason:
-        return {"test": "Kruskal-Wallis", "skipped": reason}
-    res = stats.kruskal(*groups.values())
-    return {"test": "Kruskal-Wallis", "statistic": float(res.statistic), "p": float(res.pvalue)}
+    return _omnibus("Kruskal-Wallis", stats.kruskal, groups)
 
 
 def tukey(groups: dict[str, list[float]], alpha: float = 0.05) -> dict:
