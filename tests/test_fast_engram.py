@@ -36,7 +36,7 @@ def compare(layer, B, T, with_lengths, with_noise, expect_step=None, chunk=DEFAU
             out, (h_n, H_n) = naive_engram(xi, weights, layer.hyper, EngramState(hi, Hi),
                                            output_final_state=True, lengths=lengths, noise=noise)
         torch.manual_seed(1)
-        probes = [torch.randn_like(t) for t in (out, h_n, H_n)]
+        probes = [torch.randn(t.shape, dtype=t.dtype) for t in (out, h_n, H_n)]  # layout-free
         loss = sum((t * p).sum() for t, p in zip((out, h_n, H_n), probes, strict=True))
         grads = torch.autograd.grad(loss, [xi, hi, Hi, *params])
         results.append((out, h_n, H_n, *grads))
@@ -140,3 +140,38 @@ def test_training_noise_is_one_draw_per_step_shared_by_the_batch():
     ref, _ = naive_engram(x, layer.layer_weights(0), layer.hyper,
                           EngramState(zero.h[0].double(), zero.trace[0].double()), noise=noise)
     torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_hidden_chain_backward_passes_gradcheck(with_mask):
+    from enn.ops.engram.hidden import hidden_chain
+
+    torch.manual_seed(0)
+    T, B, h = 6, 3, 4
+    args = [torch.randn(T, B, 3 * h), torch.randn(B, h), torch.randn(3 * h, h),
+            torch.randn(h, 3 * h), torch.randn(h), 1 + 0.1 * torch.randn(h), torch.randn(h)]
+    args = [a.double().requires_grad_() for a in args]
+    mask = (torch.arange(T)[:, None] < torch.tensor([6, 3, 1])) if with_mask else None
+    assert torch.autograd.gradcheck(lambda *a: hidden_chain(*a, 1e-6, mask), args)
+
+
+@pytest.mark.parametrize("with_noise", [False, True])
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_chunk_scan_backward_passes_gradcheck(with_noise, top_k):
+    from enn.ops.engram.chunk_scan import chunk_scan
+
+    torch.manual_seed(0)
+    B, c, N = 2, 4, 5
+    shapes = {"Kz": (B, c, N), "WG": (B, c, c), "XK": (B, c, N), "WX": (B, c, c, N),
+              "P": (B, N), "Q": (B, N), "Mz_eff": (B, c, N), "Mz": (B, c, N)}
+    t = {k: 0.3 * torch.randn(v, dtype=torch.double) for k, v in shapes.items()}
+    t["Q"] = t["Q"].abs()
+    t["Msq"] = 1 + torch.rand(c, N, dtype=torch.double)  # norms stay well above the clamp
+    t["izn"] = 1 + torch.rand(B, c, dtype=torch.double)
+    t["zsq"] = 1 + torch.rand(B, c, dtype=torch.double)
+    if not with_noise:
+        t["XK"] = t["WX"] = None
+    names = ["Kz", "WG", "XK", "WX", "P", "Q", "Msq", "Mz_eff", "izn", "Mz", "zsq"]
+    inputs = [t[k] if t[k] is None else t[k].requires_grad_() for k in names]
+    assert torch.autograd.gradcheck(
+        lambda *a: chunk_scan(*a, 0.5, 0.05, 1 / 0.75, top_k), inputs)

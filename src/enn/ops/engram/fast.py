@@ -37,7 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .chunk_scan import chunk_scan
 from .common import NORM_EPS, EngramHyper, EngramState, EngramWeights, masked_topk
+from .hidden import hidden_chain
 from .recurrent import encode, engram_recurrence
 
 DEFAULT_CHUNK = 8
@@ -48,27 +50,13 @@ def _hidden_pass(
     mask: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """The hidden chain given encodings z and recalls m (B, T, h); returns (o, h_T)."""
-    B, T, n_hidden = z.shape
+    n_hidden = z.shape[-1]
     w_zm, w_ch = w.weight_c[:, : 2 * n_hidden], w.weight_c[:, 2 * n_hidden :]  # (3h, 2h), (3h, h)
-    pre = F.linear(torch.cat([z, m], dim=-1), w_zm, w.bias_c)  # (B, T, 3h)
-    w_ch_t = w_ch.t()  # (h, 3h)
-    h = h0
-    outputs = []
-    # unbind once: indexing a step inside the loop would zero-fill the whole tensor in backward
-    for t, pre_t in enumerate(pre.unbind(1)):
-        c = F.relu(torch.addmm(pre_t, h, w_ch_t))  # (B, 3h)
-        h_new = F.layer_norm(
-            F.relu(F.linear(c, w.weight_o, w.bias_o)), (n_hidden,), w.ln_h_weight, w.ln_h_bias,
-            hyper.ln_eps,
-        ).to(z.dtype)  # (B, h)  the state's precision, also under autocast
-        if mask is None:
-            h = h_new
-            outputs.append(h_new)
-        else:
-            keep = mask[:, t, None]  # (B, 1)
-            h = torch.where(keep, h_new, h)
-            outputs.append(h_new * keep)
-    return torch.stack(outputs, dim=1), h  # (B, T, h), (B, h)
+    zm = torch.cat([z.transpose(0, 1), m.transpose(0, 1)], dim=-1)  # (T, B, 2h) time-major
+    pre = F.linear(zm, w_zm, w.bias_c)  # (T, B, 3h)
+    o, h = hidden_chain(pre.to(z.dtype), h0, w_ch, w.weight_o, w.bias_o, w.ln_h_weight,
+                        w.ln_h_bias, hyper.ln_eps, None if mask is None else mask.t())
+    return o.transpose(0, 1), h  # (B, T, h), (B, h)
 
 
 def _memory_shared(
@@ -109,30 +97,55 @@ def _memory_shared(
     return A, m, H
 
 
-def _decay_matrix(c: int, eta: float, like: Tensor) -> Tensor:
-    """D[j, s] = eta d^(j-1-s) for s < j, else 0; (c, c)."""
+def _decay_matrix(c: int, eta: float, like: Tensor, inclusive: bool = False) -> Tensor:
+    """D[j, s] = eta d^(j-1-s) for s < j, else 0; (c, c). ``inclusive``: eta d^(j-s), s <= j."""
     idx = torch.arange(c, device=like.device)
-    expo = (idx[:, None] - 1 - idx[None, :]).clamp_min(0).to(like.dtype)  # (c, c)
-    return torch.where(idx[None, :] < idx[:, None], eta * (1 - eta) ** expo, 0.0)
+    lag = idx[:, None] - idx[None, :]  # (c, c) j - s
+    if not inclusive:
+        lag = lag - 1
+    return torch.where(lag >= 0, eta * (1 - eta) ** lag.clamp_min(0).to(like.dtype), 0.0)
 
 
-def _chunk_clip_active(
-    H0: Tensor, A: Tensor, z: Tensor, xi: Tensor | None, mask: Tensor | None,
+def _noise_part(noise: Tensor, eta: float) -> Tensor:
+    """X (T + 1, N, h): the noise's share of the trace before each step, X_0 = 0 and
+    X_t = d X_{t-1} + eta xi_t. Shared by the batch; the per-sample rest is noise-free."""
+    T = noise.shape[0]
+    after = _decay_matrix(T, eta, noise, inclusive=True) @ noise.flatten(1)  # (T, N*h)
+    return torch.cat([noise.new_zeros(1, noise[0].numel()), after]).view(T + 1, *noise.shape[1:])
+
+
+def _clip_active(
+    H0: Tensor, A: Tensor, z: Tensor, noise: Tensor | None, mask: Tensor | None,
     hyper: EngramHyper,
 ) -> Tensor:
-    """Which samples the clip acts on within the chunk, (B,) bool (exact; no autograd)."""
+    """Which samples the clip acts on, (B,) bool: the unclipped trace, step by step (no
+    autograd), compared with the clip."""
     eta, clip = hyper.hebbian_lr, hyper.trace_clip
     with torch.no_grad():
         H = H0.clone()  # (B, N, h)
         hit = torch.zeros(H.size(0), dtype=torch.bool, device=H.device)  # (B,)
-        for j in range(A.size(1)):
-            U = A[:, j, :, None] * z[:, j, None, :]  # (B, N, h)
-            if xi is not None:
-                U = U + xi[j]
-            H_new = (1 - eta) * H + eta * U  # (B, N, h)
-            H = H_new if mask is None else torch.where(mask[:, j, None, None], H_new, H)
+        for t in range(A.size(1)):
+            H_new = torch.baddbmm(H, A[:, t, :, None], z[:, t, None, :], beta=1 - eta,
+                                  alpha=eta)  # (B, N, h)
+            if noise is not None:
+                H_new += eta * noise[t]
+            H = H_new if mask is None else torch.where(mask[:, t, None, None], H_new, H)
             hit |= (H.abs() > clip).flatten(1).any(1)
     return hit
+
+
+def _clip_bound(H0: Tensor, A: Tensor, z: Tensor, X: Tensor | None, eta: float) -> Tensor:
+    """Upper bound of max_j |H_t[i, j]| after every step, (B, T, N), from
+    |K_t[i, j]| <= d^t max|H_0[i]| + sum_s eta d^(t-s) a_s[i] max|z_s| and max|X_t[i]|."""
+    T = A.size(1)
+    with torch.no_grad():
+        powers = (1 - eta) ** torch.arange(1, T + 1, device=A.device, dtype=A.dtype)  # (T,)
+        bound = powers[:, None] * H0.abs().amax(-1)[:, None, :]  # (B, T, N)
+        written = A * z.abs().amax(-1)[..., None]  # (B, T, N)
+        bound = bound + torch.matmul(_decay_matrix(T, eta, A, inclusive=True), written)
+        if X is not None:
+            bound = bound + X[1:].abs().amax(-1)  # (T, N)
+    return bound
 
 
 def _memory_per_sample(
@@ -141,119 +154,84 @@ def _memory_per_sample(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-sample trace (B, N, h) by chunked algebra: attention (B, T, N), recall (B, T, h),
     final trace (B, N, h) and which samples the clip acts on, (B,) bool (their results are
-    those of the unclipped algebra, to be replaced by the step loop's)."""
+    those of the unclipped algebra, to be replaced by the step loop's).
+
+    The trace is split as H_t = K_t + X_t: X is the noise's share (shared by the batch,
+    ``_noise_part``), K the per-sample rest, K_t = d K_{t-1} + eta a_t z_t^T. So E_t = M'_t +
+    alpha K_{t-1} with M'_t = M + alpha X_{t-1}, and K is materialised once per chunk.
+    """
     B, T, _ = z.shape
-    eta, alpha, clip = hyper.hebbian_lr, hyper.trace_scale, hyper.trace_clip
+    eta, alpha = hyper.hebbian_lr, hyper.trace_scale
     d = 1.0 - eta
     inv_tau = 1.0 / hyper.effective_temperature
-    z_norm = z.norm(dim=-1).clamp_min(NORM_EPS)  # (B, T)
+    inv_zn = 1.0 / z.norm(dim=-1).clamp_min(NORM_EPS)  # (B, T)
     z_sq = (z * z).sum(-1)  # (B, T)
-    Mz = z @ M.t()  # (B, T, N)
-    M_sq = (M * M).sum(-1)  # (N,)
-    z_max = z.detach().abs().amax(-1)  # (B, T)
-    H = H0
-    P = (H0 * M).sum(-1)  # (B, N)  M_i . H[i], then carried by its recursion
-    Q = (H0 * H0).sum(-1)  # (B, N)  |H[i]|^2, likewise
-    attn, mems = [], []
-    clipped = torch.zeros(B, dtype=torch.bool, device=z.device)  # (B,)
+    Mz = z @ M.t()  # (B, T, N)  M_i . z_t
+    M_sq = (M * M).sum(-1)[None, :].expand(T, -1)  # (T, N)  |M'_t[i]|^2
+    Mz_eff = Mz  # (B, T, N)  M'_t[i] . z_t
+    X = None
+    if noise is not None:
+        X = _noise_part(noise, eta)  # (T + 1, N, h)
+        Xt = X[:T]  # (T, N, h)  before each step
+        Mz_eff = Mz + alpha * torch.bmm(z.transpose(0, 1), Xt.transpose(1, 2)).transpose(0, 1)
+        M_sq = M_sq + 2 * alpha * (M * Xt).sum(-1) + alpha * alpha * (Xt * Xt).sum(-1)
+    K = H0
+    P = (H0 * M).sum(-1)  # (B, N)  M_i . K[i], carried by its recursion
+    Q = (H0 * H0).sum(-1)  # (B, N)  |K[i]|^2, likewise
+    attn, recalled = [], []
     for t0 in range(0, T, chunk):
         c = min(chunk, T - t0)
         zc = z[:, t0 : t0 + c]  # (B, c, h)
         mc = None if mask is None else mask[:, t0 : t0 + c]  # (B, c)
         Dm = _decay_matrix(c, eta, z)  # (c, c)
         powers = d ** torch.arange(c, device=z.device, dtype=z.dtype)  # (c,) d^j
-        Hz = torch.bmm(zc, H.transpose(1, 2))  # (B, c, N)  H_{t0}[i] . z_t
-        G = torch.bmm(zc, zc.transpose(1, 2))  # (B, c, c)  z_s . z_t
-        WG = G.transpose(1, 2) * Dm  # (B, c, c)  [j, s] = D[j, s] z_s . z_j
-        y_known = powers[:, None] * Hz  # (B, c, N)
-        if noise is not None:
-            xi = noise[t0 : t0 + c]  # (c, N, h)
-            Zx = torch.einsum("bsh,rnh->bsrn", zc, xi)  # (B, c, c, N)  z_s . xi_r[i]
-            xz = torch.diagonal(Zx, dim1=1, dim2=2).transpose(1, 2)  # (B, c, N)  z_j . xi_j[i]
-            y_known = y_known + torch.einsum("jr,bjrn->bjn", Dm, Zx)  # (B, c, N)
-            WC = Zx * Dm.t()[None, :, :, None]  # (B, c, c, N)  [s, j] = D[j, s] z_s . xi_j
-            XX = torch.einsum("snh,jnh->sjn", xi, xi)  # (c, c, N)
-            k_known = (powers[:, None] * torch.einsum("bnh,jnh->bjn", H, xi)  # (B, c, N)
-                       + torch.einsum("js,sjn->jn", Dm, XX))
-            M_xi = (M * xi).sum(-1)  # (c, N)
-            xi_sq = torch.diagonal(XX).t()  # (c, N)
-        # per-step views, unbound once (indexing inside the loop zero-fills in backward)
-        y_steps = y_known.unbind(1)  # c x (B, N)
-        mz_steps = Mz[:, t0 : t0 + c].unbind(1)  # c x (B, N)
-        inv_zn = (1.0 / z_norm[:, t0 : t0 + c]).unbind(1)  # c x (B,)
-        zsq_steps = z_sq[:, t0 : t0 + c].unbind(1)  # c x (B,)
-        wg_steps = WG.unbind(1)  # c x (B, c)
-        if noise is not None:
-            k_steps, xz_steps, wc_steps = k_known.unbind(1), xz.unbind(1), WC.unbind(2)
-        a_list: list[Tensor] = []
-        for j in range(c):
-            y = y_steps[j]  # (B, N)
-            if j > 0:
-                A_prev = torch.stack(a_list, dim=1)  # (B, j, N)
-                y = y + torch.bmm(wg_steps[j][:, None, :j], A_prev).squeeze(1)  # (B, N)
-            E_norm = (M_sq + 2 * alpha * P + alpha * alpha * Q).clamp_min(NORM_EPS**2).sqrt()
-            s = (mz_steps[j] + alpha * y) * inv_zn[j][:, None] / E_norm  # (B, N)
-            a = torch.softmax(masked_topk(s * inv_tau, hyper.top_k), dim=-1)  # (B, N)
-            a_list.append(a)
-            # a padded step writes garbage here, but only later padded steps of that sample read it
-            P = d * P + eta * a * mz_steps[j]  # (B, N)
-            cross = a * y  # (B, N)  H[i] . (a[i] z_t)
-            own = a * a * zsq_steps[j][:, None]  # (B, N)  |a[i] z_t|^2
-            if noise is not None:
-                k = k_steps[j]  # (B, N)  H[i] . xi_t[i]
-                if j > 0:
-                    k = k + (A_prev * wc_steps[j][:, :j]).sum(1)
-                P = P + eta * M_xi[j]
-                cross = cross + k
-                own = own + 2 * a * xz_steps[j] + xi_sq[j]
-            Q = d * d * Q + 2 * d * eta * cross + eta * eta * own  # (B, N)
-        Ac = torch.stack(a_list, dim=1)  # (B, c, N)
+        # K before step j of the chunk: d^j K_{t0} + sum_{s<j} D[j, s] a_s z_s^T
+        Kz = powers[:, None] * torch.bmm(zc, K.transpose(1, 2))  # (B, c, N)  d^j K_{t0}[i].z_j
+        WG = torch.bmm(zc, zc.transpose(1, 2)).transpose(1, 2) * Dm  # (B, c, c) D[j,s] z_s.z_j
+        if X is not None:  # P_X = X_t[i] . K[i], directly: D[j, s] a_s[i] X_j[i].z_s
+            Xc = Xt[t0 : t0 + c]  # (c, N, h)
+            XK = powers[:, None] * torch.bmm(
+                K.transpose(0, 1), Xc.permute(1, 2, 0)).permute(1, 2, 0)  # (B, c, N)
+            Xz = (zc.reshape(B * c, -1) @ Xc.flatten(0, 1).t()).view(B, c, c, -1)  # [b,s,j,i]
+            WX = Xz.transpose(1, 2) * Dm[:, :, None]  # (B, c, c, N)  [j, s]
+        sl = slice(t0, t0 + c)
+        Ac, P, Q = chunk_scan(Kz, WG, None if X is None else XK, None if X is None else WX, P, Q,
+                              M_sq[sl], Mz_eff[:, sl], inv_zn[:, sl], Mz[:, sl], z_sq[:, sl],
+                              alpha, eta, inv_tau, hyper.top_k)  # (B, c, N)
         attn.append(Ac)
-        # trace at the chunk's steps, for the recall: H_{t-1} = d^j H_{t0} + sum_{s<j} ...
         Am = Ac if mc is None else Ac * mc[..., None]  # (B, c, N) padded steps write nothing
-        AA = torch.bmm(Am, Ac.transpose(1, 2)).transpose(1, 2) * Dm  # (B, c, c) [j, s]
-        rec = powers[:, None] * torch.bmm(Ac, H) + torch.bmm(AA, zc)  # (B, c, h)
-        if noise is not None:
-            rec = rec + torch.einsum("js,bjn,snh->bjh", Dm, Ac, xi)  # (B, c, h)
-        mems.append(Ac @ M + alpha * rec)  # (B, c, h)
-        # clip decision: a cheap bound first, the exact traces only when it fails
-        bound = _chunk_bound(H, Am, z_max[:, t0 : t0 + c], None if noise is None else xi,
-                             eta)  # (B, c, N)
-        if mc is not None:
-            bound = bound * mc[..., None]
-        fails = (bound > clip).flatten(1).any(1) & ~clipped  # (B,)
-        if bool(fails.any()):
-            stats["checked"] = stats.get("checked", 0) + 1
-            rows = fails.nonzero().squeeze(1)
-            clipped[rows] = _chunk_clip_active(
-                H[rows].detach(), Am[rows].detach(), zc[rows].detach(),
-                None if noise is None else xi, None if mc is None else mc[rows], hyper,
-            )
-        # trace at the chunk's end; a sample's padded steps neither decay nor write
-        n = torch.full((B,), c, device=z.device) if mc is None else mc.sum(1)  # (B,)
-        last = (n - 1)[:, None] - torch.arange(c, device=z.device)  # (B, c)
-        w_end = torch.where(last >= 0, eta * d ** last.clamp_min(0).to(z.dtype), 0.0)  # (B, c)
-        H = (d ** n.to(z.dtype))[:, None, None] * H + torch.bmm(
-            (Am * w_end[..., None]).transpose(1, 2), zc)  # (B, N, h)
-        if noise is not None:
-            H = H + (w_end @ xi.flatten(1)).view_as(H)
-    return torch.cat(attn, dim=1), torch.cat(mems, dim=1), H, clipped
-
-
-def _chunk_bound(H: Tensor, A: Tensor, z_max: Tensor, xi: Tensor | None, eta: float) -> Tensor:
-    """Upper bound of max_j |H_t[i, j]| after each step of the chunk; (B, c, N)."""
-    c = A.size(1)
-    d = 1.0 - eta
-    idx = torch.arange(c, device=A.device)
-    expo = (idx[:, None] - idx[None, :]).clamp_min(0).to(A.dtype)  # (c, c)
-    L = torch.where(idx[None, :] <= idx[:, None], eta * d**expo, 0.0)  # (c, c) j >= s
-    with torch.no_grad():
-        powers = d ** (idx + 1).to(A.dtype)  # (c,)
-        bound = powers[:, None] * H.abs().amax(-1)[:, None, :]  # (B, c, N)
-        bound = bound + torch.einsum("js,bsn->bjn", L, A * z_max[..., None])
-        if xi is not None:
-            bound = bound + torch.einsum("js,snh->jnh", L, xi.abs()).amax(-1)
-    return bound
+        AA = torch.bmm(Ac, Am.transpose(1, 2)) * Dm  # (B, c, c) [j, s] D[j, s] a_j.a_s
+        recalled.append(powers[:, None] * torch.bmm(Ac, K) + torch.bmm(AA, zc))  # (B, c, h)
+        # K at the chunk's end; a sample's padded steps neither decay nor write
+        if mc is None:
+            w_end = eta * d ** torch.arange(c - 1, -1, -1, device=z.device, dtype=z.dtype)
+            K = torch.baddbmm(K, (Am * w_end[:, None]).transpose(1, 2), zc, beta=d**c)
+        else:
+            n = mc.sum(1)  # (B,)
+            last = (n - 1)[:, None] - torch.arange(c, device=z.device)  # (B, c)
+            w_end = torch.where(last >= 0, eta * d ** last.clamp_min(0).to(z.dtype), 0.0)
+            K = torch.baddbmm((d ** n.to(z.dtype))[:, None, None] * K,
+                              (Am * w_end[..., None]).transpose(1, 2), zc)  # (B, N, h)
+    A = torch.cat(attn, dim=1)  # (B, T, N)
+    m = A @ M + alpha * torch.cat(recalled, dim=1)  # (B, T, h)
+    H = K
+    if X is not None:
+        m = m + alpha * torch.bmm(A.transpose(0, 1), Xt).transpose(0, 1)  # (B, T, h)
+        n_steps = torch.full((B,), T, device=z.device) if mask is None else mask.sum(1)
+        H = K + X[n_steps]  # (B, N, h) the noise share at each sample's last step
+    # clipping: a cheap bound first, the exact unclipped trace only where it fails
+    Am = A if mask is None else A * mask[..., None]  # (B, T, N)
+    bound = _clip_bound(H0, Am, z, X, eta)  # (B, T, N)
+    if mask is not None:
+        bound = bound * mask[..., None]
+    clipped = torch.zeros(B, dtype=torch.bool, device=z.device)  # (B,)
+    fails = (bound > hyper.trace_clip).flatten(1).any(1)  # (B,)
+    if bool(fails.any()):
+        stats["checked"] = stats.get("checked", 0) + 1
+        rows = fails.nonzero().squeeze(1)
+        clipped[rows] = _clip_active(H0[rows].detach(), Am[rows].detach(), z[rows].detach(),
+                                     noise, None if mask is None else mask[rows], hyper)
+    return A, m, H, clipped
 
 
 def fast_engram(
@@ -282,13 +260,15 @@ def fast_engram(
     mask = None if lengths is None else torch.arange(T, device=x.device) < lengths[:, None]
     h0, H0 = initial_state.h.to(dtype), initial_state.trace.to(dtype)
     noise = None if noise is None else noise.to(dtype)
-    if hyper.trace_mode == "shared":
-        A, m, H = _memory_shared(z, weights.memory, H0, noise, hyper, mask)
-        clipped = None
-    else:
-        A, m, H, clipped = _memory_per_sample(
-            z, weights.memory, H0, noise, hyper, mask, chunk, stats
-        )
+    # the memory pass (cosines, norms, the trace) keeps the parameters' precision under autocast
+    with torch.autocast(x.device.type, enabled=False):
+        if hyper.trace_mode == "shared":
+            A, m, H = _memory_shared(z, weights.memory.to(dtype), H0, noise, hyper, mask)
+            clipped = None
+        else:
+            A, m, H, clipped = _memory_per_sample(
+                z, weights.memory.to(dtype), H0, noise, hyper, mask, chunk, stats
+            )
     if clipped is None or not bool(clipped.any()):
         o, h = _hidden_pass(z, m, h0, weights, hyper, mask)
     else:
