@@ -175,3 +175,25 @@ def test_chunk_scan_backward_passes_gradcheck(with_noise, top_k):
     inputs = [t[k] if t[k] is None else t[k].requires_grad_() for k in names]
     assert torch.autograd.gradcheck(
         lambda *a: chunk_scan(*a, 0.5, 0.05, 1 / 0.75, top_k), inputs)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_shared_scan_backward_passes_gradcheck_with_active_clip(with_mask, top_k):
+    from enn.ops.engram.shared_scan import shared_scan
+
+    torch.manual_seed(0)
+    B, T, N, h = 3, 6, 4, 5
+    z = torch.randn(B, T, h, dtype=torch.double, requires_grad=True)
+    zn = torch.randn(B, T, h, dtype=torch.double, requires_grad=True)
+    M = torch.randn(N, h, dtype=torch.double, requires_grad=True)
+    H0 = (0.05 * torch.randn(N, h, dtype=torch.double)).requires_grad_()
+    noise = 0.01 * torch.randn(T, N, h, dtype=torch.double)
+    mask = (torch.arange(T) < torch.tensor([[6], [4], [2]])) if with_mask else None
+    n_active = (mask.sum(0) if with_mask else torch.full((T,), B)).tolist()
+    clip = 0.08  # hebbian_lr 0.5 below makes the clip act on some entries
+    _, _, H = shared_scan(z, zn, M, H0, noise, mask, n_active, 0.5, 0.5, clip, 1.3, top_k)
+    assert (H.abs() == clip).any() and (H.abs() < clip).any()
+    assert torch.autograd.gradcheck(
+        lambda *a: shared_scan(*a, noise, mask, n_active, 0.5, 0.5, clip, 1.3, top_k),
+        (z, zn, M, H0))

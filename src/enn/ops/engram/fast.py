@@ -38,11 +38,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .chunk_scan import chunk_scan
-from .common import NORM_EPS, EngramHyper, EngramState, EngramWeights, masked_topk
+from .common import NORM_EPS, EngramHyper, EngramState, EngramWeights
 from .hidden import hidden_chain
 from .recurrent import encode, engram_recurrence
+from .shared_scan import shared_scan
 
-DEFAULT_CHUNK = 8
+DEFAULT_CHUNK = 16  # measured: 12-24 are best at T = 28 and 112 (docs/results/speed.md)
 
 
 def _hidden_pass(
@@ -74,23 +75,10 @@ def _memory_shared(
         counts = mask.sum(0)  # (T,)
         steps = int((counts > 0).sum())  # lengths are a prefix: later steps write nothing
         n_active = counts.tolist()
-    H = H0
-    attn, mems = [], []
-    z_steps, zn_steps = z.unbind(1), zn.unbind(1)  # T x (B, h)
-    for t in range(steps):
-        E = M + alpha * H  # (N, h)
-        En = E / E.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)  # (N, h)
-        s = zn_steps[t] @ En.t()  # (B, N)
-        a = torch.softmax(masked_topk(s * inv_tau, hyper.top_k), dim=-1)  # (B, N)
-        mems.append(E)
-        attn.append(a)
-        wa = a if mask is None else a * mask[:, t, None]  # (B, N)
-        U = wa.t() @ z_steps[t] / n_active[t]  # (N, h) batch mean over the active samples
-        if noise is not None:
-            U = U + noise[t]
-        H = ((1 - eta) * H + eta * U).clamp(-clip, clip)  # (N, h)
-    A = torch.stack(attn, dim=1)  # (B, steps, N)
-    m = torch.bmm(A.transpose(0, 1), torch.stack(mems)).transpose(0, 1)  # (B, steps, h)
+    A, Es, H = shared_scan(z[:, :steps], zn[:, :steps], M, H0, noise,
+                           None if mask is None else mask[:, :steps], n_active, alpha, eta, clip,
+                           inv_tau, hyper.top_k)  # (B, steps, N), (steps, N, h), (N, h)
+    m = torch.bmm(A.transpose(0, 1), Es).transpose(0, 1)  # (B, steps, h)
     if steps < T:
         A = F.pad(A, (0, 0, 0, T - steps))  # (B, T, N)
         m = F.pad(m, (0, 0, 0, T - steps))  # (B, T, h)
@@ -217,8 +205,8 @@ def _memory_per_sample(
     H = K
     if X is not None:
         m = m + alpha * torch.bmm(A.transpose(0, 1), Xt).transpose(0, 1)  # (B, T, h)
-        n_steps = torch.full((B,), T, device=z.device) if mask is None else mask.sum(1)
-        H = K + X[n_steps]  # (B, N, h) the noise share at each sample's last step
+        # the noise share at each sample's last step
+        H = K + (X[T] if mask is None else X[mask.sum(1)])  # (B, N, h)
     # clipping: a cheap bound first, the exact unclipped trace only where it fails
     Am = A if mask is None else A * mask[..., None]  # (B, T, N)
     bound = _clip_bound(H0, Am, z, X, eta)  # (B, T, N)
