@@ -197,3 +197,26 @@ def test_shared_scan_backward_passes_gradcheck_with_active_clip(with_mask, top_k
     assert torch.autograd.gradcheck(
         lambda *a: shared_scan(*a, noise, mask, n_active, 0.5, 0.5, clip, 1.3, top_k),
         (z, zn, M, H0))
+
+
+@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+@pytest.mark.parametrize("clip_acts", [False, True])
+def test_no_initial_state_means_zeros(trace, clip_acts):
+    kw = {"trace_clip": 0.05, "hebbian_lr": 0.5} if clip_acts else {"trace_clip": 10.0}
+    layer = make_layer(4, 6, 5, trace, **kw)
+    torch.manual_seed(0)
+    x = 2 * torch.randn(3, 12, 4, dtype=torch.double)
+    lengths = torch.tensor([12, 7, 3])
+    noise = 0.01 * torch.randn(12, 5, 6, dtype=torch.double)
+    params = list(layer.parameters())
+    results = []
+    for fast in (True, False):
+        xi = x.clone().requires_grad_()
+        op = fast_engram if fast else naive_engram
+        kwargs = {} if fast else {"output_final_state": True}
+        out, (h_n, H_n), *_ = op(xi, layer.layer_weights(0), layer.hyper, None, lengths=lengths,
+                                 noise=noise, **kwargs)
+        loss = out.square().sum() + h_n.sum() + H_n.square().sum()
+        results.append((out, h_n, H_n, *torch.autograd.grad(loss, [xi, *params])))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)

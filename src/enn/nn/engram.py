@@ -184,7 +184,7 @@ class _EngramBase(nn.Module):
         )
 
     def _run_layer(
-        self, x: Tensor, weights: EngramWeights, state: EngramState,
+        self, x: Tensor, weights: EngramWeights, state: EngramState | None,
         lengths: Tensor | None = None, return_intermediates: bool = False,
     ) -> tuple[Tensor, EngramState, Tensor | None, EngramIntermediates | None, str]:
         """One layer over x (B, T, d): the fast path unless intermediates are asked for. The
@@ -203,6 +203,8 @@ class _EngramBase(nn.Module):
                                             stats=stats)
             path = "fast+step" if "step_samples" in stats else "fast-checked" if stats else "fast"
             return o, final, entropy, None, path
+        if state is None:
+            state = self._initial_layer_state(x.size(0), x)
         o, final, entropy, record = engram_recurrence(
             x, weights, self.hyper, state, lengths=lengths, noise=noise,
             return_entropy=return_entropy, return_intermediates=return_intermediates,
@@ -471,10 +473,15 @@ class Engram(_EngramBase):
             raise ValueError(f"expected every length in [1, {T}], got {lengths.tolist()}")
         return lengths.to(device)
 
-    def _split_state(self, hx, B: int, batched: bool, like: Tensor) -> list[EngramState]:
-        """Per-layer states from ``hx`` (checked against the expected shapes), or the default."""
+    def _split_state(
+        self, hx, B: int, batched: bool, like: Tensor
+    ) -> list[EngramState | None]:
+        """Per-layer states from ``hx`` (checked against the expected shapes), or the default:
+        None for zeros (the fast path then skips the initial trace's terms)."""
         if hx is None:
-            return [self._initial_layer_state(B, like) for _ in range(self.num_layers)]
+            if self.init_state == "random" and self.training:
+                return [self._initial_layer_state(B, like) for _ in range(self.num_layers)]
+            return [None] * self.num_layers
         if not (isinstance(hx, tuple) and len(hx) == 2):
             raise TypeError(f"expected hx to be an EngramState(h, trace) or None, "
                             f"got {type(hx).__name__}")

@@ -103,14 +103,14 @@ def _noise_part(noise: Tensor, eta: float) -> Tensor:
 
 
 def _clip_active(
-    H0: Tensor, A: Tensor, z: Tensor, noise: Tensor | None, mask: Tensor | None,
+    H0: Tensor | None, A: Tensor, z: Tensor, noise: Tensor | None, mask: Tensor | None,
     hyper: EngramHyper,
 ) -> Tensor:
     """Which samples the clip acts on, (B,) bool: the unclipped trace, step by step (no
-    autograd), compared with the clip."""
+    autograd), compared with the clip. H0 None: zeros."""
     eta, clip = hyper.hebbian_lr, hyper.trace_clip
     with torch.no_grad():
-        H = H0.clone()  # (B, N, h)
+        H = z.new_zeros(*A.shape[::2], z.shape[-1]) if H0 is None else H0.clone()  # (B, N, h)
         hit = torch.zeros(H.size(0), dtype=torch.bool, device=H.device)  # (B,)
         for t in range(A.size(1)):
             H_new = torch.baddbmm(H, A[:, t, :, None], z[:, t, None, :], beta=1 - eta,
@@ -122,22 +122,24 @@ def _clip_active(
     return hit
 
 
-def _clip_bound(H0: Tensor, A: Tensor, z: Tensor, X: Tensor | None, eta: float) -> Tensor:
+def _clip_bound(H0: Tensor | None, A: Tensor, z: Tensor, X: Tensor | None, eta: float
+                ) -> Tensor:
     """Upper bound of max_j |H_t[i, j]| after every step, (B, T, N), from
     |K_t[i, j]| <= d^t max|H_0[i]| + sum_s eta d^(t-s) a_s[i] max|z_s| and max|X_t[i]|."""
     T = A.size(1)
     with torch.no_grad():
-        powers = (1 - eta) ** torch.arange(1, T + 1, device=A.device, dtype=A.dtype)  # (T,)
-        bound = powers[:, None] * H0.abs().amax(-1)[:, None, :]  # (B, T, N)
         written = A * z.abs().amax(-1)[..., None]  # (B, T, N)
-        bound = bound + torch.matmul(_decay_matrix(T, eta, A, inclusive=True), written)
+        bound = torch.matmul(_decay_matrix(T, eta, A, inclusive=True), written)  # (B, T, N)
+        if H0 is not None:
+            powers = (1 - eta) ** torch.arange(1, T + 1, device=A.device, dtype=A.dtype)  # (T,)
+            bound = bound + powers[:, None] * H0.abs().amax(-1)[:, None, :]
         if X is not None:
             bound = bound + X[1:].abs().amax(-1)  # (T, N)
     return bound
 
 
 def _memory_per_sample(
-    z: Tensor, M: Tensor, H0: Tensor, noise: Tensor | None, hyper: EngramHyper,
+    z: Tensor, M: Tensor, H0: Tensor | None, noise: Tensor | None, hyper: EngramHyper,
     mask: Tensor | None, chunk: int, stats: dict,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-sample trace (B, N, h) by chunked algebra: attention (B, T, N), recall (B, T, h),
@@ -147,6 +149,7 @@ def _memory_per_sample(
     The trace is split as H_t = K_t + X_t: X is the noise's share (shared by the batch,
     ``_noise_part``), K the per-sample rest, K_t = d K_{t-1} + eta a_t z_t^T. So E_t = M'_t +
     alpha K_{t-1} with M'_t = M + alpha X_{t-1}, and K is materialised once per chunk.
+    H0 None stands for zeros and skips every term of the initial trace.
     """
     B, T, _ = z.shape
     eta, alpha = hyper.hebbian_lr, hyper.trace_scale
@@ -163,9 +166,12 @@ def _memory_per_sample(
         Xt = X[:T]  # (T, N, h)  before each step
         Mz_eff = Mz + alpha * torch.bmm(z.transpose(0, 1), Xt.transpose(1, 2)).transpose(0, 1)
         M_sq = M_sq + 2 * alpha * (M * Xt).sum(-1) + alpha * alpha * (Xt * Xt).sum(-1)
-    K = H0
-    P = (H0 * M).sum(-1)  # (B, N)  M_i . K[i], carried by its recursion
-    Q = (H0 * H0).sum(-1)  # (B, N)  |K[i]|^2, likewise
+    K = H0  # (B, N, h) or None while it is zero
+    if H0 is None:
+        P = Q = z.new_zeros(B, M.shape[0])
+    else:
+        P = (H0 * M).sum(-1)  # (B, N)  M_i . K[i], carried by its recursion
+        Q = (H0 * H0).sum(-1)  # (B, N)  |K[i]|^2, likewise
     attn, recalled = [], []
     for t0 in range(0, T, chunk):
         c = min(chunk, T - t0)
@@ -174,11 +180,12 @@ def _memory_per_sample(
         Dm = _decay_matrix(c, eta, z)  # (c, c)
         powers = d ** torch.arange(c, device=z.device, dtype=z.dtype)  # (c,) d^j
         # K before step j of the chunk: d^j K_{t0} + sum_{s<j} D[j, s] a_s z_s^T
-        Kz = powers[:, None] * torch.bmm(zc, K.transpose(1, 2))  # (B, c, N)  d^j K_{t0}[i].z_j
+        zero = z.new_zeros(B, c, M.shape[0])  # (B, c, N)  the K_{t0} terms while K is zero
+        Kz = zero if K is None else powers[:, None] * torch.bmm(zc, K.transpose(1, 2))
         WG = torch.bmm(zc, zc.transpose(1, 2)).transpose(1, 2) * Dm  # (B, c, c) D[j,s] z_s.z_j
         if X is not None:  # P_X = X_t[i] . K[i], directly: D[j, s] a_s[i] X_j[i].z_s
             Xc = Xt[t0 : t0 + c]  # (c, N, h)
-            XK = powers[:, None] * torch.bmm(
+            XK = zero if K is None else powers[:, None] * torch.bmm(
                 K.transpose(0, 1), Xc.permute(1, 2, 0)).permute(1, 2, 0)  # (B, c, N)
             Xz = (zc.reshape(B * c, -1) @ Xc.flatten(0, 1).t()).view(B, c, c, -1)  # [b,s,j,i]
             WX = Xz.transpose(1, 2) * Dm[:, :, None]  # (B, c, c, N)  [j, s]
@@ -189,17 +196,19 @@ def _memory_per_sample(
         attn.append(Ac)
         Am = Ac if mc is None else Ac * mc[..., None]  # (B, c, N) padded steps write nothing
         AA = torch.bmm(Ac, Am.transpose(1, 2)) * Dm  # (B, c, c) [j, s] D[j, s] a_j.a_s
-        recalled.append(powers[:, None] * torch.bmm(Ac, K) + torch.bmm(AA, zc))  # (B, c, h)
+        rec = torch.bmm(AA, zc)  # (B, c, h)
+        recalled.append(rec if K is None else rec + powers[:, None] * torch.bmm(Ac, K))
         # K at the chunk's end; a sample's padded steps neither decay nor write
         if mc is None:
             w_end = eta * d ** torch.arange(c - 1, -1, -1, device=z.device, dtype=z.dtype)
-            K = torch.baddbmm(K, (Am * w_end[:, None]).transpose(1, 2), zc, beta=d**c)
+            written = torch.bmm((Am * w_end[:, None]).transpose(1, 2), zc)  # (B, N, h)
+            K = written if K is None else written.add_(K, alpha=d**c)
         else:
             n = mc.sum(1)  # (B,)
             last = (n - 1)[:, None] - torch.arange(c, device=z.device)  # (B, c)
             w_end = torch.where(last >= 0, eta * d ** last.clamp_min(0).to(z.dtype), 0.0)
-            K = torch.baddbmm((d ** n.to(z.dtype))[:, None, None] * K,
-                              (Am * w_end[..., None]).transpose(1, 2), zc)  # (B, N, h)
+            written = torch.bmm((Am * w_end[..., None]).transpose(1, 2), zc)  # (B, N, h)
+            K = written if K is None else written.add_((d ** n.to(z.dtype))[:, None, None] * K)
     A = torch.cat(attn, dim=1)  # (B, T, N)
     m = A @ M + alpha * torch.cat(recalled, dim=1)  # (B, T, h)
     H = K
@@ -217,7 +226,8 @@ def _memory_per_sample(
     if bool(fails.any()):
         stats["checked"] = stats.get("checked", 0) + 1
         rows = fails.nonzero().squeeze(1)
-        clipped[rows] = _clip_active(H0[rows].detach(), Am[rows].detach(), z[rows].detach(),
+        clipped[rows] = _clip_active(None if H0 is None else H0[rows].detach(),
+                                     Am[rows].detach(), z[rows].detach(),
                                      noise, None if mask is None else mask[rows], hyper)
     return A, m, H, clipped
 
@@ -226,7 +236,7 @@ def fast_engram(
     x: Tensor,
     weights: EngramWeights,
     hyper: EngramHyper,
-    initial_state: EngramState,
+    initial_state: EngramState | None = None,
     lengths: Tensor | None = None,
     noise: Tensor | None = None,
     return_entropy: bool = False,
@@ -236,7 +246,8 @@ def fast_engram(
     """Run one Engram layer over x (B, T, d) on the fast path.
 
     Same contract as ``engram_recurrence`` (without intermediates), with ``noise`` the trace
-    noise (T, N, h) or None. Per-sample samples whose trace the clip would touch run the exact
+    noise (T, N, h) or None, and ``initial_state`` None for zeros (which skips the initial
+    trace's terms). Per-sample samples whose trace the clip would touch run the exact
     step loop instead (samples are independent there). ``stats`` (a dict) receives
     ``checked`` (chunks whose bound failed, so that the exact check ran) and ``step_samples``
     (samples handed to the step loop).
@@ -246,7 +257,12 @@ def fast_engram(
     dtype = weights.memory.dtype
     z = encode(x, weights, hyper.ln_eps).to(dtype)  # (B, T, h)
     mask = None if lengths is None else torch.arange(T, device=x.device) < lengths[:, None]
-    h0, H0 = initial_state.h.to(dtype), initial_state.trace.to(dtype)
+    n_hidden, n_slots = weights.memory.shape[1], weights.memory.shape[0]
+    if initial_state is None:
+        h0 = z.new_zeros(B, n_hidden)
+        H0 = z.new_zeros(n_slots, n_hidden) if hyper.trace_mode == "shared" else None
+    else:
+        h0, H0 = initial_state.h.to(dtype), initial_state.trace.to(dtype)
     noise = None if noise is None else noise.to(dtype)
     # the memory pass (cosines, norms, the trace) keeps the parameters' precision under autocast
     with torch.autocast(x.device.type, enabled=False):
@@ -275,7 +291,7 @@ def fast_engram(
 
 
 def _merge_step_loop(
-    x: Tensor, z: Tensor, m: Tensor, A: Tensor, H: Tensor, h0: Tensor, H0: Tensor,
+    x: Tensor, z: Tensor, m: Tensor, A: Tensor, H: Tensor, h0: Tensor, H0: Tensor | None,
     weights: EngramWeights, hyper: EngramHyper, lengths: Tensor | None, mask: Tensor | None,
     noise: Tensor | None, clipped: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -289,7 +305,8 @@ def _merge_step_loop(
                                 None if mask is None else mask[fast])
         o, h = o.index_put((fast,), o_f), h.index_put((fast,), h_f)
     o_s, (h_s, H_s), _, record = engram_recurrence(
-        x[slow], weights, hyper, EngramState(h0[slow], H0[slow]),
+        x[slow], weights, hyper,
+        EngramState(h0[slow], H[slow].new_zeros(H[slow].shape) if H0 is None else H0[slow]),
         lengths=None if lengths is None else lengths[slow], noise=noise,
         return_intermediates=True,
     )
