@@ -220,3 +220,23 @@ def test_no_initial_state_means_zeros(trace, clip_acts):
         results.append((out, h_n, H_n, *torch.autograd.grad(loss, [xi, *params])))
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)
+
+
+def test_clip_bound_holds_over_many_chunks():
+    from enn.ops.engram.fast import _clip_bound, _noise_part
+
+    torch.manual_seed(0)
+    B, T, N, h, eta = 3, 50, 4, 5, 0.2
+    A = torch.softmax(3 * torch.randn(B, T, N, dtype=torch.double), -1)
+    z = torch.randn(B, T, h, dtype=torch.double)
+    H0 = 0.3 * torch.randn(B, N, h, dtype=torch.double)
+    noise = 0.5 * torch.randn(T, N, h, dtype=torch.double)
+    X = _noise_part(noise, eta, chunk=8)
+    bound = _clip_bound(H0, A, z, X, eta, chunk=8)  # (B, T, N)
+    H, true_max = H0, []
+    for t in range(T):
+        H = (1 - eta) * H + eta * (A[:, t, :, None] * z[:, t, None, :] + noise[t])
+        true_max.append(H.abs().amax(-1))
+    true_max = torch.stack(true_max, 1)  # (B, T, N)
+    assert (bound >= true_max - 1e-12).all()
+    assert (bound < 3 * true_max + 0.5).all()  # and not uselessly loose

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .nn import Engram
+from .ops.engram import fast
+from .ops.engram.recurrent import encode
 
 CLASSES = 10
 
@@ -110,6 +112,72 @@ def measure(names: list[str], batch: int, steps: int, input_size: int, hidden: i
         }
         for n in names
     }
+
+
+def matmul_macs(batch: int, steps: int, input_size: int, hidden: int, memory: int
+                ) -> dict[str, float]:
+    """Multiply-adds of the matmuls in one training step (forward + 2x for the backward)."""
+    h, tokens = hidden, batch * steps
+    enn = tokens * (input_size * h + 3 * h * 3 * h + 3 * h * h)  # encoder, integrator, output
+    enn += 2 * tokens * memory * h  # similarity and recall (shared: per step, not per sample)
+    small = h // 2
+    lstm = tokens * 4 * (h * (input_size + h) + small * (h + small))  # two layers, 4 gates
+    return {"enn": 3.0 * enn, "lstm": 3.0 * lstm}
+
+
+def gemm_rate(batch: int, steps: int, hidden: int, repeats: int = 9) -> float:
+    """Multiply-adds per second of this machine's largest ENN matmul, (T*B, 2h) x (2h, 3h)."""
+    a, b = torch.randn(batch * steps, 2 * hidden), torch.randn(2 * hidden, 3 * hidden)
+    times = []
+    for _ in range(repeats + 2):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return a.shape[0] * a.shape[1] * b.shape[1] / statistics.median(times[2:])
+
+
+def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, memory: int,
+              repeats: int, warmup: int) -> dict[str, float]:
+    """Forward + backward ms of the parts of one Engram layer (median), and of the whole LSTM
+    training step, interleaved. The parts run on detached inputs, train mode, with noise."""
+    torch.manual_seed(0)
+    layer = Engram(input_size, hidden, batch_first=True, memory_size=memory, trace=trace)
+    weights, hyper = layer.layer_weights(0), layer.hyper
+    lstm = build("lstm", input_size, hidden, memory)
+    opt = torch.optim.Adam(lstm.parameters(), lr=1e-3)
+    x = torch.rand(batch, steps, input_size)  # (B, T, d)
+    y = torch.randint(0, CLASSES, (batch,))
+    noise = layer.trace_noise * torch.randn(steps, memory, hidden)  # (T, N, h)
+    z = encode(x, weights, hyper.ln_eps).detach().requires_grad_()  # (B, T, h)
+    m = torch.randn_like(z).requires_grad_()  # (B, T, h)
+
+    def encoder() -> None:
+        encode(x, weights, hyper.ln_eps).sum().backward()
+
+    def memory_pass() -> None:
+        if trace == "shared":
+            _, recall, trace_n = fast._memory_shared(z, weights.memory,
+                                                     torch.zeros(memory, hidden), noise,
+                                                     hyper, None)
+        else:
+            _, recall, trace_n, _ = fast._memory_per_sample(z, weights.memory, None, noise,
+                                                            hyper, None, fast.DEFAULT_CHUNK, {})
+        (recall.sum() + trace_n.sum()).backward()
+
+    def hidden_pass() -> None:
+        out, h_n = fast._hidden_pass(z, m, torch.zeros(batch, hidden), weights, hyper, None)
+        (out.sum() + h_n.sum()).backward()
+
+    parts = {"encoder": encoder, "memory pass": memory_pass, "hidden pass": hidden_pass,
+             "LSTM step": lambda: _train_step(lstm, opt, x, y)}
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    for i in range(warmup + repeats):
+        for name, fn in parts.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
 def _status_kib(field: str) -> int:
@@ -258,6 +326,20 @@ def run(args: argparse.Namespace) -> int:
     report = {"torch": torch.__version__, "threads": torch.get_num_threads(),
               "machine": platform.machine(), "shape": shape, "repeats": args.repeats,
               "warmup": args.warmup, "rows": rows}
+    if args.breakdown:
+        macs = matmul_macs(**shape)
+        rate = gemm_rate(shape["batch"], shape["steps"], shape["hidden"])
+        report["matmul"] = {"enn_gmac": macs["enn"] / 1e9, "lstm_gmac": macs["lstm"] / 1e9,
+                            "gemm_gmac_per_s": rate / 1e9}
+        print(f"matmul work per training step: ENN {macs['enn'] / 1e9:.2f} G MAC, LSTM "
+              f"{macs['lstm'] / 1e9:.2f} G MAC ({macs['enn'] / macs['lstm']:.2f}x); this "
+              f"machine's GEMM: {rate / 1e9:.0f} G MAC/s")
+        report["breakdown"] = {}
+        for mode in args.trace:
+            parts = breakdown(mode, repeats=args.repeats, warmup=args.warmup, **shape)
+            report["breakdown"][mode] = parts
+            print(f"breakdown, {mode} (forward + backward ms, median; x LSTM step): " + ", ".join(
+                f"{k} {v:.1f} ({v / parts['LSTM step']:.2f})" for k, v in parts.items()))
     if args.scaling:
         sweep_names = [f"enn_{m}" for m in args.trace] + ["lstm"]
         print("scaling (train ms/step, median):", flush=True)
@@ -288,6 +370,9 @@ def register(subparsers) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time the Engram layer's parts against the LSTM step, and count "
+                        "the matmul work")
     p.add_argument("--scaling", action="store_true",
                    help="also sweep T, N, h and B (one at a time) around the base shape")
     p.add_argument("--scaling-repeats", type=int, default=3)

@@ -94,11 +94,28 @@ def _decay_matrix(c: int, eta: float, like: Tensor, inclusive: bool = False) -> 
     return torch.where(lag >= 0, eta * (1 - eta) ** lag.clamp_min(0).to(like.dtype), 0.0)
 
 
-def _noise_part(noise: Tensor, eta: float) -> Tensor:
+def _leaky_sum(u: Tensor, carry: Tensor | None, eta: float, chunk: int) -> Tensor:
+    """y_t = d y_{t-1} + eta u_t along dim -2 of u (..., T, F), from y_{-1} = carry (..., F)
+    or zeros; chunk by chunk, so that the cost stays linear in T."""
+    d = 1.0 - eta
+    out = []
+    for t0 in range(0, u.shape[-2], chunk):
+        uc = u[..., t0 : t0 + chunk, :]  # (..., c, F)
+        c = uc.shape[-2]
+        y = _decay_matrix(c, eta, u, inclusive=True) @ uc  # (..., c, F)
+        if carry is not None:
+            powers = d ** torch.arange(1, c + 1, device=u.device, dtype=u.dtype)  # (c,)
+            y = y + powers[:, None] * carry[..., None, :]
+        out.append(y)
+        carry = y[..., -1, :]
+    return torch.cat(out, dim=-2)
+
+
+def _noise_part(noise: Tensor, eta: float, chunk: int) -> Tensor:
     """X (T + 1, N, h): the noise's share of the trace before each step, X_0 = 0 and
     X_t = d X_{t-1} + eta xi_t. Shared by the batch; the per-sample rest is noise-free."""
     T = noise.shape[0]
-    after = _decay_matrix(T, eta, noise, inclusive=True) @ noise.flatten(1)  # (T, N*h)
+    after = _leaky_sum(noise.flatten(1), None, eta, chunk)  # (T, N*h)
     return torch.cat([noise.new_zeros(1, noise[0].numel()), after]).view(T + 1, *noise.shape[1:])
 
 
@@ -122,17 +139,13 @@ def _clip_active(
     return hit
 
 
-def _clip_bound(H0: Tensor | None, A: Tensor, z: Tensor, X: Tensor | None, eta: float
-                ) -> Tensor:
+def _clip_bound(H0: Tensor | None, A: Tensor, z: Tensor, X: Tensor | None, eta: float,
+                chunk: int) -> Tensor:
     """Upper bound of max_j |H_t[i, j]| after every step, (B, T, N), from
     |K_t[i, j]| <= d^t max|H_0[i]| + sum_s eta d^(t-s) a_s[i] max|z_s| and max|X_t[i]|."""
-    T = A.size(1)
     with torch.no_grad():
         written = A * z.abs().amax(-1)[..., None]  # (B, T, N)
-        bound = torch.matmul(_decay_matrix(T, eta, A, inclusive=True), written)  # (B, T, N)
-        if H0 is not None:
-            powers = (1 - eta) ** torch.arange(1, T + 1, device=A.device, dtype=A.dtype)  # (T,)
-            bound = bound + powers[:, None] * H0.abs().amax(-1)[:, None, :]
+        bound = _leaky_sum(written, None if H0 is None else H0.abs().amax(-1), eta, chunk)
         if X is not None:
             bound = bound + X[1:].abs().amax(-1)  # (T, N)
     return bound
@@ -162,7 +175,7 @@ def _memory_per_sample(
     Mz_eff = Mz  # (B, T, N)  M'_t[i] . z_t
     X = None
     if noise is not None:
-        X = _noise_part(noise, eta)  # (T + 1, N, h)
+        X = _noise_part(noise, eta, chunk)  # (T + 1, N, h)
         Xt = X[:T]  # (T, N, h)  before each step
         Mz_eff = Mz + alpha * torch.bmm(z.transpose(0, 1), Xt.transpose(1, 2)).transpose(0, 1)
         M_sq = M_sq + 2 * alpha * (M * Xt).sum(-1) + alpha * alpha * (Xt * Xt).sum(-1)
@@ -218,7 +231,7 @@ def _memory_per_sample(
         H = K + (X[T] if mask is None else X[mask.sum(1)])  # (B, N, h)
     # clipping: a cheap bound first, the exact unclipped trace only where it fails
     Am = A if mask is None else A * mask[..., None]  # (B, T, N)
-    bound = _clip_bound(H0, Am, z, X, eta)  # (B, T, N)
+    bound = _clip_bound(H0, Am, z, X, eta, chunk)  # (B, T, N)
     if mask is not None:
         bound = bound * mask[..., None]
     clipped = torch.zeros(B, dtype=torch.bool, device=z.device)  # (B,)

@@ -1,0 +1,32 @@
+"""`enn bench`: the table, the breakdown and the JSON it writes (tiny shapes, no timings)."""
+
+import json
+
+from enn.bench import matmul_macs
+from enn.cli import main
+
+
+def test_bench_writes_rows_and_breakdown(tmp_path):
+    out = tmp_path / "speed.json"
+    argv = ["bench", "--batch", "4", "--steps", "5", "--input-size", "3", "--hidden", "8",
+            "--memory", "4", "--repeats", "1", "--warmup", "0", "--no-memory",
+            "--baselines", "gru", "--breakdown", "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    rows = {(r["model"], r["trace"]): r for r in report["rows"]}
+    assert set(rows) == {("ENN", "per_sample"), ("ENN", "shared"), ("LSTM (2 layers)", "-"),
+                         ("GRU (2 layers)", "-")}
+    assert rows[("LSTM (2 layers)", "-")]["ratio_to_lstm"] == 1.0
+    assert all(r["train_ms"] > 0 and r["infer_seq_per_s"] > 0 for r in rows.values())
+    assert rows[("ENN", "per_sample")]["path"] in ("fast", "fast-checked", "fast+step")
+    for mode in ("per_sample", "shared"):
+        assert set(report["breakdown"][mode]) == {"encoder", "memory pass", "hidden pass",
+                                                  "LSTM step"}
+    assert report["matmul"]["enn_gmac"] > report["matmul"]["lstm_gmac"] > 0
+
+
+def test_matmul_count_at_the_paper_shapes():
+    macs = matmul_macs(batch=128, steps=28, input_size=28, hidden=128, memory=64)
+    tokens = 128 * 28
+    assert macs["lstm"] == 3 * tokens * 4 * (128 * (28 + 128) + 64 * (128 + 64))
+    assert abs(macs["enn"] / macs["lstm"] - 1.68) < 0.01  # the issue's "about 1.7x"
