@@ -143,16 +143,20 @@ def test_training_noise_is_one_draw_per_step_shared_by_the_batch():
 
 
 @pytest.mark.parametrize("with_mask", [False, True])
-def test_hidden_chain_backward_passes_gradcheck(with_mask):
-    from enn.ops.engram.hidden import hidden_chain
+@pytest.mark.parametrize("bias", [False, True])
+def test_hidden_pass_backward_passes_gradcheck(with_mask, bias):
+    from enn.ops.engram.hidden import hidden_pass
 
     torch.manual_seed(0)
     T, B, h = 6, 3, 4
-    args = [torch.randn(T, B, 3 * h), torch.randn(B, h), torch.randn(3 * h, h),
-            torch.randn(h, 3 * h), torch.randn(h), 1 + 0.1 * torch.randn(h), torch.randn(h)]
+    args = [torch.randn(T, B, 2 * h), torch.randn(B, h), torch.randn(3 * h, 3 * h),
+            torch.randn(3 * h), torch.randn(h, 3 * h), torch.randn(h), 1 + 0.1 * torch.randn(h),
+            torch.randn(h)]
     args = [a.double().requires_grad_() for a in args]
+    if not bias:
+        args[3] = args[5] = None
     mask = (torch.arange(T)[:, None] < torch.tensor([6, 3, 1])) if with_mask else None
-    assert torch.autograd.gradcheck(lambda *a: hidden_chain(*a, 1e-6, mask), args)
+    assert torch.autograd.gradcheck(lambda *a: hidden_pass(*a, 1e-6, mask), args)
 
 
 @pytest.mark.parametrize("with_noise", [False, True])

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from .chunk_scan import chunk_scan
 from .common import NORM_EPS, EngramHyper, EngramState, EngramWeights
-from .hidden import hidden_chain
+from .hidden import hidden_pass
 from .recurrent import encode, engram_recurrence
 from .shared_scan import shared_scan
 
@@ -51,12 +51,9 @@ def _hidden_pass(
     mask: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """The hidden chain given encodings z and recalls m (B, T, h); returns (o, h_T)."""
-    n_hidden = z.shape[-1]
-    w_zm, w_ch = w.weight_c[:, : 2 * n_hidden], w.weight_c[:, 2 * n_hidden :]  # (3h, 2h), (3h, h)
     zm = torch.cat([z.transpose(0, 1), m.transpose(0, 1)], dim=-1)  # (T, B, 2h) time-major
-    pre = F.linear(zm, w_zm, w.bias_c)  # (T, B, 3h)
-    o, h = hidden_chain(pre.to(z.dtype), h0, w_ch, w.weight_o, w.bias_o, w.ln_h_weight,
-                        w.ln_h_bias, hyper.ln_eps, None if mask is None else mask.t())
+    o, h = hidden_pass(zm, h0, w.weight_c, w.bias_c, w.weight_o, w.bias_o, w.ln_h_weight,
+                       w.ln_h_bias, hyper.ln_eps, None if mask is None else mask.t())
     return o.transpose(0, 1), h  # (B, T, h), (B, h)
 
 
