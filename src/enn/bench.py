@@ -344,6 +344,7 @@ def run(args: argparse.Namespace) -> int:
         sweep_names = [f"enn_{m}" for m in args.trace] + ["lstm"]
         print("scaling (train ms/step, median):", flush=True)
         report["scaling"] = scaling(shape, args.scaling_repeats, 1, sweep_names)
+        report["scaling_repeats"] = args.scaling_repeats
         if args.plot_dir:
             files = plot_scaling(report["scaling"], sweep_names, Path(args.plot_dir))
             print("plots: " + ", ".join(str(f) for f in files))
