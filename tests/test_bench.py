@@ -30,3 +30,15 @@ def test_matmul_count_at_the_paper_shapes():
     tokens = 128 * 28
     assert macs["lstm"] == 3 * tokens * 4 * (128 * (28 + 128) + 64 * (128 + 64))
     assert abs(macs["enn"] / macs["lstm"] - 1.68) < 0.01  # the "about 1.7x"
+
+
+def test_scaling_plots_name_the_path_off_the_fast_path(tmp_path):
+    from enn.bench import plot_scaling
+
+    sweeps = {"memory": [
+        {"value": 16, "enn_shared": 3.0, "lstm": 1.0, "paths": {"enn_shared": "fast+step"}},
+        {"value": 64, "enn_shared": 2.0, "lstm": 1.0, "paths": {"enn_shared": "fast"}},
+    ]}
+    files = plot_scaling(sweeps, ["enn_shared", "lstm"], tmp_path)
+    assert [f.name for f in files] == ["scaling_memory.png"]
+    assert files[0].stat().st_size > 10_000

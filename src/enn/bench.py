@@ -269,7 +269,8 @@ def scaling(base: dict, repeats: int, warmup: int, names: list[str]) -> dict[str
         for v in values:
             shape = {**base, key: v}
             res = measure(names, repeats=repeats, warmup=warmup, **shape)
-            out[key].append({"value": v, **{n: res[n]["train_ms"] for n in names}})
+            out[key].append({"value": v, **{n: res[n]["train_ms"] for n in names},
+                             "paths": {n: res[n]["path"] for n in names if res[n]["path"]}})
             print(f"  {key}={v}: " + ", ".join(f"{n} {res[n]['train_ms']:.1f} ms" for n in names),
                   flush=True)
     return out
@@ -292,6 +293,11 @@ def plot_scaling(sweeps: dict[str, list[dict]], names: list[str], out_dir: Path)
             ax.plot(xs, [p[n] for p in points], marker="o", label=n)
             if n != "lstm":
                 ax_ratio.plot(xs, [p[n] / p["lstm"] for p in points], marker="o", label=n)
+                for p in points:  # name the layer's path where it left the plain fast path
+                    path = p.get("paths", {}).get(n, "fast")
+                    if path != "fast":
+                        ax_ratio.annotate(path, (p["value"], p[n] / p["lstm"]), fontsize=7,
+                                          xytext=(4, 4), textcoords="offset points")
         ax.set_yscale("log")
         ax.set_ylabel("train ms / step (median)")
         ax.set_title(f"training step vs {labels[key]}")
