@@ -32,7 +32,7 @@ def test_matmul_count_at_the_paper_shapes():
     assert abs(macs["enn"] / macs["lstm"] - 1.68) < 0.01  # the "about 1.7x"
 
 
-def test_scaling_plots_name_the_path_off_the_fast_path(tmp_path):
+def test_scaling_plots_are_written_from_sweeps_with_paths(tmp_path):
     from enn.bench import plot_scaling
 
     sweeps = {"memory": [
