@@ -8,27 +8,32 @@ Two observations make it fast; both are exact rearrangements of ``naive.py``.
    ``c_t = ReLU(W_cz z_t + W_cm m_t + b_c + W_ch h_{t-1})``, ``h_t = LN(ReLU(W_o c_t + b_o))``
    whose input share ``W_cz z + W_cm m`` is one big matmul over all steps.
 
-2. Per-sample trace (B, N, h): without clipping the trace is a decayed sum of outer products,
-   ``H_{t0+j} = d^j H_{t0} + eta sum_{s<j} d^{j-1-s} (a_s z_s^T + xi_s)`` with d = 1 - eta
-   and xi the trace noise. It is materialised only at chunk boundaries t0 (every ``chunk``
-   steps). Inside a chunk everything a step needs is a (B, N) quantity:
+2. Per-sample trace (B, N, h): without clipping it splits as ``H_t = K_t + X_t``. The noise
+   share ``X_t = d X_{t-1} + eta xi_t`` (d = 1 - eta) is one (N, h) matrix for the whole
+   batch, since the noise draw is shared; the rest ``K_t = d K_{t-1} + eta a_t z_t^T`` is a
+   decayed sum of outer products, materialised only at chunk boundaries t0 (every ``chunk``
+   steps): ``K_{t0+j} = d^j K_{t0} + sum_{s<j} eta d^{j-1-s} a_s z_s^T``. With
+   ``M'_t = M + alpha X_{t-1}`` the effective memory is ``E_t = M'_t + alpha K_{t-1}``, and
+   inside a chunk everything a step needs is a (B, N) quantity:
 
-   - ``y_t[i] = H_{t-1}[i] . z_t`` from ``H_{t0} z_t`` (one bmm per chunk), the Gram matrix
-     ``z_s . z_t`` and the noise products ``xi_s[i] . z_t``;
-   - the cosine numerator ``M_i . z_t + alpha y_t[i]``;
-   - the squared row norm ``|M_i + alpha H[i]|^2 = |M_i|^2 + 2 alpha P[i] + alpha^2 Q[i]``
-     with ``P = M_i . H[i]`` and ``Q = |H[i]|^2`` following the recursions
-     ``P <- d P + eta (a[i] M_i.z_t + M_i.xi_t[i])`` and
-     ``Q <- d^2 Q + 2 d eta (a[i] y_t[i] + k_t[i]) + eta^2 |a[i] z_t + xi_t[i]|^2``, where
-     ``k_t[i] = H_{t-1}[i] . xi_t[i]`` needs the products ``z_s . xi_t[i]`` inside the chunk;
-   - the recall ``m_t = a_t M + alpha a_t H_{t-1}`` after the chunk, in batched products.
+   - ``y_t[i] = K_{t-1}[i] . z_t`` from ``K_{t0} z_t`` (one bmm per chunk) and the Gram
+     matrix ``z_s . z_t``;
+   - the cosine numerator ``M'_t[i] . z_t + alpha y_t[i]``;
+   - the squared row norm ``|M'_t[i]|^2 + 2 alpha (P[i] + alpha P_X[i]) + alpha^2 Q[i]`` with
+     ``P = M_i . K[i]`` and ``Q = |K[i]|^2`` carried by the recursions
+     ``P <- d P + eta a[i] M_i.z_t`` and ``Q <- d^2 Q + 2 d eta a[i] y_t[i] + eta^2 a[i]^2
+     |z_t|^2``, and ``P_X = X_t[i] . K[i]`` from ``X_t . K_{t0}`` and the products
+     ``X_t[i] . z_s`` inside the chunk;
+   - the recall ``m_t = a_t M'_t + alpha a_t K_{t-1}``, in batched products.
 
-   Clipping breaks the algebra only where it acts (if no entry ever exceeds the clip, the
-   clipped and unclipped recursions coincide). A cheap bound on ``max |H_t|`` decides per
-   chunk and sample; where it fails the chunk's traces are computed exactly (no autograd),
-   and the samples on which the clip really acts rerun the exact step loop.
+   That (B, N) recurrence is ``chunk_scan`` (hand-written backward). Clipping breaks the
+   algebra only where it acts (if no entry ever exceeds the clip, the clipped and unclipped
+   recursions coincide). A cheap bound on ``max |H_t|`` decides per sample; where it fails
+   the sample's unclipped trace is computed exactly (no autograd), and the samples on which
+   the clip really acts rerun the exact step loop.
 
-The shared trace (N, h) is small, so its memory pass keeps it explicitly (clip included).
+The shared trace (N, h) is small, so its memory pass keeps it explicitly, clip included
+(``shared_scan``, hand-written backward).
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ from torch import Tensor
 
 from .chunk_scan import chunk_scan
 from .common import NORM_EPS, EngramHyper, EngramState, EngramWeights
-from .hidden import hidden_pass
 from .recurrent import encode, engram_recurrence
 from .shared_scan import shared_scan
 
@@ -51,10 +55,27 @@ def _hidden_pass(
     mask: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """The hidden chain given encodings z and recalls m (B, T, h); returns (o, h_T)."""
-    zm = torch.cat([z.transpose(0, 1), m.transpose(0, 1)], dim=-1)  # (T, B, 2h) time-major
-    o, h = hidden_pass(zm, h0, w.weight_c, w.bias_c, w.weight_o, w.bias_o, w.ln_h_weight,
-                       w.ln_h_bias, hyper.ln_eps, None if mask is None else mask.t())
-    return o.transpose(0, 1), h  # (B, T, h), (B, h)
+    B, T, n_hidden = z.shape
+    w_zm, w_ch = w.weight_c[:, : 2 * n_hidden], w.weight_c[:, 2 * n_hidden :]  # (3h, 2h), (3h, h)
+    pre = F.linear(torch.cat([z, m], dim=-1), w_zm, w.bias_c)  # (B, T, 3h)
+    w_ch_t = w_ch.t()  # (h, 3h)
+    h = h0
+    outputs = []
+    # unbind once: indexing a step inside the loop would zero-fill the whole tensor in backward
+    for t, pre_t in enumerate(pre.unbind(1)):
+        c = F.relu(torch.addmm(pre_t, h, w_ch_t))  # (B, 3h)
+        h_new = F.layer_norm(
+            F.relu(F.linear(c, w.weight_o, w.bias_o)), (n_hidden,), w.ln_h_weight, w.ln_h_bias,
+            hyper.ln_eps,
+        ).to(z.dtype)  # (B, h)  the state's precision, also under autocast
+        if mask is None:
+            h = h_new
+            outputs.append(h_new)
+        else:
+            keep = mask[:, t, None]  # (B, 1)
+            h = torch.where(keep, h_new, h)
+            outputs.append(h_new * keep)
+    return torch.stack(outputs, dim=1), h  # (B, T, h), (B, h)
 
 
 def _memory_shared(
@@ -259,8 +280,8 @@ def fast_engram(
     noise (T, N, h) or None, and ``initial_state`` None for zeros (which skips the initial
     trace's terms). Per-sample samples whose trace the clip would touch run the exact
     step loop instead (samples are independent there). ``stats`` (a dict) receives
-    ``checked`` (chunks whose bound failed, so that the exact check ran) and ``step_samples``
-    (samples handed to the step loop).
+    ``checked`` (1 when the clip bound failed for some sample, so that the exact check ran)
+    and ``step_samples`` (samples handed to the step loop).
     """
     stats = {} if stats is None else stats
     B, T, _ = x.shape
