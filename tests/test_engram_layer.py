@@ -306,7 +306,7 @@ def test_autocast_bfloat16_is_finite_and_close():
     assert torch.isfinite(out).all() and torch.isfinite(state.trace).all()
     assert state.trace.dtype == torch.float32
     err = (out.float() - ref).abs()  # LayerNorm amplifies rounding on a few near-flat rows
-    assert err.mean() < 0.05 and err.max() < 1.0
+    assert err.mean() < 0.05 and err.max() < 0.5
 
 
 def test_torch_compile_traces_the_layer():
