@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+import torch
+
 from enn.bench import matmul_macs
 from enn.cli import main
 
@@ -42,3 +45,23 @@ def test_scaling_plots_are_written_from_sweeps_with_paths(tmp_path):
     files = plot_scaling(sweeps, ["enn_shared", "lstm"], tmp_path)
     assert [f.name for f in files] == ["scaling_memory.png"]
     assert files[0].stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("device,message", [
+    ("tpu9", "expected a torch device such as cpu or cuda, got 'tpu9'"),
+    ("meta", "expected cpu or cuda, got 'meta'"),
+])
+def test_bench_rejects_a_bad_device(device, message, capsys):
+    assert main(["bench", "--device", device]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bench_runs_on_cuda(tmp_path):
+    out = tmp_path / "speed.json"
+    argv = ["bench", "--device", "cuda", "--batch", "4", "--steps", "5", "--input-size", "3",
+            "--hidden", "8", "--memory", "4", "--repeats", "1", "--warmup", "0", "--baselines",
+            "--breakdown", "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert all(r["train_ms"] > 0 and r["peak_mib"] >= 0 for r in report["rows"])

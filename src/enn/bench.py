@@ -21,11 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cli import CLIError
 from .nn import Engram
 from .ops.engram import fast
 from .ops.engram.recurrent import encode
 
 CLASSES = 10
+CPU = torch.device("cpu")
 
 
 class ENNClassifier(nn.Module):
@@ -65,30 +67,42 @@ def build(name: str, input_size: int, hidden: int, memory: int) -> nn.Module:
     return StackedBaseline(name, input_size, hidden)
 
 
+def _since(start: float, device: torch.device) -> float:
+    """Seconds since ``start``, once the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x, y) -> float:
     start = time.perf_counter()
     loss = F.cross_entropy(model(x), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return time.perf_counter() - start
+    return _since(start, x.device)
 
 
 def _infer(model: nn.Module, x) -> float:
     start = time.perf_counter()
     with torch.no_grad():
         model(x)
-    return time.perf_counter() - start
+    return _since(start, x.device)
+
+
+def _inputs(batch: int, steps: int, input_size: int, device: torch.device):
+    x = torch.rand(batch, steps, input_size, device=device)  # (B, T, d)
+    return x, torch.randint(0, CLASSES, (batch,), device=device)
 
 
 def measure(names: list[str], batch: int, steps: int, input_size: int, hidden: int,
-            memory: int, repeats: int, warmup: int, seed: int = 0) -> dict[str, dict]:
+            memory: int, repeats: int, warmup: int, seed: int = 0,
+            device: torch.device = CPU) -> dict[str, dict]:
     """Median train ms/step and inference sequences/s per model, interleaved."""
     torch.manual_seed(seed)
-    models = {n: build(n, input_size, hidden, memory) for n in names}
+    models = {n: build(n, input_size, hidden, memory).to(device) for n in names}
     opts = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, m in models.items()}
-    x = torch.rand(batch, steps, input_size)  # (B, T, d)
-    y = torch.randint(0, CLASSES, (batch,))
+    x, y = _inputs(batch, steps, input_size, device)
     train = {n: [] for n in names}
     infer = {n: [] for n in names}
     paths: dict[str, tuple] = {}
@@ -125,29 +139,31 @@ def matmul_macs(batch: int, steps: int, input_size: int, hidden: int, memory: in
     return {"enn": 3.0 * enn, "lstm": 3.0 * lstm}
 
 
-def gemm_rate(batch: int, steps: int, hidden: int, repeats: int = 9) -> float:
+def gemm_rate(batch: int, steps: int, hidden: int, repeats: int = 9,
+              device: torch.device = CPU) -> float:
     """Multiply-adds per second of this machine's largest ENN matmul, (T*B, 2h) x (2h, 3h)."""
-    a, b = torch.randn(batch * steps, 2 * hidden), torch.randn(2 * hidden, 3 * hidden)
+    a = torch.randn(batch * steps, 2 * hidden, device=device)
+    b = torch.randn(2 * hidden, 3 * hidden, device=device)
     times = []
     for _ in range(repeats + 2):
         start = time.perf_counter()
         a @ b
-        times.append(time.perf_counter() - start)
+        times.append(_since(start, device))
     return a.shape[0] * a.shape[1] * b.shape[1] / statistics.median(times[2:])
 
 
 def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, memory: int,
-              repeats: int, warmup: int) -> dict[str, float]:
+              repeats: int, warmup: int, device: torch.device = CPU) -> dict[str, float]:
     """Forward + backward ms of the parts of one Engram layer (median), and of the whole LSTM
     training step, interleaved. The parts run on detached inputs, train mode, with noise."""
     torch.manual_seed(0)
-    layer = Engram(input_size, hidden, batch_first=True, memory_size=memory, trace=trace)
+    layer = Engram(input_size, hidden, batch_first=True, memory_size=memory,
+                   trace=trace).to(device)
     weights, hyper = layer.layer_weights(0), layer.hyper
-    lstm = build("lstm", input_size, hidden, memory)
+    lstm = build("lstm", input_size, hidden, memory).to(device)
     opt = torch.optim.Adam(lstm.parameters(), lr=1e-3)
-    x = torch.rand(batch, steps, input_size)  # (B, T, d)
-    y = torch.randint(0, CLASSES, (batch,))
-    noise = layer.trace_noise * torch.randn(steps, memory, hidden)  # (T, N, h)
+    x, y = _inputs(batch, steps, input_size, device)
+    noise = layer.trace_noise * torch.randn(steps, memory, hidden, device=device)  # (T, N, h)
     z = encode(x, weights, hyper.ln_eps).detach().requires_grad_()  # (B, T, h)
     m = torch.randn_like(z).requires_grad_()  # (B, T, h)
 
@@ -156,16 +172,15 @@ def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, 
 
     def memory_pass() -> None:
         if trace == "shared":
-            _, recall, trace_n = fast._memory_shared(z, weights.memory,
-                                                     torch.zeros(memory, hidden), noise,
-                                                     hyper, None)
+            _, recall, trace_n = fast._memory_shared(z, weights.memory, z.new_zeros(memory, hidden),
+                                                     noise, hyper, None)
         else:
             _, recall, trace_n, _ = fast._memory_per_sample(z, weights.memory, None, noise,
                                                             hyper, None, fast.DEFAULT_CHUNK, {})
         (recall.sum() + trace_n.sum()).backward()
 
     def hidden_pass() -> None:
-        out, h_n = fast._hidden_pass(z, m, torch.zeros(batch, hidden), weights, hyper, None)
+        out, h_n = fast._hidden_pass(z, m, z.new_zeros(batch, hidden), weights, hyper, None)
         (out.sum() + h_n.sum()).backward()
 
     parts = {"encoder": encoder, "memory pass": memory_pass, "hidden pass": hidden_pass,
@@ -176,7 +191,7 @@ def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, 
             start = time.perf_counter()
             fn()
             if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(_since(start, device))
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
@@ -188,15 +203,20 @@ def _status_kib(field: str) -> int:
 
 
 def peak_memory_mib(name: str, batch: int, steps: int, input_size: int, hidden: int,
-                    memory: int) -> float:
-    """Peak resident-set growth over one training step (MiB): the kernel's high-water mark
-    (VmHWM, reset through /proc/self/clear_refs) minus the resident set before the step."""
+                    memory: int, device: torch.device = CPU) -> float:
+    """Peak memory growth over one training step (MiB). CPU: the kernel's high-water mark
+    (VmHWM, reset through /proc/self/clear_refs) minus the resident set before the step.
+    CUDA: the allocator's peak minus what was allocated before the step."""
     torch.manual_seed(0)
-    model = build(name, input_size, hidden, memory).train()
+    model = build(name, input_size, hidden, memory).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.rand(batch, steps, input_size)  # (B, T, d)
-    y = torch.randint(0, CLASSES, (batch,))
+    x, y = _inputs(batch, steps, input_size, device)
     _train_step(model, opt, x, y)  # Adam's state exists from here on
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        _train_step(model, opt, x, y)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
     _train_step(model, opt, x, y)
@@ -204,11 +224,11 @@ def peak_memory_mib(name: str, batch: int, steps: int, input_size: int, hidden: 
 
 
 def saved_activations_mib(name: str, batch: int, steps: int, input_size: int, hidden: int,
-                          memory: int) -> float:
+                          memory: int, device: torch.device = CPU) -> float:
     """Bytes autograd keeps for the backward of one training forward (distinct storages)."""
     torch.manual_seed(0)
-    model = build(name, input_size, hidden, memory).train()
-    x = torch.rand(batch, steps, input_size)  # (B, T, d)
+    model = build(name, input_size, hidden, memory).to(device).train()
+    x, _ = _inputs(batch, steps, input_size, device)
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -234,13 +254,15 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _rows(results: dict, args_shape: dict, with_memory: bool) -> list[dict]:
+def _rows(results: dict, args_shape: dict, with_memory: bool, device: torch.device
+          ) -> list[dict]:
     lstm = results["lstm"]["train_ms"]
     rows = []
     for name, r in results.items():
         enn = name.startswith("enn_")
-        peak = peak_memory_mib(name, **args_shape) if with_memory else float("nan")
-        saved = saved_activations_mib(name, **args_shape) if with_memory else float("nan")
+        peak = peak_memory_mib(name, **args_shape, device=device) if with_memory else float("nan")
+        saved = (saved_activations_mib(name, **args_shape, device=device) if with_memory
+                 else float("nan"))
         rows.append({
             "model": "ENN" if enn else name.upper() + " (2 layers)",
             "trace": name[4:] if enn else "-",
@@ -261,14 +283,15 @@ SWEEPS = {
 }
 
 
-def scaling(base: dict, repeats: int, warmup: int, names: list[str]) -> dict[str, list[dict]]:
+def scaling(base: dict, repeats: int, warmup: int, names: list[str], device: torch.device
+            ) -> dict[str, list[dict]]:
     """Train ms/step while one of the shapes varies and the others keep their base values."""
     out: dict[str, list[dict]] = {}
     for key, values in SWEEPS.items():
         out[key] = []
         for v in values:
             shape = {**base, key: v}
-            res = measure(names, repeats=repeats, warmup=warmup, **shape)
+            res = measure(names, repeats=repeats, warmup=warmup, device=device, **shape)
             out[key].append({"value": v, **{n: res[n]["train_ms"] for n in names},
                              "paths": {n: res[n]["path"] for n in names if res[n]["path"]}})
             print(f"  {key}={v}: " + ", ".join(f"{n} {res[n]['train_ms']:.1f} ms" for n in names),
@@ -317,24 +340,40 @@ def plot_scaling(sweeps: dict[str, list[dict]], names: list[str], out_dir: Path)
     return files
 
 
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise CLIError(f"--device: expected a torch device such as cpu or cuda, got {name!r}"
+                       ) from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {name}: CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device: expected cpu or cuda, got {name!r}")
+    return device
+
+
 def run(args: argparse.Namespace) -> int:
+    device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     names = [f"enn_{m}" for m in args.trace] + ["lstm", *[b for b in args.baselines
                                                          if b != "lstm"]]
     shape = {"batch": args.batch, "steps": args.steps, "input_size": args.input_size,
              "hidden": args.hidden, "memory": args.memory}
-    print(f"enn bench: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}", flush=True)
-    results = measure(names, repeats=args.repeats, warmup=args.warmup, **shape)
-    rows = _rows(results, shape, with_memory=not args.no_memory)
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else platform.processor() or platform.machine())
+    print(f"enn bench: torch {torch.__version__}, {torch.get_num_threads()} threads, {where}",
+          flush=True)
+    results = measure(names, repeats=args.repeats, warmup=args.warmup, device=device, **shape)
+    rows = _rows(results, shape, with_memory=not args.no_memory, device=device)
     print(_table(rows))
     report = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-              "machine": platform.machine(), "shape": shape, "repeats": args.repeats,
-              "warmup": args.warmup, "rows": rows}
+              "machine": platform.machine(), "device": where, "shape": shape,
+              "repeats": args.repeats, "warmup": args.warmup, "rows": rows}
     if args.breakdown:
         macs = matmul_macs(**shape)
-        rate = gemm_rate(shape["batch"], shape["steps"], shape["hidden"])
+        rate = gemm_rate(shape["batch"], shape["steps"], shape["hidden"], device=device)
         report["matmul"] = {"enn_gmac": macs["enn"] / 1e9, "lstm_gmac": macs["lstm"] / 1e9,
                             "gemm_gmac_per_s": rate / 1e9}
         print(f"matmul work per training step: ENN {macs['enn'] / 1e9:.2f} G MAC, LSTM "
@@ -342,14 +381,15 @@ def run(args: argparse.Namespace) -> int:
               f"machine's GEMM: {rate / 1e9:.0f} G MAC/s")
         report["breakdown"] = {}
         for mode in args.trace:
-            parts = breakdown(mode, repeats=args.repeats, warmup=args.warmup, **shape)
+            parts = breakdown(mode, repeats=args.repeats, warmup=args.warmup, device=device,
+                              **shape)
             report["breakdown"][mode] = parts
             print(f"breakdown, {mode} (forward + backward ms, median; x LSTM step): " + ", ".join(
                 f"{k} {v:.1f} ({v / parts['LSTM step']:.2f})" for k, v in parts.items()))
     if args.scaling:
         sweep_names = [f"enn_{m}" for m in args.trace] + ["lstm"]
         print("scaling (train ms/step, median):", flush=True)
-        report["scaling"] = scaling(shape, args.scaling_repeats, 1, sweep_names)
+        report["scaling"] = scaling(shape, args.scaling_repeats, 1, sweep_names, device)
         report["scaling_repeats"] = args.scaling_repeats
         if args.plot_dir:
             files = plot_scaling(report["scaling"], sweep_names, Path(args.plot_dir))
@@ -376,6 +416,7 @@ def register(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=7, help="timed steps per model (median)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the Engram layer's parts against the LSTM step, and count "
