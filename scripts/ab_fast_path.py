@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from enn import Engram
+from enn.bench import interleaved_ms, pass_steps
 from enn.ops.engram import fast as current
 from enn.ops.engram.recurrent import encode
 
@@ -49,36 +49,25 @@ def compare(trace: str, old, rev: str, repeats: int) -> None:
     w, hy = layer.layer_weights(0), layer.hyper
     z = encode(x, w, hy.ln_eps).detach().requires_grad_()  # (B, T, h)
     m = torch.randn_like(z).requires_grad_()
-    H0 = torch.zeros((B, N, h) if trace == "per_sample" else (N, h))
-    state = current.EngramState(torch.zeros(B, h), H0)
-
-    def memory(mod) -> None:
-        if trace == "shared":
-            _, r, H_n = mod._memory_shared(z, w.memory, H0, noise, hy, None)
-        else:
-            _, r, H_n, _ = mod._memory_per_sample(z, w.memory, H0, noise, hy, None,
-                                                  mod.DEFAULT_CHUNK, {})
-        (r.sum() + H_n.sum()).backward()
-
-    def hidden(mod) -> None:
-        o, h_n = mod._hidden_pass(z, m, state.h, w, hy, None)
-        (o.sum() + h_n.sum()).backward()
-
-    def whole(mod) -> None:  # as the layer calls it by default: now, zeros are passed as None
-        o, _, _ = mod.fast_engram(x, w, hy, None if mod is current else state, noise=noise)
-        o[:, -1].sum().backward()
-
-    for name, fn in (("memory pass", memory), ("hidden pass", hidden), ("layer", whole)):
-        times: dict[str, list[float]] = {"then": [], "now": []}
-        for i in range(repeats + 2):
-            for key, mod in (("then", old), ("now", current)):
-                start = time.perf_counter()
-                fn(mod)
-                if i >= 2:
-                    times[key].append(time.perf_counter() - start)
-        then, now = (1e3 * statistics.median(times[k]) for k in ("then", "now"))
-        print(f"{trace:10s} {name:12s} {rev}: {then:6.1f} ms  now: {now:6.1f} ms  "
+    state = current.EngramState(torch.zeros(B, h),
+                                torch.zeros((B, N, h) if trace == "per_sample" else (N, h)))
+    fns = {}
+    for key, ops in (("then", old), ("now", current)):
+        for part, fn in pass_steps(ops, trace, w, hy, z, m, noise, state.trace).items():
+            fns[(part, key)] = fn
+        # the whole layer as it is called by default: now, zeros are passed as None
+        fns[("layer", key)] = partial(whole_layer, ops, x, w, hy,
+                                      None if ops is current else state, noise)
+    ms = interleaved_ms(fns, repeats, warmup=2)
+    for part in ("memory pass", "hidden pass", "layer"):
+        then, now = ms[(part, "then")], ms[(part, "now")]
+        print(f"{trace:10s} {part:12s} {rev}: {then:6.1f} ms  now: {now:6.1f} ms  "
               f"({then / now:.2f}x)", flush=True)
+
+
+def whole_layer(ops, x, weights, hyper, state, noise) -> None:
+    out, _, _ = ops.fast_engram(x, weights, hyper, state, noise=noise)
+    out[:, -1].sum().backward()
 
 
 def main() -> None:

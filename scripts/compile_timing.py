@@ -8,13 +8,10 @@ one process, at the paper's MNIST shapes (batch 128, 28 x 28, hidden 128, memory
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-import torch.nn.functional as F
 
-from enn.bench import CLASSES, build
+from enn.bench import CPU, build, interleaved_ms, make_inputs, train_step
 
 
 def main() -> None:
@@ -26,23 +23,14 @@ def main() -> None:
     model = build(f"enn_{args.trace}", 28, 128, 64)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     compiled = torch.compile(model)
-    x, y = torch.rand(128, 28, 28), torch.randint(0, CLASSES, (128,))  # (B, T, d), (B,)
-
-    def step(m: torch.nn.Module) -> float:
-        start = time.perf_counter()
-        loss = F.cross_entropy(m(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return time.perf_counter() - start
-
-    first = step(compiled)
-    for _ in range(2):
-        step(compiled), step(model)
-    timed = [(step(compiled), step(model)) for _ in range(args.repeats)]
-    comp, eager = (1e3 * statistics.median(t) for t in zip(*timed, strict=True))
+    x, y = make_inputs(128, 28, 28, CPU)  # (B, T, d), (B,)
+    first = train_step(compiled, opt, x, y)
+    ms = interleaved_ms({"compiled": lambda: train_step(compiled, opt, x, y),
+                         "eager": lambda: train_step(model, opt, x, y)},
+                        args.repeats, warmup=2)
     print(f"{args.trace}: first compiled step {first:.1f} s; median of {args.repeats}, "
-          f"interleaved: compiled {comp:.1f} ms, eager {eager:.1f} ms ({comp / eager:.2f}x)")
+          f"interleaved: compiled {ms['compiled']:.1f} ms, eager {ms['eager']:.1f} ms "
+          f"({ms['compiled'] / ms['eager']:.2f}x)")
 
 
 if __name__ == "__main__":

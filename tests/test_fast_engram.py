@@ -13,8 +13,10 @@ def make_layer(d, h, N, trace, top_k=None, **kw):
     return Engram(d, h, batch_first=True, memory_size=N, trace=trace, top_k=top_k, **kw).double()
 
 
-def compare(layer, B, T, with_lengths, with_noise, expect_step=None, chunk=DEFAULT_CHUNK):
-    """Fast vs naive in float64: outputs, final state and every gradient; returns the stats."""
+def compare(layer, B, T, with_lengths, with_noise, expect_step=None, chunk=DEFAULT_CHUNK,
+            zero_state=False):
+    """Fast vs naive in float64: outputs, final state and every gradient; returns the stats.
+    ``zero_state``: both ops get initial_state=None (zeros) instead of a random state."""
     d, h, N = layer.input_size, layer.hidden_size, layer.memory_size
     per_sample = layer.trace_mode == "per_sample"
     x = 2 * torch.randn(B, T, d, dtype=torch.double)
@@ -28,17 +30,18 @@ def compare(layer, B, T, with_lengths, with_noise, expect_step=None, chunk=DEFAU
     results = []
     for fast in (True, False):
         xi, hi, Hi = (t.clone().requires_grad_() for t in (x, h0, H0))
+        state = None if zero_state else EngramState(hi, Hi)
         if fast:
-            out, (h_n, H_n), _ = fast_engram(xi, weights, layer.hyper, EngramState(hi, Hi),
-                                             lengths=lengths, noise=noise, chunk=chunk,
-                                             stats=stats)
+            out, (h_n, H_n), _ = fast_engram(xi, weights, layer.hyper, state, lengths=lengths,
+                                             noise=noise, chunk=chunk, stats=stats)
         else:
-            out, (h_n, H_n) = naive_engram(xi, weights, layer.hyper, EngramState(hi, Hi),
+            out, (h_n, H_n) = naive_engram(xi, weights, layer.hyper, state,
                                            output_final_state=True, lengths=lengths, noise=noise)
         torch.manual_seed(1)
         probes = [torch.randn(t.shape, dtype=t.dtype) for t in (out, h_n, H_n)]  # layout-free
         loss = sum((t * p).sum() for t, p in zip((out, h_n, H_n), probes, strict=True))
-        grads = torch.autograd.grad(loss, [xi, hi, Hi, *params])
+        inputs = [xi] if zero_state else [xi, hi, Hi]
+        grads = torch.autograd.grad(loss, [*inputs, *params])
         results.append((out, h_n, H_n, *grads))
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)
@@ -191,22 +194,8 @@ def test_shared_scan_backward_passes_gradcheck_with_active_clip(with_mask, top_k
 def test_no_initial_state_means_zeros(trace, clip_acts):
     kw = {"trace_clip": 0.05, "hebbian_lr": 0.5} if clip_acts else {"trace_clip": 10.0}
     layer = make_layer(4, 6, 5, trace, **kw)
-    torch.manual_seed(0)
-    x = 2 * torch.randn(3, 12, 4, dtype=torch.double)
-    lengths = torch.tensor([12, 7, 3])
-    noise = 0.01 * torch.randn(12, 5, 6, dtype=torch.double)
-    params = list(layer.parameters())
-    results = []
-    for fast in (True, False):
-        xi = x.clone().requires_grad_()
-        op = fast_engram if fast else naive_engram
-        kwargs = {} if fast else {"output_final_state": True}
-        out, (h_n, H_n), *_ = op(xi, layer.layer_weights(0), layer.hyper, None, lengths=lengths,
-                                 noise=noise, **kwargs)
-        loss = out.square().sum() + h_n.sum() + H_n.square().sum()
-        results.append((out, h_n, H_n, *torch.autograd.grad(loss, [xi, *params])))
-    for a, b in zip(*results, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)
+    compare(layer, 3, 12, True, True, zero_state=True,
+            expect_step=clip_acts if trace == "per_sample" else None)
 
 
 def test_clip_bound_holds_over_many_chunks():

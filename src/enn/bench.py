@@ -15,6 +15,7 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -74,7 +75,7 @@ def _since(start: float, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x, y) -> float:
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x, y) -> float:
     start = time.perf_counter()
     loss = F.cross_entropy(model(x), y)
     opt.zero_grad(set_to_none=True)
@@ -90,7 +91,8 @@ def _infer(model: nn.Module, x) -> float:
     return _since(start, x.device)
 
 
-def _inputs(batch: int, steps: int, input_size: int, device: torch.device):
+def make_inputs(batch: int, steps: int, input_size: int, device: torch.device):
+    """A random batch (B, T, d) and its class labels (B,)."""
     x = torch.rand(batch, steps, input_size, device=device)  # (B, T, d)
     return x, torch.randint(0, CLASSES, (batch,), device=device)
 
@@ -102,14 +104,14 @@ def measure(names: list[str], batch: int, steps: int, input_size: int, hidden: i
     torch.manual_seed(seed)
     models = {n: build(n, input_size, hidden, memory).to(device) for n in names}
     opts = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, m in models.items()}
-    x, y = _inputs(batch, steps, input_size, device)
+    x, y = make_inputs(batch, steps, input_size, device)
     train = {n: [] for n in names}
     infer = {n: [] for n in names}
     paths: dict[str, tuple] = {}
     for i in range(warmup + repeats):
         for n, m in models.items():
             m.train()
-            t = _train_step(m, opts[n], x, y)
+            t = train_step(m, opts[n], x, y)
             if isinstance(m, ENNClassifier):
                 paths[n] = m.rnn.last_path
             m.eval()
@@ -152,6 +154,44 @@ def gemm_rate(batch: int, steps: int, hidden: int, repeats: int = 9,
     return a.shape[0] * a.shape[1] * b.shape[1] / statistics.median(times[2:])
 
 
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                   device: torch.device = CPU) -> dict[str, float]:
+    """Median ms of each function, called in turn (A, B, C, A, B, C, ...) so that load from
+    other jobs hits them alike; the first ``warmup`` rounds are not timed."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(_since(start, device))
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
+def pass_steps(ops, trace: str, weights, hyper, z: torch.Tensor, m: torch.Tensor,
+               noise: torch.Tensor | None, initial_trace: torch.Tensor | None
+               ) -> dict[str, Callable[[], None]]:
+    """Forward + backward of the memory pass and of the hidden pass of ``ops`` (this package's
+    ``fast`` module, or an earlier commit's) on detached encodings z and recalls m."""
+
+    def memory_pass() -> None:
+        if trace == "shared":
+            _, recall, trace_n = ops._memory_shared(z, weights.memory, initial_trace, noise,
+                                                    hyper, None)
+        else:
+            _, recall, trace_n, _ = ops._memory_per_sample(z, weights.memory, initial_trace,
+                                                           noise, hyper, None,
+                                                           ops.DEFAULT_CHUNK, {})
+        (recall.sum() + trace_n.sum()).backward()
+
+    def hidden_pass() -> None:
+        out, h_n = ops._hidden_pass(z, m, z.new_zeros(z.shape[0], z.shape[2]), weights, hyper,
+                                    None)
+        (out.sum() + h_n.sum()).backward()
+
+    return {"memory pass": memory_pass, "hidden pass": hidden_pass}
+
+
 def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, memory: int,
               repeats: int, warmup: int, device: torch.device = CPU) -> dict[str, float]:
     """Forward + backward ms of the parts of one Engram layer (median), and of the whole LSTM
@@ -162,37 +202,15 @@ def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, 
     weights, hyper = layer.layer_weights(0), layer.hyper
     lstm = build("lstm", input_size, hidden, memory).to(device)
     opt = torch.optim.Adam(lstm.parameters(), lr=1e-3)
-    x, y = _inputs(batch, steps, input_size, device)
+    x, y = make_inputs(batch, steps, input_size, device)
     noise = layer.trace_noise * torch.randn(steps, memory, hidden, device=device)  # (T, N, h)
     z = encode(x, weights, hyper.ln_eps).detach().requires_grad_()  # (B, T, h)
     m = torch.randn_like(z).requires_grad_()  # (B, T, h)
-
-    def encoder() -> None:
-        encode(x, weights, hyper.ln_eps).sum().backward()
-
-    def memory_pass() -> None:
-        if trace == "shared":
-            _, recall, trace_n = fast._memory_shared(z, weights.memory, z.new_zeros(memory, hidden),
-                                                     noise, hyper, None)
-        else:
-            _, recall, trace_n, _ = fast._memory_per_sample(z, weights.memory, None, noise,
-                                                            hyper, None, fast.DEFAULT_CHUNK, {})
-        (recall.sum() + trace_n.sum()).backward()
-
-    def hidden_pass() -> None:
-        out, h_n = fast._hidden_pass(z, m, z.new_zeros(batch, hidden), weights, hyper, None)
-        (out.sum() + h_n.sum()).backward()
-
-    parts = {"encoder": encoder, "memory pass": memory_pass, "hidden pass": hidden_pass,
-             "LSTM step": lambda: _train_step(lstm, opt, x, y)}
-    times: dict[str, list[float]] = {k: [] for k in parts}
-    for i in range(warmup + repeats):
-        for name, fn in parts.items():
-            start = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times[name].append(_since(start, device))
-    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    initial_trace = z.new_zeros(memory, hidden) if trace == "shared" else None  # the default
+    parts = {"encoder": lambda: encode(x, weights, hyper.ln_eps).sum().backward(),
+             **pass_steps(fast, trace, weights, hyper, z, m, noise, initial_trace),
+             "LSTM step": lambda: train_step(lstm, opt, x, y)}
+    return interleaved_ms(parts, repeats, warmup, device)
 
 
 def _status_kib(field: str) -> int:
@@ -210,16 +228,16 @@ def peak_memory_mib(name: str, batch: int, steps: int, input_size: int, hidden: 
     torch.manual_seed(0)
     model = build(name, input_size, hidden, memory).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = _inputs(batch, steps, input_size, device)
-    _train_step(model, opt, x, y)  # Adam's state exists from here on
+    x, y = make_inputs(batch, steps, input_size, device)
+    train_step(model, opt, x, y)  # Adam's state exists from here on
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        _train_step(model, opt, x, y)
+        train_step(model, opt, x, y)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
-    _train_step(model, opt, x, y)
+    train_step(model, opt, x, y)
     return (_status_kib("VmHWM") - before) / 1024.0
 
 
@@ -228,7 +246,7 @@ def saved_activations_mib(name: str, batch: int, steps: int, input_size: int, hi
     """Bytes autograd keeps for the backward of one training forward (distinct storages)."""
     torch.manual_seed(0)
     model = build(name, input_size, hidden, memory).to(device).train()
-    x, _ = _inputs(batch, steps, input_size, device)
+    x, _ = make_inputs(batch, steps, input_size, device)
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:

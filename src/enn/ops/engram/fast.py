@@ -115,15 +115,16 @@ def _decay_matrix(c: int, eta: float, like: Tensor, inclusive: bool = False) -> 
 def _leaky_sum(u: Tensor, carry: Tensor | None, eta: float, chunk: int) -> Tensor:
     """y_t = d y_{t-1} + eta u_t along dim -2 of u (..., T, F), from y_{-1} = carry (..., F)
     or zeros; chunk by chunk, so that the cost stays linear in T."""
-    d = 1.0 - eta
+    chunk = min(chunk, u.shape[-2])
+    L = _decay_matrix(chunk, eta, u, inclusive=True)  # (chunk, chunk); a shorter chunk: its corner
+    powers = (1.0 - eta) ** torch.arange(1, chunk + 1, device=u.device, dtype=u.dtype)
     out = []
     for t0 in range(0, u.shape[-2], chunk):
         uc = u[..., t0 : t0 + chunk, :]  # (..., c, F)
         c = uc.shape[-2]
-        y = _decay_matrix(c, eta, u, inclusive=True) @ uc  # (..., c, F)
+        y = L[:c, :c] @ uc  # (..., c, F)
         if carry is not None:
-            powers = d ** torch.arange(1, c + 1, device=u.device, dtype=u.dtype)  # (c,)
-            y = y + powers[:, None] * carry[..., None, :]
+            y = y + powers[:c, None] * carry[..., None, :]
         out.append(y)
         carry = y[..., -1, :]
     return torch.cat(out, dim=-2)
@@ -204,14 +205,16 @@ def _memory_per_sample(
         P = (H0 * M).sum(-1)  # (B, N)  M_i . K[i], carried by its recursion
         Q = (H0 * H0).sum(-1)  # (B, N)  |K[i]|^2, likewise
     attn, recalled = [], []
+    chunk = min(chunk, T)
+    D_full = _decay_matrix(chunk, eta, z)  # (chunk, chunk); a shorter chunk uses its corner
+    powers_full = d ** torch.arange(chunk, device=z.device, dtype=z.dtype)  # (chunk,) d^j
     for t0 in range(0, T, chunk):
         c = min(chunk, T - t0)
         zc = z[:, t0 : t0 + c]  # (B, c, h)
         mc = None if mask is None else mask[:, t0 : t0 + c]  # (B, c)
-        Dm = _decay_matrix(c, eta, z)  # (c, c)
-        powers = d ** torch.arange(c, device=z.device, dtype=z.dtype)  # (c,) d^j
+        Dm, powers = D_full[:c, :c], powers_full[:c]  # (c, c), (c,)
         # K before step j of the chunk: d^j K_{t0} + sum_{s<j} D[j, s] a_s z_s^T
-        zero = z.new_zeros(B, c, M.shape[0])  # (B, c, N)  the K_{t0} terms while K is zero
+        zero = None if K is not None else z.new_zeros(B, c, M.shape[0])  # K_{t0} terms, K = 0
         Kz = zero if K is None else powers[:, None] * torch.bmm(zc, K.transpose(1, 2))
         WG = torch.bmm(zc, zc.transpose(1, 2)).transpose(1, 2) * Dm  # (B, c, c) D[j,s] z_s.z_j
         if X is not None:  # P_X = X_t[i] . K[i], directly: D[j, s] a_s[i] X_j[i].z_s
@@ -231,7 +234,7 @@ def _memory_per_sample(
         recalled.append(rec if K is None else rec + powers[:, None] * torch.bmm(Ac, K))
         # K at the chunk's end; a sample's padded steps neither decay nor write
         if mc is None:
-            w_end = eta * d ** torch.arange(c - 1, -1, -1, device=z.device, dtype=z.dtype)
+            w_end = eta * powers.flip(0)  # (c,) eta d^(c-1-j)
             written = torch.bmm((Am * w_end[:, None]).transpose(1, 2), zc)  # (B, N, h)
             K = written if K is None else written.add_(K, alpha=d**c)
         else:
@@ -288,7 +291,7 @@ def fast_engram(
     dtype = weights.memory.dtype
     z = encode(x, weights, hyper.ln_eps).to(dtype)  # (B, T, h)
     mask = None if lengths is None else torch.arange(T, device=x.device) < lengths[:, None]
-    n_hidden, n_slots = weights.memory.shape[1], weights.memory.shape[0]
+    n_slots, n_hidden = weights.memory.shape
     if initial_state is None:
         h0 = z.new_zeros(B, n_hidden)
         H0 = z.new_zeros(n_slots, n_hidden) if hyper.trace_mode == "shared" else None
@@ -298,11 +301,11 @@ def fast_engram(
     # the memory pass (cosines, norms, the trace) keeps the parameters' precision under autocast
     with torch.autocast(x.device.type, enabled=False):
         if hyper.trace_mode == "shared":
-            A, m, H = _memory_shared(z, weights.memory.to(dtype), H0, noise, hyper, mask)
+            A, m, H = _memory_shared(z, weights.memory, H0, noise, hyper, mask)
             clipped = None
         else:
             A, m, H, clipped = _memory_per_sample(
-                z, weights.memory.to(dtype), H0, noise, hyper, mask, chunk, stats
+                z, weights.memory, H0, noise, hyper, mask, chunk, stats
             )
     if clipped is None or not bool(clipped.any()):
         o, h = _hidden_pass(z, m, h0, weights, hyper, mask)
