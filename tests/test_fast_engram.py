@@ -1,11 +1,25 @@
 """The fast Engram path (ops/engram/fast.py) against the naive reference, both clip branches."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
 from enn import Engram, EngramState
-from enn.ops.engram import fast_engram, naive_engram
+from enn.ops.engram import cpu_scan, fast_engram, naive_engram
 from enn.ops.engram.fast import DEFAULT_CHUNK
+
+
+@contextmanager
+def native_off(monkeypatch):
+    """The layer as on a machine without the native kernel (ENN_NATIVE=0)."""
+    monkeypatch.setenv("ENN_NATIVE", "0")
+    cpu_scan._library.cache_clear()
+    try:
+        yield
+    finally:
+        monkeypatch.delenv("ENN_NATIVE")
+        cpu_scan._library.cache_clear()
 
 
 def make_layer(d, h, N, trace, top_k=None, **kw):
@@ -14,9 +28,10 @@ def make_layer(d, h, N, trace, top_k=None, **kw):
 
 
 def compare(layer, B, T, with_lengths, with_noise, expect_step=None, chunk=DEFAULT_CHUNK,
-            zero_state=False):
+            zero_state=False, native=False):
     """Fast vs naive in float64: outputs, final state and every gradient; returns the stats.
-    ``zero_state``: both ops get initial_state=None (zeros) instead of a random state."""
+    ``zero_state``: both ops get initial_state=None (zeros) instead of a random state.
+    ``native``: the per-sample memory pass runs the native CPU kernel (else the algebra)."""
     d, h, N = layer.input_size, layer.hidden_size, layer.memory_size
     per_sample = layer.trace_mode == "per_sample"
     x = 2 * torch.randn(B, T, d, dtype=torch.double)
@@ -33,7 +48,8 @@ def compare(layer, B, T, with_lengths, with_noise, expect_step=None, chunk=DEFAU
         state = None if zero_state else EngramState(hi, Hi)
         if fast:
             out, (h_n, H_n), _ = fast_engram(xi, weights, layer.hyper, state, lengths=lengths,
-                                             noise=noise, chunk=chunk, stats=stats)
+                                             noise=noise, chunk=chunk, stats=stats,
+                                             native=native)
         else:
             out, (h_n, H_n) = naive_engram(xi, weights, layer.hyper, state,
                                            output_final_state=True, lengths=lengths, noise=noise)
@@ -47,15 +63,17 @@ def compare(layer, B, T, with_lengths, with_noise, expect_step=None, chunk=DEFAU
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)
     if expect_step is not None:
         assert ("step_samples" in stats) == expect_step
+    assert stats.get("native", False) == (native and layer.trace_mode == "per_sample")
     return stats
 
 
 SHAPES = [(1, 1, 3, 4, 3), (3, 9, 5, 8, 6), (2, 21, 4, 6, 5)]  # (B, T, d, h, N)
 GRID = [
-    pytest.param(trace, top_k, lengths, noise, shape,
-                 id=f"{trace}-k{top_k}-{'len' if lengths else 'full'}-"
-                    f"{'noise' if noise else 'clean'}-B{shape[0]}T{shape[1]}")
-    for trace in ("per_sample", "shared")
+    pytest.param(trace, native, top_k, lengths, noise, shape,
+                 id=f"{trace}{'-native' if native else ''}-k{top_k}-"
+                    f"{'len' if lengths else 'full'}-{'noise' if noise else 'clean'}-"
+                    f"B{shape[0]}T{shape[1]}")
+    for trace, native in (("per_sample", False), ("per_sample", True), ("shared", False))
     for top_k in (None, 2)
     for lengths in (False, True)
     for noise in (False, True)
@@ -63,16 +81,25 @@ GRID = [
 ]
 
 
-@pytest.mark.parametrize("trace,top_k,with_lengths,with_noise,shape", GRID)
-def test_fast_matches_naive(trace, top_k, with_lengths, with_noise, shape):
+@pytest.mark.parametrize("trace,native,top_k,with_lengths,with_noise,shape", GRID)
+def test_fast_matches_naive(trace, native, top_k, with_lengths, with_noise, shape):
     B, T, d, h, N = shape
     layer = make_layer(d, h, N, trace, top_k, trace_clip=10.0)  # the algebra branch
-    compare(layer, B, T, with_lengths, with_noise, expect_step=False, chunk=4)
+    compare(layer, B, T, with_lengths, with_noise, expect_step=False, chunk=4, native=native)
 
 
-def test_long_sequence_default_chunk_matches_naive():
+@pytest.mark.parametrize("native", [False, True])
+def test_long_sequence_default_chunk_matches_naive(native):
     layer = make_layer(4, 6, 5, "per_sample", trace_clip=10.0)
-    compare(layer, 2, 70, True, True, expect_step=False)
+    compare(layer, 2, 70, True, True, expect_step=False, native=native)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("with_noise", [False, True])
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_native_kernel_is_exact_with_an_active_clip(with_lengths, with_noise, top_k):
+    layer = make_layer(4, 6, 5, "per_sample", top_k, trace_clip=0.05, hebbian_lr=0.5)
+    compare(layer, 4, 40, with_lengths, with_noise, expect_step=False, native=True)
 
 
 @pytest.mark.parametrize("with_lengths", [False, True])
@@ -80,7 +107,7 @@ def test_long_sequence_default_chunk_matches_naive():
 def test_active_clip_runs_the_step_loop_and_still_matches(with_lengths, with_noise):
     # a strong Hebbian rate and a small clip: the clip acts on some samples
     layer = make_layer(4, 6, 5, "per_sample", trace_clip=0.05, hebbian_lr=0.5)
-    stats = compare(layer, 4, 12, with_lengths, with_noise, expect_step=True)
+    stats = compare(layer, 4, 12, with_lengths, with_noise, expect_step=True, native=False)
     assert stats["checked"] > 0
 
 
@@ -99,16 +126,21 @@ def test_failed_bound_without_clipping_stays_on_the_fast_path():
     assert stats["checked"] > 0
 
 
-def test_layer_reports_its_path():
+def test_layer_reports_its_path(monkeypatch):
     layer = Engram(4, 6, memory_size=5, batch_first=True, trace_noise=0.0).eval()
     layer(torch.randn(2, 5, 4))
-    assert layer.last_path[0] in ("fast", "fast-checked", "fast+step")
+    assert layer.last_path == ("native",)  # per-sample on the CPU (the kernel builds here)
     layer(torch.randn(2, 5, 4), return_intermediates=True)
     assert layer.last_path == ("step",)
     strong = Engram(4, 6, memory_size=5, batch_first=True, trace_noise=0.0, hebbian_lr=0.9,
                     trace_clip=0.01).eval()
     strong(torch.randn(2, 8, 4))
-    assert strong.last_path == ("fast+step",)
+    assert strong.last_path == ("native",)  # exact with the clip: no step loop
+    with native_off(monkeypatch):
+        strong(torch.randn(2, 8, 4))
+        assert strong.last_path == ("fast+step",)
+        layer(torch.randn(2, 5, 4))
+        assert layer.last_path[0] in ("fast", "fast-checked")
 
 
 @pytest.mark.parametrize("trace", ["per_sample", "shared"])
@@ -189,13 +221,14 @@ def test_shared_scan_backward_passes_gradcheck_with_active_clip(with_mask, top_k
         (z, zn, M, H0))
 
 
-@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+@pytest.mark.parametrize("trace,native", [("per_sample", False), ("per_sample", True),
+                                          ("shared", False)])
 @pytest.mark.parametrize("clip_acts", [False, True])
-def test_no_initial_state_means_zeros(trace, clip_acts):
+def test_no_initial_state_means_zeros(trace, native, clip_acts):
     kw = {"trace_clip": 0.05, "hebbian_lr": 0.5} if clip_acts else {"trace_clip": 10.0}
     layer = make_layer(4, 6, 5, trace, **kw)
-    compare(layer, 3, 12, True, True, zero_state=True,
-            expect_step=clip_acts if trace == "per_sample" else None)
+    compare(layer, 3, 12, True, True, zero_state=True, native=native,
+            expect_step=clip_acts if trace == "per_sample" and not native else None)
 
 
 def test_clip_bound_holds_over_many_chunks():

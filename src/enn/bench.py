@@ -24,7 +24,7 @@ from torch import nn
 
 from .cli import CLIError
 from .nn import Engram
-from .ops.engram import fast
+from .ops.engram import cpu_scan, fast
 from .ops.engram.recurrent import encode
 
 CLASSES = 10
@@ -169,15 +169,19 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
 
 
 def pass_steps(ops, trace: str, weights, hyper, z: torch.Tensor, m: torch.Tensor,
-               noise: torch.Tensor | None, initial_trace: torch.Tensor | None
-               ) -> dict[str, Callable[[], None]]:
+               noise: torch.Tensor | None, initial_trace: torch.Tensor | None,
+               native: bool = False) -> dict[str, Callable[[], None]]:
     """Forward + backward of the memory pass and of the hidden pass of ``ops`` (this package's
-    ``fast`` module, or an earlier commit's) on detached encodings z and recalls m."""
+    ``fast`` module, or an earlier commit's) on detached encodings z and recalls m.
+    ``native``: the per-sample memory pass runs the native CPU kernel (``cpu_scan``)."""
 
     def memory_pass() -> None:
         if trace == "shared":
             _, recall, trace_n = ops._memory_shared(z, weights.memory, initial_trace, noise,
                                                     hyper, None)
+        elif native:
+            _, recall, trace_n = cpu_scan.native_memory_scan(z, weights.memory, initial_trace,
+                                                             noise, None, hyper)
         else:
             _, recall, trace_n, _ = ops._memory_per_sample(z, weights.memory, initial_trace,
                                                            noise, hyper, None,
@@ -208,7 +212,8 @@ def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, 
     m = torch.randn_like(z).requires_grad_()  # (B, T, h)
     initial_trace = z.new_zeros(memory, hidden) if trace == "shared" else None  # the default
     parts = {"encoder": lambda: encode(x, weights, hyper.ln_eps).sum().backward(),
-             **pass_steps(fast, trace, weights, hyper, z, m, noise, initial_trace),
+             **pass_steps(fast, trace, weights, hyper, z, m, noise, initial_trace,
+                          native=trace == "per_sample" and cpu_scan.usable(z)),
              "LSTM step": lambda: train_step(lstm, opt, x, y)}
     return interleaved_ms(parts, repeats, warmup, device)
 

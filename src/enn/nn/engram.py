@@ -99,7 +99,8 @@ class _EngramBase(nn.Module):
         # Filled by forward when sparsity_penalty > 0: the weighted mean attention entropy,
         # a differentiable term for the training loss.
         self.aux_loss: Tensor | None = None
-        # The path each layer took in the last forward, bottom first: "fast" (algebra, no
+        # The path each layer took in the last forward, bottom first: "native" (per-sample
+        # trace on the CPU: the native kernel, exact with the clip), "fast" (algebra, no
         # exact clip check needed), "fast-checked" (a bound failed and the exact check ran),
         # "fast+step" (the clip acts on some per-sample traces: those samples ran the step
         # loop), "step" (the step loop for all: intermediates asked for).
@@ -201,7 +202,8 @@ class _EngramBase(nn.Module):
             o, final, entropy = fast_engram(x, weights, self.hyper, state, lengths=lengths,
                                             noise=noise, return_entropy=return_entropy,
                                             stats=stats)
-            path = "fast+step" if "step_samples" in stats else "fast-checked" if stats else "fast"
+            path = ("native" if stats.get("native") else "fast+step" if "step_samples" in stats
+                    else "fast-checked" if stats else "fast")
             return o, final, entropy, None, path
         if state is None:
             state = self._initial_layer_state(x.size(0), x)

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import cpu_scan
 from .chunk_scan import chunk_scan
 from .common import NORM_EPS, EngramHyper, EngramState, EngramWeights
 from .recurrent import encode, engram_recurrence
@@ -276,6 +277,7 @@ def fast_engram(
     return_entropy: bool = False,
     chunk: int = DEFAULT_CHUNK,
     stats: dict | None = None,
+    native: bool | None = None,
 ) -> tuple[Tensor, EngramState, Tensor | None]:
     """Run one Engram layer over x (B, T, d) on the fast path.
 
@@ -284,7 +286,10 @@ def fast_engram(
     trace's terms). Per-sample samples whose trace the clip would touch run the exact
     step loop instead (samples are independent there). ``stats`` (a dict) receives
     ``checked`` (1 when the clip bound failed for some sample, so that the exact check ran)
-    and ``step_samples`` (samples handed to the step loop).
+    and ``step_samples`` (samples handed to the step loop), or ``native`` (True) when the
+    per-sample memory pass ran the native CPU kernel (``cpu_scan``, exact with the clip).
+    ``native``: None uses that kernel wherever it can run, False never, True always (an
+    error where it cannot).
     """
     stats = {} if stats is None else stats
     B, T, _ = x.shape
@@ -302,6 +307,10 @@ def fast_engram(
     with torch.autocast(x.device.type, enabled=False):
         if hyper.trace_mode == "shared":
             A, m, H = _memory_shared(z, weights.memory, H0, noise, hyper, mask)
+            clipped = None
+        elif native or (native is None and cpu_scan.usable(z)):
+            stats["native"] = True
+            A, m, H = cpu_scan.native_memory_scan(z, weights.memory, H0, noise, lengths, hyper)
             clipped = None
         else:
             A, m, H, clipped = _memory_per_sample(

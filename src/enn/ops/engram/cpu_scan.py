@@ -1,0 +1,197 @@
+"""Native CPU kernel of the per-sample memory pass, with its hand-written backward.
+
+The per-sample trace (N, h) of one sequence is small (32 KB at the paper's shapes), so the
+exact step recurrence of ``naive.py`` (steps 2-6 and 9, clip included) runs fastest as a
+plain loop that keeps it in cache: ``csrc/per_sample_scan.c``, one sample at a time, the
+batch split over threads. The backward keeps the trace before every ``chunk``-th step and
+recomputes each chunk's traces from it, so the saved state is (B, T / chunk, N, h).
+
+The C file is compiled on first use with the system's C compiler (``$CC``, else ``cc``) into
+``$ENN_CACHE_DIR`` (default ``~/.cache/enn``) and loaded with ctypes. It splits the batch over
+OpenMP threads, and since it links ``libgomp.so.1``, which torch has already loaded, those are
+torch's own threads (``torch.get_num_threads()`` of them): a second thread pool would fight
+torch's spinning workers for the cores. Where no compiler works, a warning says so and the
+layer keeps its PyTorch path (``fast.py``). ``ENN_NATIVE=0`` turns the kernel off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import warnings
+from functools import cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .common import EngramHyper
+
+_SOURCES = [Path(__file__).with_name("csrc") / n for n in ("per_sample_scan.c",
+                                                           "per_sample_scan.inc")]
+_FLAGS = ["-O3", "-fno-math-errno", "-std=c11", "-shared", "-fPIC"]
+# tried in order: some compilers lack -march=native or OpenMP (then the kernel runs on one core)
+_VARIANTS = [["-march=native", "-fopenmp"], ["-fopenmp"], ["-fopenmp-simd"]]
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+MIN_CHUNK = 16  # checkpoint spacing; sqrt(T) beyond 256 steps keeps the saved state small
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on, so that a cache shared between machines stays safe."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith(("flags", "Features")))
+    except (OSError, StopIteration):
+        flags = ""
+    return f"{platform.machine()} {flags}"
+
+
+def _compile(out: Path) -> str | None:
+    """Build the library at ``out`` (atomically); None on success, else the compiler's words."""
+    cc = os.environ.get("CC", "cc")
+    errors = []
+    for variant in _VARIANTS:
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+        cmd = [cc, *variant, *_FLAGS, "-o", tmp, str(_SOURCES[0])]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as err:
+            proc = None
+            errors.append(f"{' '.join(cmd)}: {err}")
+        if proc is not None and proc.returncode == 0:
+            os.replace(tmp, out)
+            return None
+        if proc is not None:
+            errors.append(f"{' '.join(cmd)}: {proc.stderr.strip()[-500:]}")
+        Path(tmp).unlink(missing_ok=True)
+    return "\n".join(errors)
+
+
+@cache
+def _library() -> ctypes.CDLL | None:
+    if os.environ.get("ENN_NATIVE", "1") == "0":
+        return None
+    key = hashlib.sha256()
+    for part in (*(p.read_bytes() for p in _SOURCES), repr((_FLAGS, _VARIANTS)).encode(),
+                 os.environ.get("CC", "cc").encode(), _cpu_signature().encode()):
+        key.update(part)
+    cache_dir = Path(os.environ.get("ENN_CACHE_DIR", Path.home() / ".cache" / "enn"))
+    path = cache_dir / "kernels" / f"per_sample_scan-{key.hexdigest()[:16]}.so"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        error = None if path.exists() else _compile(path)
+    except OSError as err:
+        error = str(err)
+    if error is None:
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as err:
+            error = str(err)
+    if error is not None:
+        warnings.warn(f"enn: the native per-sample kernel could not be built, so the slower "
+                      f"PyTorch path runs instead (ENN_NATIVE=0 silences this):\n{error}",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    p, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    for sfx in _SUFFIX.values():
+        fwd = getattr(lib, f"enn_scan_forward_{sfx}")
+        fwd.argtypes = [p] * 5 + [i64] * 4 + [f64] * 4 + [i64] + [p] * 7 + [i64] * 2
+        bwd = getattr(lib, f"enn_scan_backward_{sfx}")
+        bwd.argtypes = [p] * 12 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64] * 2
+        fwd.restype = bwd.restype = ctypes.c_int
+    return lib
+
+
+def available() -> bool:
+    """Whether the native kernel is built (building it on the first call)."""
+    return _library() is not None
+
+
+def usable(z: Tensor) -> bool:
+    """Whether the kernel can run the memory pass of encodings ``z``."""
+    return z.device.type == "cpu" and z.dtype in _SUFFIX and available()
+
+
+def _check(code: int) -> None:
+    if code:
+        raise MemoryError("enn: the native per-sample kernel could not allocate its buffers")
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def checkpoint_spacing(T: int) -> int:
+    """Steps between saved traces: MIN_CHUNK, or ceil(sqrt(T)) for long sequences."""
+    return MIN_CHUNK if T <= MIN_CHUNK**2 else math.isqrt(T - 1) + 1
+
+
+class _NativeScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, M, H0, noise, lengths, hyper: EngramHyper, keep: bool):
+        B, T, h = z.shape
+        N = M.shape[0]
+        C = checkpoint_spacing(T)
+        lib, sfx = _library(), _SUFFIX[z.dtype]
+        A = z.new_zeros(B, T, N)  # (B, T, N)
+        m = z.new_zeros(B, T, h)  # (B, T, h)
+        H = z.new_empty(B, N, h)  # (B, N, h)
+        # for the backward: the trace every C steps, row norms, cosines, norms of z
+        ckpt = z.new_empty(B, -(-T // C), N, h) if keep else None  # (B, T / C, N, h)
+        R, S = (z.new_zeros(B, T, N) if keep else None for _ in range(2))  # (B, T, N)
+        NZ = z.new_zeros(B, T) if keep else None  # (B, T)
+        consts = [hyper.trace_scale, hyper.hebbian_lr, hyper.trace_clip,
+                  1.0 / hyper.effective_temperature]
+        _check(getattr(lib, f"enn_scan_forward_{sfx}")(
+            *map(_ptr, (z, M, H0, noise, lengths)), T, N, h, C, *consts, hyper.top_k or 0,
+            *map(_ptr, (A, m, H, ckpt, R, S, NZ)), B, torch.get_num_threads()))
+        if keep:
+            ctx.save_for_backward(z, M, noise, lengths, ckpt, A, R, S, NZ)
+            ctx.consts, ctx.C, ctx.has_H0 = consts, C, H0 is not None
+        return A, m, H
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gA, gm, gH):
+        z, M, noise, lengths, ckpt, A, R, S, NZ = ctx.saved_tensors
+        B, T, h = z.shape
+        N = M.shape[0]
+        gz = torch.zeros_like(z)  # (B, T, h)
+        gH0 = z.new_empty(B, N, h)  # (B, N, h)
+        gM = z.new_zeros(N, h)  # (N, h)
+        # bound to names: the C code reads them after this line, so they must stay alive
+        gm = z.new_zeros(B, T, h) if gm is None else gm.contiguous()
+        gA = None if gA is None else gA.contiguous()
+        gH = None if gH is None else gH.contiguous()
+        _check(getattr(_library(), f"enn_scan_backward_{_SUFFIX[z.dtype]}")(
+            *map(_ptr, (z, M, noise, lengths, ckpt, A, R, S, NZ, gA, gm, gH)), T, N, h, ctx.C,
+            *ctx.consts, *map(_ptr, (gz, gM, gH0)), B, torch.get_num_threads()))
+        return gz, gM, gH0 if ctx.has_H0 else None, None, None, None, None
+
+
+def native_memory_scan(
+    z: Tensor, M: Tensor, H0: Tensor | None, noise: Tensor | None, lengths: Tensor | None,
+    hyper: EngramHyper,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The per-sample memory pass on the CPU, exactly (clip included): attention (B, T, N),
+    recall (B, T, h) and final trace (B, N, h) from encodings z (B, T, h), the bank M (N, h),
+    the initial trace H0 (B, N, h) or None for zeros, the trace noise (T, N, h) or None, and
+    lengths (B,) or None. Padded steps get zero attention and recall and leave the trace."""
+    if not usable(z):
+        raise RuntimeError("enn: the native per-sample kernel needs float32 or float64 CPU "
+                           f"tensors and a working C compiler; got {z.dtype} on {z.device}")
+    dtype = z.dtype
+    M = M.to(dtype).contiguous()
+    H0 = None if H0 is None else H0.to(dtype).contiguous()
+    noise = None if noise is None else noise.to(dtype).contiguous()
+    lengths = None if lengths is None else lengths.to(torch.int64).clamp(0, z.shape[1]).contiguous()
+    keep = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (z, M, H0))
+    return _NativeScan.apply(z.contiguous(), M, H0, noise, lengths, hyper, keep)

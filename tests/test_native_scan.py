@@ -1,0 +1,103 @@
+"""The native CPU kernel of the per-sample memory pass (ops/engram/cpu_scan.py): its gradient,
+float32, threads, and what happens where it cannot be built. Its match with the naive
+reference over the grid is in test_fast_engram.py (the ``native`` cases)."""
+
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from enn import Engram
+from enn.ops.engram import cpu_scan, fast_engram, naive_engram
+from enn.ops.engram.common import EngramHyper
+
+
+def scan_inputs(B=3, T=9, N=4, h=5, dtype=torch.double, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(B, T, h, dtype=dtype, generator=g).requires_grad_()
+    M = torch.randn(N, h, dtype=dtype, generator=g).requires_grad_()
+    H0 = (0.05 * torch.randn(B, N, h, dtype=dtype, generator=g)).requires_grad_()
+    noise = 0.01 * torch.randn(T, N, h, dtype=dtype, generator=g)
+    return z, M, H0, noise
+
+
+def test_native_kernel_builds_where_there_is_a_compiler():
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler on this machine")
+    assert cpu_scan.available()
+
+
+@pytest.mark.parametrize("top_k", [None, 2])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_native_backward_passes_gradcheck_with_active_clip(top_k, with_lengths):
+    z, M, H0, noise = scan_inputs(T=20)  # 20 steps: more than one checkpoint interval
+    lengths = torch.tensor([20, 17, 3]) if with_lengths else None
+    hyper = EngramHyper(hebbian_lr=0.5, trace_clip=0.08, top_k=top_k)
+    _, _, H = cpu_scan.native_memory_scan(z, M, H0, noise, lengths, hyper)
+    assert (H.abs() == 0.08).any() and (H.abs() < 0.08).any()  # the clip acts, not everywhere
+    # all three outputs feed the check, the attention's gradient included
+    assert torch.autograd.gradcheck(
+        lambda *a: cpu_scan.native_memory_scan(*a, noise, lengths, hyper), (z, M, H0))
+
+
+def test_float32_matches_the_float64_reference():
+    layer = Engram(6, 32, batch_first=True, memory_size=16, trace_noise=0.0).double()
+    x = torch.randn(4, 28, 6, dtype=torch.double)
+    ref, ref_state = naive_engram(x, layer.layer_weights(0), layer.hyper,
+                                  output_final_state=True)
+    out, state = layer.float()(x.float())
+    assert layer.last_path == ("native",)
+    torch.testing.assert_close(out, ref.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(state.trace[0], ref_state.trace.float(), atol=1e-5, rtol=1e-4)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    z, M, H0, noise = scan_inputs(B=70, T=18)  # more samples than gradient blocks
+    hyper = EngramHyper()
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            A, m, H = cpu_scan.native_memory_scan(z, M, H0, noise, None, hyper)
+            grads = torch.autograd.grad((m.sin().sum() + H.sum() + A[:, 3].sum()), (z, M, H0))
+            results.append((A, m, H, *grads))
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*results, strict=True):
+        torch.testing.assert_close(one, two, atol=0, rtol=0)  # to the last bit
+
+
+def test_broadcast_output_gradients_are_read_correctly():
+    # .sum() hands the backward expanded (stride 0) gradients, which it must copy and keep
+    z, M, H0, noise = scan_inputs()
+    hyper = EngramHyper(top_k=3)
+    grads = []
+    for dense in (False, True):
+        A, m, H = cpu_scan.native_memory_scan(z, M, H0, noise, None, hyper)
+        if dense:  # the same loss through materialised, contiguous gradients
+            loss = (m * torch.ones_like(m)).sum() + (H * torch.ones_like(H)).sum()
+        else:
+            loss = m.sum() + H.sum()
+        grads.append(torch.autograd.grad(loss, (z, M, H0)))
+    for one, two in zip(*grads, strict=True):
+        torch.testing.assert_close(one, two, atol=0, rtol=0)
+
+
+def test_without_the_kernel_the_layer_keeps_the_pytorch_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("ENN_CACHE_DIR", str(tmp_path / "cache"))
+    cpu_scan._library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not be built"):
+            assert not cpu_scan.available()
+        layer = Engram(4, 6, memory_size=5, batch_first=True).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the warning came once, not at every call
+            out, _ = layer(torch.randn(2, 5, 4))
+        assert layer.last_path[0] in ("fast", "fast-checked")
+        with pytest.raises(RuntimeError, match="needs float32 or float64 CPU tensors"):
+            fast_engram(torch.randn(2, 5, 4), layer.layer_weights(0), layer.hyper, native=True)
+    finally:
+        cpu_scan._library.cache_clear()
