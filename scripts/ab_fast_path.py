@@ -20,6 +20,7 @@ import torch
 
 from enn import Engram
 from enn.bench import interleaved_ms, pass_steps
+from enn.ops.engram import cpu_scan
 from enn.ops.engram import fast as current
 from enn.ops.engram.recurrent import encode
 
@@ -30,12 +31,14 @@ def load_old(rev: str, into: Path):
     """The ops package at ``rev``, importable as ``old_engram``."""
     pkg = into / "old_engram"
     pkg.mkdir()
-    listing = subprocess.run(["git", "ls-tree", "--name-only", rev, f"{OPS}/"], check=True,
-                             capture_output=True, text=True).stdout.split()
+    listing = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, f"{OPS}/"],
+                             check=True, capture_output=True, text=True).stdout.split()
     for path in listing:
         source = subprocess.run(["git", "show", f"{rev}:{path}"], check=True,
                                 capture_output=True, text=True).stdout
-        (pkg / Path(path).name).write_text(source)
+        target = pkg / Path(path).relative_to(OPS)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(source)
     sys.path.insert(0, str(into))
     return importlib.import_module("old_engram.fast")
 
@@ -53,7 +56,10 @@ def compare(trace: str, old, rev: str, repeats: int) -> None:
                                 torch.zeros((B, N, h) if trace == "per_sample" else (N, h)))
     fns = {}
     for key, ops in (("then", old), ("now", current)):
-        for part, fn in pass_steps(ops, trace, w, hy, z, m, noise, state.trace).items():
+        # the memory pass as the layer runs it: now, per sample on the CPU, the native kernel
+        native = ops is current and trace == "per_sample" and cpu_scan.usable(z)
+        for part, fn in pass_steps(ops, trace, w, hy, z, m, noise, state.trace,
+                                   native=native).items():
             fns[(part, key)] = fn
         # the whole layer as it is called by default: now, zeros are passed as None
         fns[("layer", key)] = partial(whole_layer, ops, x, w, hy,

@@ -29,6 +29,7 @@ from .ops.engram.recurrent import encode
 
 CLASSES = 10
 CPU = torch.device("cpu")
+USUAL_PATHS = ("fast", "native")  # the scaling plots name any other path of the layer
 
 
 class ENNClassifier(nn.Module):
@@ -339,9 +340,9 @@ def plot_scaling(sweeps: dict[str, list[dict]], names: list[str], out_dir: Path)
             ax.plot(xs, [p[n] for p in points], marker="o", label=n)
             if n != "lstm":
                 ax_ratio.plot(xs, [p[n] / p["lstm"] for p in points], marker="o", label=n)
-                for p in points:  # name the layer's path where it left the plain fast path
+                for p in points:  # name the layer's path where it left its usual one
                     path = p.get("paths", {}).get(n, "fast")
-                    if path != "fast":
+                    if path not in USUAL_PATHS:
                         ax_ratio.annotate(path, (p["value"], p[n] / p["lstm"]), fontsize=7,
                                           xytext=(4, 4), textcoords="offset points")
         ax.set_yscale("log")

@@ -3,8 +3,10 @@
 The per-sample trace (N, h) of one sequence is small (32 KB at the paper's shapes), so the
 exact step recurrence of ``naive.py`` (steps 2-6 and 9, clip included) runs fastest as a
 plain loop that keeps it in cache: ``csrc/per_sample_scan.c``, one sample at a time, the
-batch split over threads. The backward keeps the trace before every ``chunk``-th step and
-recomputes each chunk's traces from it, so the saved state is (B, T / chunk, N, h).
+batch split over threads. For the backward, the forward keeps the trace before every C-th
+step (``checkpoint_spacing``) and each step's row norms and cosines; the backward rewrites
+each chunk's traces from its checkpoint (the attention is known) and walks it in reverse. The
+saved state is (B, T / C, N, h) plus a few (B, T, N) tensors.
 
 The C file is compiled on first use with the system's C compiler (``$CC``, else ``cc``) into
 ``$ENN_CACHE_DIR`` (default ``~/.cache/enn``) and loaded with ctypes. It splits the batch over
