@@ -56,8 +56,8 @@ def compare(trace: str, old, rev: str, repeats: int) -> None:
                                 torch.zeros((B, N, h) if trace == "per_sample" else (N, h)))
     fns = {}
     for key, ops in (("then", old), ("now", current)):
-        # the memory pass as the layer runs it: now, per sample on the CPU, the native kernel
-        native = ops is current and trace == "per_sample" and cpu_scan.usable(z)
+        # the memory pass as the layer runs it: now, on the CPU, the native kernels
+        native = ops is current and cpu_scan.usable(z)
         for part, fn in pass_steps(ops, trace, w, hy, z, m, noise, state.trace,
                                    native=native).items():
             fns[(part, key)] = fn

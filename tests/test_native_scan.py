@@ -101,3 +101,47 @@ def test_without_the_kernel_the_layer_keeps_the_pytorch_path(monkeypatch, tmp_pa
             fast_engram(torch.randn(2, 5, 4), layer.layer_weights(0), layer.hyper, native=True)
     finally:
         cpu_scan._library.cache_clear()
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_native_shared_scan_matches_the_pytorch_one_and_passes_gradcheck(with_mask, top_k):
+    from enn.ops.engram.shared_scan import shared_scan
+
+    torch.manual_seed(0)
+    B, T, N, h = 11, 6, 4, 5  # more samples than the kernel's blocks
+    z = torch.randn(B, T, h, dtype=torch.double, requires_grad=True)
+    M = torch.randn(N, h, dtype=torch.double, requires_grad=True)
+    H0 = (0.05 * torch.randn(N, h, dtype=torch.double)).requires_grad_()
+    noise = 0.01 * torch.randn(T, N, h, dtype=torch.double)
+    lengths = torch.randint(1, T + 1, (B,)).index_fill_(0, torch.tensor([0]), T)
+    mask = (torch.arange(T) < lengths[:, None]) if with_mask else None
+    n_active = (mask.sum(0) if with_mask else torch.full((T,), B)).tolist()
+    hyper = EngramHyper(hebbian_lr=0.5, trace_clip=0.08, trace_scale=0.5, temperature=1.3,
+                        sparsity=0.0, top_k=top_k)  # the clip acts
+    native = cpu_scan.native_shared_scan(z, M, H0, noise, mask, n_active, hyper)
+    zn = z / z.norm(dim=-1, keepdim=True)
+    A, Es, H = shared_scan(z, zn, M, H0, noise, mask, n_active, 0.5, 0.5, 0.08, 1 / 1.3, top_k)
+    reference = (A, torch.einsum("btn,tnh->bth", A, Es), H)
+    assert (H.abs() == 0.08).any() and (H.abs() < 0.08).any()
+    for one, two in zip(native, reference, strict=True):
+        torch.testing.assert_close(one, two)
+    assert torch.autograd.gradcheck(
+        lambda *a: cpu_scan.native_shared_scan(*a, noise, mask, n_active, hyper), (z, M, H0))
+
+
+def test_native_shared_scan_does_not_depend_on_the_thread_count():
+    z, M, H0, noise = scan_inputs(B=20, T=7)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            A, m, H = cpu_scan.native_shared_scan(z, M, H0[0], noise, None, [20] * 7,
+                                                  EngramHyper(trace_mode="shared"))
+            grads = torch.autograd.grad(m.sin().sum() + H.sum() + A[:, 3].sum(), (z, M))
+            results.append((A, m, H, *grads))
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*results, strict=True):
+        torch.testing.assert_close(one, two, atol=0, rtol=0)  # to the last bit

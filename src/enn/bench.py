@@ -174,12 +174,13 @@ def pass_steps(ops, trace: str, weights, hyper, z: torch.Tensor, m: torch.Tensor
                native: bool = False) -> dict[str, Callable[[], None]]:
     """Forward + backward of the memory pass and of the hidden pass of ``ops`` (this package's
     ``fast`` module, or an earlier commit's) on detached encodings z and recalls m.
-    ``native``: the per-sample memory pass runs the native CPU kernel (``cpu_scan``)."""
+    ``native``: the memory pass runs the native CPU kernels (``cpu_scan``)."""
 
     def memory_pass() -> None:
         if trace == "shared":
+            extra = {"native": True} if native else {}  # an earlier commit's has no such flag
             _, recall, trace_n = ops._memory_shared(z, weights.memory, initial_trace, noise,
-                                                    hyper, None)
+                                                    hyper, None, **extra)
         elif native:
             _, recall, trace_n = cpu_scan.native_memory_scan(z, weights.memory, initial_trace,
                                                              noise, None, hyper)
@@ -214,7 +215,7 @@ def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, 
     initial_trace = z.new_zeros(memory, hidden) if trace == "shared" else None  # the default
     parts = {"encoder": lambda: encode(x, weights, hyper.ln_eps).sum().backward(),
              **pass_steps(fast, trace, weights, hyper, z, m, noise, initial_trace,
-                          native=trace == "per_sample" and cpu_scan.usable(z)),
+                          native=cpu_scan.usable(z)),
              "LSTM step": lambda: train_step(lstm, opt, x, y)}
     return interleaved_ms(parts, repeats, warmup, device)
 

@@ -1,19 +1,27 @@
-"""Native CPU kernel of the per-sample memory pass, with its hand-written backward.
+"""Native CPU kernels of the memory pass, with their hand-written backward passes.
 
-The per-sample trace (N, h) of one sequence is small (32 KB at the paper's shapes), so the
-exact step recurrence of ``naive.py`` (steps 2-6 and 9, clip included) runs fastest as a
-plain loop that keeps it in cache: ``csrc/per_sample_scan.c``, one sample at a time, the
-batch split over threads. For the backward, the forward keeps the trace before every C-th
-step (``checkpoint_spacing``) and each step's row norms and cosines; the backward rewrites
-each chunk's traces from its checkpoint (the attention is known) and walks it in reverse. The
-saved state is (B, T / C, N, h) plus a few (B, T, N) tensors.
+Per-sample trace (``native_memory_scan``). One sequence's trace (N, h) is small (32 KB at
+the paper's shapes), so the exact step recurrence of ``naive.py`` (steps 2-6 and 9, clip
+included) runs fastest as a plain loop that keeps it in cache (``csrc/per_sample_scan.inc``),
+one sample at a time, the batch split over threads. For the backward, the forward keeps the
+trace before every C-th step (``checkpoint_spacing``) and each step's row norms and cosines;
+the backward rewrites each chunk's traces from its checkpoint (the attention is known) and
+walks it in reverse. The saved state is (B, T / C, N, h) plus a few (B, T, N) tensors.
 
-The C file is compiled on first use with the system's C compiler (``$CC``, else ``cc``) into
-``$ENN_CACHE_DIR`` (default ``~/.cache/enn``) and loaded with ctypes. It splits the batch over
-OpenMP threads, and since it links ``libgomp.so.1``, which torch has already loaded, those are
-torch's own threads (``torch.get_num_threads()`` of them): a second thread pool would fight
-torch's spinning workers for the cores. Where no compiler works, a warning says so and the
-layer keeps its PyTorch path (``fast.py``). ``ENN_NATIVE=0`` turns the kernel off.
+Shared trace (``native_shared_scan``: ``shared_scan.shared_scan`` and the recall in one
+kernel, ``csrc/shared_scan.inc``). One (N, h) trace for the batch, so each step runs over the
+trace's rows, then over the samples in a fixed number of blocks (their sums over the batch
+are added in order), then over the rows again. Every step's trace is kept for the backward
+(T x N x h values: small).
+
+Both kernels give results that do not depend on the thread count, to the last bit. The C
+files are compiled on first use with the system's C compiler (``$CC``, else ``cc``) into
+``$ENN_CACHE_DIR`` (default ``~/.cache/enn``) and loaded with ctypes. The kernels split their
+work over OpenMP threads, and since the library links ``libgomp.so.1``, which torch has
+already loaded, those are torch's own threads (``torch.get_num_threads()`` of them): a
+second thread pool would fight torch's spinning workers for the cores. Where no compiler
+works, a warning says so and the layer keeps its PyTorch path (``fast.py``). ``ENN_NATIVE=0``
+turns the kernels off.
 """
 
 from __future__ import annotations
@@ -35,8 +43,8 @@ from torch.autograd.function import once_differentiable
 
 from .common import EngramHyper
 
-_SOURCES = [Path(__file__).with_name("csrc") / n for n in ("per_sample_scan.c",
-                                                           "per_sample_scan.inc")]
+_SOURCES = [Path(__file__).with_name("csrc") / n
+            for n in ("engram_kernels.c", "common.inc", "per_sample_scan.inc", "shared_scan.inc")]
 _FLAGS = ["-O3", "-fno-math-errno", "-std=c11", "-shared", "-fPIC"]
 # tried in order: some compilers lack -march=native or OpenMP (then the kernel runs on one core)
 _VARIANTS = [["-march=native", "-fopenmp"], ["-fopenmp"], ["-fopenmp-simd"]]
@@ -85,7 +93,7 @@ def _library() -> ctypes.CDLL | None:
                  os.environ.get("CC", "cc").encode(), _cpu_signature().encode()):
         key.update(part)
     cache_dir = Path(os.environ.get("ENN_CACHE_DIR", Path.home() / ".cache" / "enn"))
-    path = cache_dir / "kernels" / f"per_sample_scan-{key.hexdigest()[:16]}.so"
+    path = cache_dir / "kernels" / f"engram_kernels-{key.hexdigest()[:16]}.so"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         error = None if path.exists() else _compile(path)
@@ -97,7 +105,7 @@ def _library() -> ctypes.CDLL | None:
         except OSError as err:
             error = str(err)
     if error is not None:
-        warnings.warn(f"enn: the native per-sample kernel could not be built, so the slower "
+        warnings.warn(f"enn: the native memory kernels could not be built, so the slower "
                       f"PyTorch path runs instead (ENN_NATIVE=0 silences this):\n{error}",
                       RuntimeWarning, stacklevel=3)
         return None
@@ -107,23 +115,28 @@ def _library() -> ctypes.CDLL | None:
         fwd.argtypes = [p] * 5 + [i64] * 4 + [f64] * 4 + [i64] + [p] * 7 + [i64] * 2
         bwd = getattr(lib, f"enn_scan_backward_{sfx}")
         bwd.argtypes = [p] * 12 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64] * 2
-        fwd.restype = bwd.restype = ctypes.c_int
+        shared_fwd = getattr(lib, f"enn_shared_forward_{sfx}")
+        shared_fwd.argtypes = [p] * 6 + [i64] * 4 + [f64] * 4 + [i64] + [p] * 7 + [i64]
+        shared_bwd = getattr(lib, f"enn_shared_backward_{sfx}")
+        shared_bwd.argtypes = [p] * 11 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64]
+        for fn in (fwd, bwd, shared_fwd, shared_bwd):
+            fn.restype = ctypes.c_int
     return lib
 
 
 def available() -> bool:
-    """Whether the native kernel is built (building it on the first call)."""
+    """Whether the native kernels are built (building them on the first call)."""
     return _library() is not None
 
 
 def usable(z: Tensor) -> bool:
-    """Whether the kernel can run the memory pass of encodings ``z``."""
+    """Whether the kernels can run the memory pass of encodings ``z``."""
     return z.device.type == "cpu" and z.dtype in _SUFFIX and available()
 
 
 def _check(code: int) -> None:
     if code:
-        raise MemoryError("enn: the native per-sample kernel could not allocate its buffers")
+        raise MemoryError("enn: a native memory kernel could not allocate its buffers")
 
 
 def _ptr(t: Tensor | None) -> int | None:
@@ -197,3 +210,59 @@ def native_memory_scan(
     keep = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (z, M, H0))
     return _NativeScan.apply(z.contiguous(), M, H0, noise, lengths, hyper, keep)
+
+
+class _NativeSharedScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, M, H0, noise, mask, n_active, hyper: EngramHyper):
+        B, T, h = z.shape
+        N = M.shape[0]
+        A = z.new_empty(B, T, N)  # (B, T, N)
+        m = z.new_empty(B, T, h)  # (B, T, h)
+        H = z.new_empty(N, h)  # (N, h)
+        # for the backward: E and the trace before its clip at every step, norms of E and z
+        Es, P = z.new_empty(T, N, h), z.new_empty(T, N, h)  # (T, N, h)
+        R, NZ = z.new_empty(T, N), z.new_empty(B, T)
+        consts = [hyper.trace_scale, hyper.hebbian_lr, hyper.trace_clip,
+                  1.0 / hyper.effective_temperature]
+        _check(getattr(_library(), f"enn_shared_forward_{_SUFFIX[z.dtype]}")(
+            *map(_ptr, (z, M, H0, noise, mask, n_active)), B, T, N, h, *consts,
+            hyper.top_k or 0, *map(_ptr, (A, m, H, Es, P, R, NZ)), torch.get_num_threads()))
+        ctx.save_for_backward(z, mask, n_active, A, Es, P, R, NZ)
+        ctx.consts = consts
+        return A, m, H
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dA, dm, dH):
+        z, mask, n_active, A, Es, P, R, NZ = ctx.saved_tensors
+        B, T, h = z.shape
+        N = Es.shape[1]
+        dz = torch.empty_like(z)  # (B, T, h) every step written
+        dM, dH0 = z.new_empty(N, h), z.new_empty(N, h)  # (N, h)
+        # bound to names: the C code reads them after this line, so they must stay alive
+        dA, dm, dH = (None if g is None else g.contiguous() for g in (dA, dm, dH))
+        _check(getattr(_library(), f"enn_shared_backward_{_SUFFIX[z.dtype]}")(
+            *map(_ptr, (z, mask, n_active, A, Es, P, R, NZ, dA, dm, dH)), B, T, N, h,
+            *ctx.consts, *map(_ptr, (dz, dM, dH0)), torch.get_num_threads()))
+        return dz, dM, dH0, None, None, None, None
+
+
+def native_shared_scan(
+    z: Tensor, M: Tensor, H0: Tensor, noise: Tensor | None, mask: Tensor | None,
+    n_active: list[int], hyper: EngramHyper,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The shared-trace memory pass on the CPU (``shared_scan`` and the recall of
+    ``fast._memory_shared`` in one kernel): attention (B, T, N), recall (B, T, h) and final
+    trace (N, h) from encodings z (B, T, h), the bank M (N, h), the initial trace H0 (N, h),
+    the noise (T, N, h) or None, and the mask (B, T) of real steps with its counts per step
+    (each >= 1: the caller drops the steps no sample reaches)."""
+    if not usable(z):
+        raise RuntimeError("enn: the native shared-trace kernel needs float32 or float64 CPU "
+                           f"tensors and a working C compiler; got {z.dtype} on {z.device}")
+    dtype = z.dtype
+    mask = None if mask is None else mask.to(torch.uint8).contiguous()
+    counts = torch.tensor(n_active, dtype=torch.int64)
+    noise = None if noise is None else noise.to(dtype).contiguous()
+    return _NativeSharedScan.apply(z.contiguous(), M.to(dtype).contiguous(),
+                                   H0.to(dtype).contiguous(), noise, mask, counts, hyper)

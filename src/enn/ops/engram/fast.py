@@ -81,23 +81,30 @@ def _hidden_pass(
 
 def _memory_shared(
     z: Tensor, M: Tensor, H0: Tensor, noise: Tensor | None, hyper: EngramHyper,
-    mask: Tensor | None,
+    mask: Tensor | None, native: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Shared trace (N, h): attention (B, T, N), recall (B, T, h), final trace (N, h)."""
+    """Shared trace (N, h): attention (B, T, N), recall (B, T, h), final trace (N, h).
+    ``native``: the native CPU kernel runs the recurrence and the recall, instead of
+    ``shared_scan`` and a batched product."""
     B, T, _ = z.shape
     eta, alpha, clip = hyper.hebbian_lr, hyper.trace_scale, hyper.trace_clip
     inv_tau = 1.0 / hyper.effective_temperature
-    zn = z / z.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)  # (B, T, h)
     if mask is None:
         steps, n_active = T, [B] * T
     else:
         counts = mask.sum(0)  # (T,)
         steps = int((counts > 0).sum())  # lengths are a prefix: later steps write nothing
         n_active = counts.tolist()
-    A, Es, H = shared_scan(z[:, :steps], zn[:, :steps], M, H0, noise,
-                           None if mask is None else mask[:, :steps], n_active, alpha, eta, clip,
-                           inv_tau, hyper.top_k)  # (B, steps, N), (steps, N, h), (N, h)
-    m = torch.bmm(A.transpose(0, 1), Es).transpose(0, 1)  # (B, steps, h)
+    step_mask = None if mask is None else mask[:, :steps]  # (B, steps)
+    if native:
+        # A (B, steps, N), m (B, steps, h), H (N, h)
+        A, m, H = cpu_scan.native_shared_scan(z[:, :steps], M, H0, noise, step_mask,
+                                              n_active[:steps], hyper)
+    else:
+        zn = z / z.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)  # (B, T, h)
+        A, Es, H = shared_scan(z[:, :steps], zn[:, :steps], M, H0, noise, step_mask, n_active,
+                               alpha, eta, clip, inv_tau, hyper.top_k)  # (steps, N, h) for Es
+        m = torch.bmm(A.transpose(0, 1), Es).transpose(0, 1)  # (B, steps, h)
     if steps < T:
         A = F.pad(A, (0, 0, 0, T - steps))  # (B, T, N)
         m = F.pad(m, (0, 0, 0, T - steps))  # (B, T, h)
@@ -287,9 +294,9 @@ def fast_engram(
     step loop instead (samples are independent there). ``stats`` (a dict) receives
     ``checked`` (1 when the clip bound failed for some sample, so that the exact check ran)
     and ``step_samples`` (samples handed to the step loop), or ``native`` (True) when the
-    per-sample memory pass ran the native CPU kernel (``cpu_scan``, exact with the clip).
-    ``native``: None uses that kernel wherever it can run, False never, True always (an
-    error where it cannot).
+    memory pass ran a native CPU kernel (``cpu_scan``; exact with the clip in both modes).
+    ``native``: None uses those kernels wherever they can run, False never, True always (an
+    error where they cannot).
     """
     stats = {} if stats is None else stats
     B, T, _ = x.shape
@@ -303,13 +310,15 @@ def fast_engram(
     else:
         h0, H0 = initial_state.h.to(dtype), initial_state.trace.to(dtype)
     noise = None if noise is None else noise.to(dtype)
+    use_native = native or (native is None and cpu_scan.usable(z))
+    if use_native:
+        stats["native"] = True
     # the memory pass (cosines, norms, the trace) keeps the parameters' precision under autocast
     with torch.autocast(x.device.type, enabled=False):
         if hyper.trace_mode == "shared":
-            A, m, H = _memory_shared(z, weights.memory, H0, noise, hyper, mask)
+            A, m, H = _memory_shared(z, weights.memory, H0, noise, hyper, mask, use_native)
             clipped = None
-        elif native or (native is None and cpu_scan.usable(z)):
-            stats["native"] = True
+        elif use_native:
             A, m, H = cpu_scan.native_memory_scan(z, weights.memory, H0, noise, lengths, hyper)
             clipped = None
         else:

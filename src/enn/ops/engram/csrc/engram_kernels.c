@@ -1,0 +1,32 @@
+/* Native CPU kernels of the Engram memory pass (ENN_SPEC section 2, steps 2-6 and 9), loaded
+ * through ctypes by cpu_scan.py, which documents the arguments:
+ *   per_sample_scan.inc: the per-sample trace, one sequence at a time so that its (N, h)
+ *     trace stays in cache;
+ *   shared_scan.inc: the shared trace (N, h), one step at a time over the whole batch.
+ * Both are written once, with the helpers of common.inc, and compiled for float and double. Built with -fopenmp, the library
+ * shares the OpenMP runtime PyTorch has already loaded (the same libgomp.so.1), so its
+ * threads are the ones torch's own operations use. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tgmath.h>
+
+#define REAL float
+#define SFX(name) name##_f32
+#include "common.inc"
+#include "per_sample_scan.inc"
+#include "shared_scan.inc"
+#undef NORM_EPS
+#undef TILE
+#undef REAL
+#undef SFX
+
+#define REAL double
+#define SFX(name) name##_f64
+#include "common.inc"
+#include "per_sample_scan.inc"
+#include "shared_scan.inc"
+#undef NORM_EPS
+#undef TILE
+#undef REAL
+#undef SFX
