@@ -21,7 +21,7 @@ def test_bench_writes_rows_and_breakdown(tmp_path):
                          ("GRU (2 layers)", "-")}
     assert rows[("LSTM (2 layers)", "-")]["ratio_to_lstm"] == 1.0
     assert all(r["train_ms"] > 0 and r["infer_seq_per_s"] > 0 for r in rows.values())
-    assert rows[("ENN", "per_sample")]["path"] == "native"  # the kernel builds here
+    assert rows[("ENN", "per_sample")]["path"] == rows[("ENN", "shared")]["path"] == "native"
     for mode in ("per_sample", "shared"):
         assert set(report["breakdown"][mode]) == {"encoder", "memory pass", "hidden pass",
                                                   "LSTM step"}

@@ -260,6 +260,8 @@ def native_shared_scan(
     if not usable(z):
         raise RuntimeError("enn: the native shared-trace kernel needs float32 or float64 CPU "
                            f"tensors and a working C compiler; got {z.dtype} on {z.device}")
+    if z.shape[0] == 0:
+        raise ValueError("enn: the shared trace needs a non-empty batch, got batch size 0")
     dtype = z.dtype
     mask = None if mask is None else mask.to(torch.uint8).contiguous()
     counts = torch.tensor(n_active, dtype=torch.int64)

@@ -3,9 +3,9 @@
  *   per_sample_scan.inc: the per-sample trace, one sequence at a time so that its (N, h)
  *     trace stays in cache;
  *   shared_scan.inc: the shared trace (N, h), one step at a time over the whole batch.
- * Both are written once, with the helpers of common.inc, and compiled for float and double. Built with -fopenmp, the library
- * shares the OpenMP runtime PyTorch has already loaded (the same libgomp.so.1), so its
- * threads are the ones torch's own operations use. */
+ * Both are written once, with the helpers of common.inc, and compiled for float and double.
+ * Built with -fopenmp, the library shares the OpenMP runtime PyTorch has already loaded (the
+ * same libgomp.so.1), so its threads are the ones torch's own operations use. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
