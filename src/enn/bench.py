@@ -174,11 +174,12 @@ def pass_steps(ops, trace: str, weights, hyper, z: torch.Tensor, m: torch.Tensor
                native: bool = False) -> dict[str, Callable[[], None]]:
     """Forward + backward of the memory pass and of the hidden pass of ``ops`` (this package's
     ``fast`` module, or an earlier commit's) on detached encodings z and recalls m.
-    ``native``: the memory pass runs the native CPU kernels (``cpu_scan``)."""
+    ``native``: both passes run the native CPU kernels (``cpu_scan``)."""
+
+    extra = {"native": True} if native else {}  # an earlier commit's ops have no such flag
 
     def memory_pass() -> None:
         if trace == "shared":
-            extra = {"native": True} if native else {}  # an earlier commit's has no such flag
             _, recall, trace_n = ops._memory_shared(z, weights.memory, initial_trace, noise,
                                                     hyper, None, **extra)
         elif native:
@@ -192,7 +193,7 @@ def pass_steps(ops, trace: str, weights, hyper, z: torch.Tensor, m: torch.Tensor
 
     def hidden_pass() -> None:
         out, h_n = ops._hidden_pass(z, m, z.new_zeros(z.shape[0], z.shape[2]), weights, hyper,
-                                    None)
+                                    None, **extra)
         (out.sum() + h_n.sum()).backward()
 
     return {"memory pass": memory_pass, "hidden pass": hidden_pass}

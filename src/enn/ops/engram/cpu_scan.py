@@ -45,7 +45,7 @@ from .common import EngramHyper
 
 _SOURCES = [Path(__file__).with_name("csrc") / n
             for n in ("engram_kernels.c", "common.inc", "per_sample_scan.inc", "shared_scan.inc")]
-_FLAGS = ["-O3", "-fno-math-errno", "-std=c11", "-shared", "-fPIC"]
+_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=fast", "-std=c11", "-shared", "-fPIC"]
 # tried in order: some compilers lack -march=native or OpenMP (then the kernel runs on one core)
 _VARIANTS = [["-march=native", "-fopenmp"], ["-fopenmp"], ["-fopenmp-simd"]]
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -119,7 +119,11 @@ def _library() -> ctypes.CDLL | None:
         shared_fwd.argtypes = [p] * 6 + [i64] * 4 + [f64] * 4 + [i64] + [p] * 7 + [i64]
         shared_bwd = getattr(lib, f"enn_shared_backward_{sfx}")
         shared_bwd.argtypes = [p] * 11 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64]
-        for fn in (fwd, bwd, shared_fwd, shared_bwd):
+        hidden_fwd = getattr(lib, f"enn_hidden_forward_{sfx}")
+        hidden_fwd.argtypes = [p] * 7 + [f64] + [p] + [i64] * 3 + [p] * 7 + [i64]
+        hidden_bwd = getattr(lib, f"enn_hidden_backward_{sfx}")
+        hidden_bwd.argtypes = [p] * 10 + [i64] * 3 + [p] * 5 + [i64]
+        for fn in (fwd, bwd, shared_fwd, shared_bwd, hidden_fwd, hidden_bwd):
             fn.restype = ctypes.c_int
     return lib
 
@@ -268,3 +272,54 @@ def native_shared_scan(
     noise = None if noise is None else noise.to(dtype).contiguous()
     return _NativeSharedScan.apply(z.contiguous(), M.to(dtype).contiguous(),
                                    H0.to(dtype).contiguous(), noise, mask, counts, hyper)
+
+
+class _NativeHidden(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre, h0, w_ch, w_o, b_o, ln_w, ln_b, eps, mask):
+        B, T, h3 = pre.shape
+        h = h3 // 3
+        out = pre.new_empty(B, T, h)  # (B, T, h)
+        hT = pre.new_empty(B, h)  # (B, h)
+        # for the backward: each step's starting state, c and u after their ReLU, LN stats
+        Hin, U = pre.new_empty(B, T, h), pre.new_empty(B, T, h)  # (B, T, h)
+        C = pre.new_empty(B, T, h3)  # (B, T, 3h)
+        MU, RS = pre.new_empty(B, T), pre.new_empty(B, T)
+        w_ch_t, w_o_t = w_ch.t().contiguous(), w_o.t().contiguous()  # (h, 3h), (3h, h)
+        _check(getattr(_library(), f"enn_hidden_forward_{_SUFFIX[pre.dtype]}")(
+            *map(_ptr, (pre, h0, w_ch_t, w_o_t, b_o, ln_w, ln_b)), eps, _ptr(mask), B, T, h,
+            *map(_ptr, (out, hT, Hin, C, U, MU, RS)), torch.get_num_threads()))
+        ctx.save_for_backward(w_ch, w_o, ln_w, mask, Hin, C, U, MU, RS)
+        return out, hT
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out, g_hT):
+        w_ch, w_o, ln_w, mask, Hin, C, U, MU, RS = ctx.saved_tensors
+        B, T, h3 = C.shape
+        h = h3 // 3
+        G_pre, G_u = C.new_empty(B, T, h3), C.new_empty(B, T, h)
+        g_h0 = C.new_empty(B, h)
+        g_lnw, g_lnb = C.new_zeros(h), C.new_zeros(h)
+        # bound to names: the C code reads them after this line, so they must stay alive
+        g_out, g_hT = (None if g is None else g.contiguous() for g in (g_out, g_hT))
+        w_ch_c, w_o_c = w_ch.contiguous(), w_o.contiguous()  # (3h, h), (h, 3h)
+        _check(getattr(_library(), f"enn_hidden_backward_{_SUFFIX[C.dtype]}")(
+            *map(_ptr, (g_out, g_hT, w_ch_c, w_o_c, ln_w, mask, C, U, MU, RS)), B, T, h,
+            *map(_ptr, (G_pre, G_u, g_h0, g_lnw, g_lnb)), torch.get_num_threads()))
+        # the weights' gradients as two large products over all samples and steps
+        g_w_ch = G_pre.view(-1, h3).t() @ Hin.view(-1, h)  # (3h, h)
+        g_w_o = G_u.view(-1, h).t() @ C.view(-1, h3)  # (h, 3h)
+        return G_pre, g_h0, g_w_ch, g_w_o, G_u.sum((0, 1)), g_lnw, g_lnb, None, None
+
+
+def native_hidden_pass(pre: Tensor, h0: Tensor, w_ch: Tensor, w_o: Tensor, b_o: Tensor,
+                       ln_w: Tensor, ln_b: Tensor, eps: float, mask: Tensor | None
+                       ) -> tuple[Tensor, Tensor]:
+    """The hidden step loop of ``fast._hidden_pass`` on the CPU: from pre (B, T, 3h), the
+    integrator's input share with its bias, and the state h0 (B, h), the outputs (B, T, h)
+    (zeros at padded steps) and the last state (B, h). ``mask`` (B, T) marks real steps."""
+    dtype = pre.dtype
+    mask = None if mask is None else mask.to(torch.uint8).contiguous()
+    return _NativeHidden.apply(pre.contiguous(), h0.to(dtype).contiguous(), w_ch, w_o, b_o,
+                               ln_w, ln_b, eps, mask)

@@ -53,12 +53,18 @@ DEFAULT_CHUNK = 16  # measured: 12-24 are best at T = 28 and 112 (docs/results/s
 
 def _hidden_pass(
     z: Tensor, m: Tensor, h0: Tensor, w: EngramWeights, hyper: EngramHyper,
-    mask: Tensor | None,
+    mask: Tensor | None, native: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """The hidden chain given encodings z and recalls m (B, T, h); returns (o, h_T)."""
+    """The hidden chain given encodings z and recalls m (B, T, h); returns (o, h_T).
+    ``native``: the step loop runs the native CPU kernel where it can (float32/64 on the CPU;
+    under autocast the chain's precision may not be)."""
     B, T, n_hidden = z.shape
     w_zm, w_ch = w.weight_c[:, : 2 * n_hidden], w.weight_c[:, 2 * n_hidden :]  # (3h, 2h), (3h, h)
     pre = F.linear(torch.cat([z, m], dim=-1), w_zm, w.bias_c)  # (B, T, 3h)
+    if native and cpu_scan.usable(pre):
+        b_o = w.bias_o if w.bias_o is not None else pre.new_zeros(n_hidden)
+        return cpu_scan.native_hidden_pass(pre, h0, w_ch, w.weight_o, b_o, w.ln_h_weight,
+                                           w.ln_h_bias, hyper.ln_eps, mask)
     w_ch_t = w_ch.t()  # (h, 3h)
     h = h0
     outputs = []
@@ -294,9 +300,9 @@ def fast_engram(
     step loop instead (samples are independent there). ``stats`` (a dict) receives
     ``checked`` (1 when the clip bound failed for some sample, so that the exact check ran)
     and ``step_samples`` (samples handed to the step loop), or ``native`` (True) when the
-    memory pass ran a native CPU kernel (``cpu_scan``; exact with the clip in both modes).
-    ``native``: None uses those kernels wherever they can run, False never, True always (an
-    error where they cannot).
+    native CPU kernels ran (``cpu_scan``: the memory pass, exact with the clip in both modes,
+    and the hidden pass where its precision allows). ``native``: None uses those kernels
+    wherever they can run, False never, True always (an error where they cannot).
     """
     stats = {} if stats is None else stats
     B, T, _ = x.shape
@@ -326,7 +332,7 @@ def fast_engram(
                 z, weights.memory, H0, noise, hyper, mask, chunk, stats
             )
     if clipped is None or not bool(clipped.any()):
-        o, h = _hidden_pass(z, m, h0, weights, hyper, mask)
+        o, h = _hidden_pass(z, m, h0, weights, hyper, mask, use_native)
     else:
         stats["step_samples"] = int(clipped.sum())
         o, h, H, A = _merge_step_loop(x, z, m, A, H, h0, H0, weights, hyper, lengths, mask,

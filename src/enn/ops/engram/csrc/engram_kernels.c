@@ -1,8 +1,9 @@
-/* Native CPU kernels of the Engram memory pass (ENN_SPEC section 2, steps 2-6 and 9), loaded
+/* Native CPU kernels of the Engram layer (ENN_SPEC section 2), loaded
  * through ctypes by cpu_scan.py, which documents the arguments:
  *   per_sample_scan.inc: the per-sample trace, one sequence at a time so that its (N, h)
  *     trace stays in cache;
- *   shared_scan.inc: the shared trace (N, h), one step at a time over the whole batch.
+ *   shared_scan.inc: the shared trace (N, h), one step at a time over the whole batch;
+ *   hidden_scan.inc: the hidden pass that follows the memory pass (both trace modes).
  * Both are written once, with the helpers of common.inc, and compiled for float and double.
  * Built with -fopenmp, the library shares the OpenMP runtime PyTorch has already loaded (the
  * same libgomp.so.1), so its threads are the ones torch's own operations use. */
@@ -10,12 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <tgmath.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define REAL float
 #define SFX(name) name##_f32
 #include "common.inc"
 #include "per_sample_scan.inc"
 #include "shared_scan.inc"
+#include "hidden_scan.inc"
 #undef NORM_EPS
 #undef TILE
 #undef REAL
@@ -26,6 +31,7 @@
 #include "common.inc"
 #include "per_sample_scan.inc"
 #include "shared_scan.inc"
+#include "hidden_scan.inc"
 #undef NORM_EPS
 #undef TILE
 #undef REAL
