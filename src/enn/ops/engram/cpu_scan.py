@@ -116,9 +116,9 @@ def _library() -> ctypes.CDLL | None:
         bwd = getattr(lib, f"enn_scan_backward_{sfx}")
         bwd.argtypes = [p] * 12 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64] * 2
         shared_fwd = getattr(lib, f"enn_shared_forward_{sfx}")
-        shared_fwd.argtypes = [p] * 6 + [i64] * 4 + [f64] * 4 + [i64] + [p] * 7 + [i64]
+        shared_fwd.argtypes = [p] * 6 + [i64] * 4 + [f64] * 4 + [i64] + [p] * 8 + [i64]
         shared_bwd = getattr(lib, f"enn_shared_backward_{sfx}")
-        shared_bwd.argtypes = [p] * 11 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64]
+        shared_bwd.argtypes = [p] * 12 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64]
         hidden_fwd = getattr(lib, f"enn_hidden_forward_{sfx}")
         hidden_fwd.argtypes = [p] * 7 + [f64] + [p] + [i64] * 3 + [p] * 7 + [i64]
         hidden_bwd = getattr(lib, f"enn_hidden_backward_{sfx}")
@@ -224,22 +224,25 @@ class _NativeSharedScan(torch.autograd.Function):
         A = z.new_empty(B, T, N)  # (B, T, N)
         m = z.new_empty(B, T, h)  # (B, T, h)
         H = z.new_empty(N, h)  # (N, h)
-        # for the backward: E and the trace before its clip at every step, norms of E and z
+        # for the backward: E, its normalised rows transposed and the trace before its clip
+        # at every step, the norms of E and z
         Es, P = z.new_empty(T, N, h), z.new_empty(T, N, h)  # (T, N, h)
+        EnTs = z.new_empty(T, h, N)  # (T, h, N)
         R, NZ = z.new_empty(T, N), z.new_empty(B, T)
         consts = [hyper.trace_scale, hyper.hebbian_lr, hyper.trace_clip,
                   1.0 / hyper.effective_temperature]
         _check(getattr(_library(), f"enn_shared_forward_{_SUFFIX[z.dtype]}")(
             *map(_ptr, (z, M, H0, noise, mask, n_active)), B, T, N, h, *consts,
-            hyper.top_k or 0, *map(_ptr, (A, m, H, Es, P, R, NZ)), torch.get_num_threads()))
-        ctx.save_for_backward(z, mask, n_active, A, Es, P, R, NZ)
+            hyper.top_k or 0, *map(_ptr, (A, m, H, Es, EnTs, P, R, NZ)),
+            torch.get_num_threads()))
+        ctx.save_for_backward(z, mask, n_active, A, Es, EnTs, P, R, NZ)
         ctx.consts = consts
         return A, m, H
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dA, dm, dH):
-        z, mask, n_active, A, Es, P, R, NZ = ctx.saved_tensors
+        z, mask, n_active, A, Es, EnTs, P, R, NZ = ctx.saved_tensors
         B, T, h = z.shape
         N = Es.shape[1]
         dz = torch.empty_like(z)  # (B, T, h) every step written
@@ -247,7 +250,7 @@ class _NativeSharedScan(torch.autograd.Function):
         # bound to names: the C code reads them after this line, so they must stay alive
         dA, dm, dH = (None if g is None else g.contiguous() for g in (dA, dm, dH))
         _check(getattr(_library(), f"enn_shared_backward_{_SUFFIX[z.dtype]}")(
-            *map(_ptr, (z, mask, n_active, A, Es, P, R, NZ, dA, dm, dH)), B, T, N, h,
+            *map(_ptr, (z, mask, n_active, A, Es, EnTs, P, R, NZ, dA, dm, dH)), B, T, N, h,
             *ctx.consts, *map(_ptr, (dz, dM, dH0)), torch.get_num_threads()))
         return dz, dM, dH0, None, None, None, None
 
