@@ -1,4 +1,4 @@
-"""Native CPU kernels of the memory pass, with their hand-written backward passes.
+"""Native CPU kernels of the Engram layer, with their hand-written backward passes.
 
 Per-sample trace (``native_memory_scan``). One sequence's trace (N, h) is small (32 KB at
 the paper's shapes), so the exact step recurrence of ``naive.py`` (steps 2-6 and 9, clip
@@ -14,8 +14,13 @@ trace's rows, then over the samples in a fixed number of blocks (their sums over
 are added in order), then over the rows again. Every step's trace is kept for the backward
 (T x N x h values: small).
 
-Both kernels give results that do not depend on the thread count, to the last bit. The C
-files are compiled on first use with the system's C compiler (``$CC``, else ``cc``) into
+Hidden pass (``native_hidden_pass``, ``csrc/hidden_scan.inc``): the step loop that follows
+the memory pass. Samples are independent there, so each thread runs its own samples through
+all the steps without synchronisation, with register-tiled products; the weights' gradients
+are taken afterwards as large products in PyTorch from what the forward saved.
+
+The kernels' results do not depend on the thread count, to the last bit. The C files are
+compiled on first use with the system's C compiler (``$CC``, else ``cc``) into
 ``$ENN_CACHE_DIR`` (default ``~/.cache/enn``) and loaded with ctypes. The kernels split their
 work over OpenMP threads, and since the library links ``libgomp.so.1``, which torch has
 already loaded, those are torch's own threads (``torch.get_num_threads()`` of them): a
