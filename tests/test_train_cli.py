@@ -161,10 +161,11 @@ def test_wikitext_small_language_model_end_to_end(tmp_path):
 
 def test_resume_after_kill_mid_epoch_ends_like_an_unbroken_run(tmp_path):
     # one thread in both processes: torch's LayerNorm backward sums in a thread-dependent order
-    args = ["train", "--task", "digits", "--model", "engram", "--epochs", "3",
+    args = ["train", "--task", "digits", "--model", "engram", "--epochs", "6",
             "train.batch_size=32", "model.hidden_sizes=8", "model.memory_size=4",
             "train.threads=1"]
     enn(*args, "--out", tmp_path / "unbroken")
+    epoch_seconds = read_metrics(tmp_path / "unbroken")["seconds_per_epoch"]
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -176,7 +177,7 @@ def test_resume_after_kill_mid_epoch_ends_like_an_unbroken_run(tmp_path):
     deadline = time.time() + 120
     while not (killed / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)  # well into the next epoch
+    time.sleep(epoch_seconds / 2)  # half-way through the next epoch, however fast they run
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
