@@ -22,6 +22,17 @@ def scan_inputs(B=3, T=9, N=4, h=5, dtype=torch.double, seed=0):
     return z, M, H0, noise
 
 
+def test_the_library_cache_key_covers_every_source_file(monkeypatch, tmp_path):
+    csrc = tmp_path / "csrc"
+    shutil.copytree(cpu_scan._CSRC, csrc)
+    monkeypatch.setattr(cpu_scan, "_CSRC", csrc)
+    keys = {cpu_scan._library_path()}
+    for source in sorted(csrc.iterdir()):
+        source.write_text(source.read_text() + "\n")
+        keys.add(cpu_scan._library_path())
+    assert len(keys) == 1 + len(list(csrc.iterdir())) >= 5
+
+
 def test_native_kernel_builds_where_there_is_a_compiler():
     if shutil.which("cc") is None:
         pytest.skip("no C compiler on this machine")

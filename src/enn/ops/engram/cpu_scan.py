@@ -48,8 +48,8 @@ from torch.autograd.function import once_differentiable
 
 from .common import EngramHyper
 
-_SOURCES = [Path(__file__).with_name("csrc") / n
-            for n in ("engram_kernels.c", "common.inc", "per_sample_scan.inc", "shared_scan.inc")]
+_CSRC = Path(__file__).with_name("csrc")
+_MAIN_SOURCE = _CSRC / "engram_kernels.c"  # it includes every .inc file beside it
 _FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=fast", "-std=c11", "-shared", "-fPIC"]
 # tried in order: some compilers lack -march=native or OpenMP (then the kernel runs on one core)
 _VARIANTS = [["-march=native", "-fopenmp"], ["-fopenmp"], ["-fopenmp-simd"]]
@@ -74,7 +74,7 @@ def _compile(out: Path) -> str | None:
     for variant in _VARIANTS:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
         os.close(fd)
-        cmd = [cc, *variant, *_FLAGS, "-o", tmp, str(_SOURCES[0])]
+        cmd = [cc, *variant, *_FLAGS, "-o", tmp, str(_MAIN_SOURCE)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.SubprocessError) as err:
@@ -89,16 +89,24 @@ def _compile(out: Path) -> str | None:
     return "\n".join(errors)
 
 
+def _library_path() -> Path:
+    """Where the built library is cached: keyed by every source file (so that no edit can
+    leave a stale library), the flags, the compiler and the CPU."""
+    key = hashlib.sha256()
+    sources = sorted([*_CSRC.glob("*.c"), *_CSRC.glob("*.inc")])
+    for part in (*(f.name.encode() + f.read_bytes() for f in sources),
+                 repr((_FLAGS, _VARIANTS)).encode(), os.environ.get("CC", "cc").encode(),
+                 _cpu_signature().encode()):
+        key.update(part)
+    cache_dir = Path(os.environ.get("ENN_CACHE_DIR", Path.home() / ".cache" / "enn"))
+    return cache_dir / "kernels" / f"engram_kernels-{key.hexdigest()[:16]}.so"
+
+
 @cache
 def _library() -> ctypes.CDLL | None:
     if os.environ.get("ENN_NATIVE", "1") == "0":
         return None
-    key = hashlib.sha256()
-    for part in (*(p.read_bytes() for p in _SOURCES), repr((_FLAGS, _VARIANTS)).encode(),
-                 os.environ.get("CC", "cc").encode(), _cpu_signature().encode()):
-        key.update(part)
-    cache_dir = Path(os.environ.get("ENN_CACHE_DIR", Path.home() / ".cache" / "enn"))
-    path = cache_dir / "kernels" / f"engram_kernels-{key.hexdigest()[:16]}.so"
+    path = _library_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         error = None if path.exists() else _compile(path)
@@ -110,7 +118,7 @@ def _library() -> ctypes.CDLL | None:
         except OSError as err:
             error = str(err)
     if error is not None:
-        warnings.warn(f"enn: the native memory kernels could not be built, so the slower "
+        warnings.warn(f"enn: the native kernels could not be built, so the slower "
                       f"PyTorch path runs instead (ENN_NATIVE=0 silences this):\n{error}",
                       RuntimeWarning, stacklevel=3)
         return None
