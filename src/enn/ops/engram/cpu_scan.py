@@ -172,13 +172,15 @@ class _NativeScan(torch.autograd.Function):
         N = M.shape[0]
         C = checkpoint_spacing(T)
         lib, sfx = _library(), _SUFFIX[z.dtype]
-        A = z.new_zeros(B, T, N)  # (B, T, N)
-        m = z.new_zeros(B, T, h)  # (B, T, h)
+        # the kernel writes every active step; padded ones (lengths given) must read zero
+        fill = z.new_zeros if lengths is not None else z.new_empty
+        A = fill(B, T, N)  # (B, T, N)
+        m = fill(B, T, h)  # (B, T, h)
         H = z.new_empty(B, N, h)  # (B, N, h)
         # for the backward: the trace every C steps, row norms, cosines, norms of z
         ckpt = z.new_empty(B, -(-T // C), N, h) if keep else None  # (B, T / C, N, h)
-        R, S = (z.new_zeros(B, T, N) if keep else None for _ in range(2))  # (B, T, N)
-        NZ = z.new_zeros(B, T) if keep else None  # (B, T)
+        R, S = (z.new_empty(B, T, N) if keep else None for _ in range(2))  # (B, T, N)
+        NZ = z.new_empty(B, T) if keep else None  # (B, T)  all read at active steps only
         consts = [hyper.trace_scale, hyper.hebbian_lr, hyper.trace_clip,
                   1.0 / hyper.effective_temperature]
         _check(getattr(lib, f"enn_scan_forward_{sfx}")(
@@ -195,7 +197,8 @@ class _NativeScan(torch.autograd.Function):
         z, M, noise, lengths, ckpt, A, R, S, NZ = ctx.saved_tensors
         B, T, h = z.shape
         N = M.shape[0]
-        gz = torch.zeros_like(z)  # (B, T, h)
+        # the kernel writes every active step's gradient; padded ones must read zero
+        gz = torch.zeros_like(z) if lengths is not None else torch.empty_like(z)  # (B, T, h)
         gH0 = z.new_empty(B, N, h)  # (B, N, h)
         gM = z.new_zeros(N, h)  # (N, h)
         # bound to names: the C code reads them after this line, so they must stay alive
