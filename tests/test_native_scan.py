@@ -158,24 +158,30 @@ def test_native_shared_scan_does_not_depend_on_the_thread_count():
         torch.testing.assert_close(one, two, atol=0, rtol=0)  # to the last bit
 
 
+HIDDEN_SHAPES = {"z": "BTh", "m": "BTh", "h0": "Bh", "w_c": "33", "b_c": "3", "w_o": "h3",
+                 "b_o": "h", "ln_w": "h", "ln_b": "h"}
+
+
+def hidden_inputs(B, T, h, dtype):
+    size = {"B": B, "T": T, "h": h, "3": 3 * h}
+    return [torch.randn(*(size[c] for c in shape), dtype=dtype, requires_grad=True)
+            for shape in HIDDEN_SHAPES.values()]
+
+
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_native_hidden_pass_passes_gradcheck(with_mask):
     torch.manual_seed(0)
     B, T, h = 11, 5, 4  # more samples than a register tile, and a remainder
-    g = {k: torch.randn(*s, dtype=torch.double, requires_grad=True) for k, s in {
-        "pre": (B, T, 3 * h), "h0": (B, h), "w_ch": (3 * h, h), "w_o": (h, 3 * h),
-        "b_o": (h,), "ln_w": (h,), "ln_b": (h,)}.items()}
     lengths = torch.randint(1, T + 1, (B,))
     mask = (torch.arange(T) < lengths[:, None]) if with_mask else None
     assert torch.autograd.gradcheck(
-        lambda *a: cpu_scan.native_hidden_pass(*a, 1e-6, mask), tuple(g.values()))
+        lambda *a: cpu_scan.native_hidden_pass(*a, 1e-6, mask),
+        tuple(hidden_inputs(B, T, h, torch.double)))
 
 
 def test_native_hidden_pass_does_not_depend_on_the_thread_count():
     torch.manual_seed(0)
-    B, T, h = 37, 6, 32
-    args = [torch.randn(*s, requires_grad=True) for s in ((B, T, 3 * h), (B, h), (3 * h, h),
-                                                          (h, 3 * h), (h,), (h,), (h,))]
+    args = hidden_inputs(37, 6, 32, torch.float)
     before = torch.get_num_threads()
     results = []
     try:

@@ -133,7 +133,7 @@ def _library() -> ctypes.CDLL | None:
         shared_bwd = getattr(lib, f"enn_shared_backward_{sfx}")
         shared_bwd.argtypes = [p] * 12 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64]
         hidden_fwd = getattr(lib, f"enn_hidden_forward_{sfx}")
-        hidden_fwd.argtypes = [p] * 7 + [f64] + [p] + [i64] * 3 + [p] * 7 + [i64]
+        hidden_fwd.argtypes = [p] * 7 + [f64] + [p] + [i64] * 3 + [p] * 3 + [i64] + [p] * 4 + [i64]
         hidden_bwd = getattr(lib, f"enn_hidden_backward_{sfx}")
         hidden_bwd.argtypes = [p] * 10 + [i64] * 3 + [p] * 5 + [i64]
         for fn in (fwd, bwd, shared_fwd, shared_bwd, hidden_fwd, hidden_bwd):
@@ -295,26 +295,31 @@ def native_shared_scan(
 
 class _NativeHidden(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, pre, h0, w_ch, w_o, b_o, ln_w, ln_b, eps, mask):
-        B, T, h3 = pre.shape
-        h = h3 // 3
-        out = pre.new_empty(B, T, h)  # (B, T, h)
-        hT = pre.new_empty(B, h)  # (B, h)
-        # for the backward: each step's starting state, c and u after their ReLU, LN stats
-        Hin, U = pre.new_empty(B, T, h), pre.new_empty(B, T, h)  # (B, T, h)
-        C = pre.new_empty(B, T, h3)  # (B, T, 3h)
-        MU, RS = pre.new_empty(B, T), pre.new_empty(B, T)
+    def forward(ctx, z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, mask):
+        B, T, h = z.shape
+        h3 = 3 * h
+        # X = [z ; m ; the state each step starts from]: the input share's product reads its
+        # first two thirds, the kernel fills the last, and W_c's whole gradient is X's
+        X = z.new_empty(B, T, h3)  # (B, T, 3h)
+        X[..., :h], X[..., h : 2 * h] = z, m
+        pre = torch.addmm(b_c, X.view(-1, h3)[:, : 2 * h], w_c[:, : 2 * h].t()).view(B, T, h3)
+        out = z.new_empty(B, T, h)  # (B, T, h)
+        hT = z.new_empty(B, h)  # (B, h)
+        C, U = z.new_empty(B, T, h3), z.new_empty(B, T, h)  # c and u after their ReLU
+        MU, RS = z.new_empty(B, T), z.new_empty(B, T)  # the LayerNorm's statistics
+        w_ch = w_c[:, 2 * h :]  # (3h, h)
         w_ch_t, w_o_t = w_ch.t().contiguous(), w_o.t().contiguous()  # (h, 3h), (3h, h)
-        _check(getattr(_library(), f"enn_hidden_forward_{_SUFFIX[pre.dtype]}")(
+        _check(getattr(_library(), f"enn_hidden_forward_{_SUFFIX[z.dtype]}")(
             *map(_ptr, (pre, h0, w_ch_t, w_o_t, b_o, ln_w, ln_b)), eps, _ptr(mask), B, T, h,
-            *map(_ptr, (out, hT, Hin, C, U, MU, RS)), torch.get_num_threads()))
-        ctx.save_for_backward(w_ch, w_o, ln_w, mask, Hin, C, U, MU, RS)
+            _ptr(out), _ptr(hT), X.data_ptr() + 2 * h * X.element_size(), h3,
+            *map(_ptr, (C, U, MU, RS)), torch.get_num_threads()))
+        ctx.save_for_backward(w_c, w_o, ln_w, mask, X, C, U, MU, RS)
         return out, hT
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_out, g_hT):
-        w_ch, w_o, ln_w, mask, Hin, C, U, MU, RS = ctx.saved_tensors
+        w_c, w_o, ln_w, mask, X, C, U, MU, RS = ctx.saved_tensors
         B, T, h3 = C.shape
         h = h3 // 3
         G_pre, G_u = C.new_empty(B, T, h3), C.new_empty(B, T, h)
@@ -322,23 +327,29 @@ class _NativeHidden(torch.autograd.Function):
         g_lnw, g_lnb = C.new_zeros(h), C.new_zeros(h)
         # bound to names: the C code reads them after this line, so they must stay alive
         g_out, g_hT = (None if g is None else g.contiguous() for g in (g_out, g_hT))
-        w_ch_c, w_o_c = w_ch.contiguous(), w_o.contiguous()  # (3h, h), (h, 3h)
+        w_ch, w_o_c = w_c[:, 2 * h :].contiguous(), w_o.contiguous()  # (3h, h), (h, 3h)
         _check(getattr(_library(), f"enn_hidden_backward_{_SUFFIX[C.dtype]}")(
-            *map(_ptr, (g_out, g_hT, w_ch_c, w_o_c, ln_w, mask, C, U, MU, RS)), B, T, h,
+            *map(_ptr, (g_out, g_hT, w_ch, w_o_c, ln_w, mask, C, U, MU, RS)), B, T, h,
             *map(_ptr, (G_pre, G_u, g_h0, g_lnw, g_lnb)), torch.get_num_threads()))
-        # the weights' gradients as two large products over all samples and steps
-        g_w_ch = G_pre.view(-1, h3).t() @ Hin.view(-1, h)  # (3h, h)
+        # the rest as large products over all samples and steps
+        G = G_pre.view(-1, h3)  # (B T, 3h)
+        g_zm = (G @ w_c[:, : 2 * h]).view(B, T, 2 * h)  # (B, T, 2h)
+        g_w_c = G.t() @ X.view(-1, h3)  # (3h, 3h): the input share's and W_ch's at once
         g_w_o = G_u.view(-1, h).t() @ C.view(-1, h3)  # (h, 3h)
-        return G_pre, g_h0, g_w_ch, g_w_o, G_u.sum((0, 1)), g_lnw, g_lnb, None, None
+        return (g_zm[..., :h], g_zm[..., h:], g_h0, g_w_c, G.sum(0), g_w_o, G_u.sum((0, 1)),
+                g_lnw, g_lnb, None, None)
 
 
-def native_hidden_pass(pre: Tensor, h0: Tensor, w_ch: Tensor, w_o: Tensor, b_o: Tensor,
-                       ln_w: Tensor, ln_b: Tensor, eps: float, mask: Tensor | None
-                       ) -> tuple[Tensor, Tensor]:
-    """The hidden step loop of ``fast._hidden_pass`` on the CPU: from pre (B, T, 3h), the
-    integrator's input share with its bias, and the state h0 (B, h), the outputs (B, T, h)
-    (zeros at padded steps) and the last state (B, h). ``mask`` (B, T) marks real steps."""
-    dtype = pre.dtype
+def native_hidden_pass(z: Tensor, m: Tensor, h0: Tensor, w_c: Tensor, b_c: Tensor,
+                       w_o: Tensor, b_o: Tensor, ln_w: Tensor, ln_b: Tensor, eps: float,
+                       mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``fast._hidden_pass`` on the CPU: from encodings z and recalls m (B, T, h) and the
+    state h0 (B, h), the outputs (B, T, h) (zeros at padded steps) and the last state
+    (B, h). ``mask`` (B, T) marks real steps."""
+    if not usable(z):
+        raise RuntimeError("enn: the native hidden-pass kernel needs float32 or float64 CPU "
+                           f"tensors and a working C compiler; got {z.dtype} on {z.device}")
+    dtype = z.dtype
     mask = None if mask is None else mask.to(torch.uint8).contiguous()
-    return _NativeHidden.apply(pre.contiguous(), h0.to(dtype).contiguous(), w_ch, w_o, b_o,
+    return _NativeHidden.apply(z, m.to(dtype), h0.to(dtype).contiguous(), w_c, b_c, w_o, b_o,
                                ln_w, ln_b, eps, mask)
