@@ -152,6 +152,12 @@ def usable(z: Tensor) -> bool:
     return z.device.type == "cpu" and z.dtype in _SUFFIX and available()
 
 
+def _require_usable(z: Tensor, kernel: str) -> None:
+    if not usable(z):
+        raise RuntimeError(f"enn: the native {kernel} kernel needs float32 or float64 CPU "
+                           f"tensors and a working C compiler; got {z.dtype} on {z.device}")
+
+
 def _check(code: int) -> None:
     if code:
         raise MemoryError("enn: a native memory kernel could not allocate its buffers")
@@ -220,9 +226,7 @@ def native_memory_scan(
     recall (B, T, h) and final trace (B, N, h) from encodings z (B, T, h), the bank M (N, h),
     the initial trace H0 (B, N, h) or None for zeros, the trace noise (T, N, h) or None, and
     lengths (B,) or None. Padded steps get zero attention and recall and leave the trace."""
-    if not usable(z):
-        raise RuntimeError("enn: the native per-sample kernel needs float32 or float64 CPU "
-                           f"tensors and a working C compiler; got {z.dtype} on {z.device}")
+    _require_usable(z, "per-sample")
     dtype = z.dtype
     M = M.to(dtype).contiguous()
     H0 = None if H0 is None else H0.to(dtype).contiguous()
@@ -281,9 +285,7 @@ def native_shared_scan(
     trace (N, h) from encodings z (B, T, h), the bank M (N, h), the initial trace H0 (N, h),
     the noise (T, N, h) or None, and the mask (B, T) of real steps with its counts per step
     (each >= 1: the caller drops the steps no sample reaches)."""
-    if not usable(z):
-        raise RuntimeError("enn: the native shared-trace kernel needs float32 or float64 CPU "
-                           f"tensors and a working C compiler; got {z.dtype} on {z.device}")
+    _require_usable(z, "shared-trace")
     if z.shape[0] == 0:
         raise ValueError("enn: the shared trace needs a non-empty batch, got batch size 0")
     dtype = z.dtype
@@ -347,9 +349,7 @@ def native_hidden_pass(z: Tensor, m: Tensor, h0: Tensor, w_c: Tensor, b_c: Tenso
     """``fast._hidden_pass`` on the CPU: from encodings z and recalls m (B, T, h) and the
     state h0 (B, h), the outputs (B, T, h) (zeros at padded steps) and the last state
     (B, h). ``mask`` (B, T) marks real steps."""
-    if not usable(z):
-        raise RuntimeError("enn: the native hidden-pass kernel needs float32 or float64 CPU "
-                           f"tensors and a working C compiler; got {z.dtype} on {z.device}")
+    _require_usable(z, "hidden-pass")
     dtype = z.dtype
     mask = None if mask is None else mask.to(torch.uint8).contiguous()
     return _NativeHidden.apply(z, m.to(dtype), h0.to(dtype).contiguous(), w_c, b_c, w_o, b_o,
