@@ -94,8 +94,6 @@ def _memory_shared(
     ``native``: the native CPU kernel runs the recurrence and the recall, instead of
     ``shared_scan`` and a batched product."""
     B, T, _ = z.shape
-    eta, alpha, clip = hyper.hebbian_lr, hyper.trace_scale, hyper.trace_clip
-    inv_tau = 1.0 / hyper.effective_temperature
     if mask is None:
         steps, n_active = T, [B] * T
     else:
@@ -110,7 +108,8 @@ def _memory_shared(
     else:
         zn = z / z.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)  # (B, T, h)
         A, Es, H = shared_scan(z[:, :steps], zn[:, :steps], M, H0, noise, step_mask, n_active,
-                               alpha, eta, clip, inv_tau, hyper.top_k)  # (steps, N, h) for Es
+                               hyper.trace_scale, hyper.hebbian_lr, hyper.trace_clip,
+                               1.0 / hyper.effective_temperature, hyper.top_k)  # Es (steps, N, h)
         m = torch.bmm(A.transpose(0, 1), Es).transpose(0, 1)  # (B, steps, h)
     if steps < T:
         A = F.pad(A, (0, 0, 0, T - steps))  # (B, T, N)
