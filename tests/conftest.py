@@ -7,6 +7,21 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def kernel_env(monkeypatch):
+    """A function that sets environment variables deciding the native kernels (ENN_NATIVE,
+    CC, ENN_CACHE_DIR), with the loaded library forgotten before and after."""
+    from enn.ops.engram import cpu_scan
+
+    def set_env(**env):
+        for name, value in env.items():
+            monkeypatch.setenv(name, str(value))
+        cpu_scan._library.cache_clear()
+
+    yield set_env
+    cpu_scan._library.cache_clear()
+
+
 def pytest_configure(config):
     # The test models are tiny: one thread is faster and immune to a busy machine's load.
     torch.set_num_threads(1)

@@ -1,25 +1,11 @@
 """The fast Engram path (ops/engram/fast.py) against the naive reference, both clip branches."""
 
-from contextlib import contextmanager
-
 import pytest
 import torch
 
 from enn import Engram, EngramState
-from enn.ops.engram import cpu_scan, fast_engram, naive_engram
+from enn.ops.engram import fast_engram, naive_engram
 from enn.ops.engram.fast import DEFAULT_CHUNK
-
-
-@contextmanager
-def native_off(monkeypatch):
-    """The layer as on a machine without the native kernel (ENN_NATIVE=0)."""
-    monkeypatch.setenv("ENN_NATIVE", "0")
-    cpu_scan._library.cache_clear()
-    try:
-        yield
-    finally:
-        monkeypatch.delenv("ENN_NATIVE")
-        cpu_scan._library.cache_clear()
 
 
 def make_layer(d, h, N, trace, top_k=None, **kw):
@@ -127,7 +113,7 @@ def test_failed_bound_without_clipping_stays_on_the_fast_path():
     assert stats["checked"] > 0
 
 
-def test_layer_reports_its_path(monkeypatch):
+def test_layer_reports_its_path(kernel_env):
     layer = Engram(4, 6, memory_size=5, batch_first=True, trace_noise=0.0).eval()
     layer(torch.randn(2, 5, 4))
     assert layer.last_path == ("native",)  # per-sample on the CPU (the kernel builds here)
@@ -137,11 +123,11 @@ def test_layer_reports_its_path(monkeypatch):
                     trace_clip=0.01).eval()
     strong(torch.randn(2, 8, 4))
     assert strong.last_path == ("native",)  # exact with the clip: no step loop
-    with native_off(monkeypatch):
-        strong(torch.randn(2, 8, 4))
-        assert strong.last_path == ("fast+step",)
-        layer(torch.randn(2, 5, 4))
-        assert layer.last_path[0] in ("fast", "fast-checked")
+    kernel_env(ENN_NATIVE=0)  # as on a machine without the kernels
+    strong(torch.randn(2, 8, 4))
+    assert strong.last_path == ("fast+step",)
+    layer(torch.randn(2, 5, 4))
+    assert layer.last_path[0] in ("fast", "fast-checked")
 
 
 @pytest.mark.parametrize("trace", ["per_sample", "shared"])

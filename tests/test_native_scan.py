@@ -22,6 +22,20 @@ def scan_inputs(B=3, T=9, N=4, h=5, dtype=torch.double, seed=0):
     return z, M, H0, noise
 
 
+def assert_same_bits_with_1_and_2_threads(run):
+    """``run()`` returns tensors; they must be the same to the last bit on 1 and 2 threads."""
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(run())
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*results, strict=True):
+        torch.testing.assert_close(one, two, atol=0, rtol=0)
+
+
 def test_the_library_cache_key_covers_every_source_file(monkeypatch, tmp_path):
     csrc = tmp_path / "csrc"
     shutil.copytree(cpu_scan._CSRC, csrc)
@@ -65,19 +79,13 @@ def test_float32_matches_the_float64_reference():
 
 def test_results_do_not_depend_on_the_thread_count():
     z, M, H0, noise = scan_inputs(B=70, T=18)  # more samples than gradient blocks
-    hyper = EngramHyper()
-    before = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            A, m, H = cpu_scan.native_memory_scan(z, M, H0, noise, None, hyper)
-            grads = torch.autograd.grad((m.sin().sum() + H.sum() + A[:, 3].sum()), (z, M, H0))
-            results.append((A, m, H, *grads))
-    finally:
-        torch.set_num_threads(before)
-    for one, two in zip(*results, strict=True):
-        torch.testing.assert_close(one, two, atol=0, rtol=0)  # to the last bit
+
+    def run():
+        A, m, H = cpu_scan.native_memory_scan(z, M, H0, noise, None, EngramHyper())
+        grads = torch.autograd.grad((m.sin().sum() + H.sum() + A[:, 3].sum()), (z, M, H0))
+        return (A, m, H, *grads)
+
+    assert_same_bits_with_1_and_2_threads(run)
 
 
 def test_broadcast_output_gradients_are_read_correctly():
@@ -96,22 +104,17 @@ def test_broadcast_output_gradients_are_read_correctly():
         torch.testing.assert_close(one, two, atol=0, rtol=0)
 
 
-def test_without_the_kernel_the_layer_keeps_the_pytorch_path(monkeypatch, tmp_path):
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setenv("ENN_CACHE_DIR", str(tmp_path / "cache"))
-    cpu_scan._library.cache_clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="could not be built"):
-            assert not cpu_scan.available()
-        layer = Engram(4, 6, memory_size=5, batch_first=True).eval()
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # the warning came once, not at every call
-            out, _ = layer(torch.randn(2, 5, 4))
-        assert layer.last_path[0] in ("fast", "fast-checked")
-        with pytest.raises(RuntimeError, match="needs float32 or float64 CPU tensors"):
-            fast_engram(torch.randn(2, 5, 4), layer.layer_weights(0), layer.hyper, native=True)
-    finally:
-        cpu_scan._library.cache_clear()
+def test_without_the_kernel_the_layer_keeps_the_pytorch_path(kernel_env, tmp_path):
+    kernel_env(CC=tmp_path / "no-such-compiler", ENN_CACHE_DIR=tmp_path / "cache")
+    with pytest.warns(RuntimeWarning, match="could not be built"):
+        assert not cpu_scan.available()
+    layer = Engram(4, 6, memory_size=5, batch_first=True).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning came once, not at every call
+        out, _ = layer(torch.randn(2, 5, 4))
+    assert layer.last_path[0] in ("fast", "fast-checked")
+    with pytest.raises(RuntimeError, match="needs float32 or float64 CPU tensors"):
+        fast_engram(torch.randn(2, 5, 4), layer.layer_weights(0), layer.hyper, native=True)
 
 
 @pytest.mark.parametrize("with_mask", [False, True])
@@ -143,19 +146,14 @@ def test_native_shared_scan_matches_the_pytorch_one_and_passes_gradcheck(with_ma
 
 def test_native_shared_scan_does_not_depend_on_the_thread_count():
     z, M, H0, noise = scan_inputs(B=20, T=7)
-    before = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            A, m, H = cpu_scan.native_shared_scan(z, M, H0[0], noise, None, [20] * 7,
-                                                  EngramHyper(trace_mode="shared"))
-            grads = torch.autograd.grad(m.sin().sum() + H.sum() + A[:, 3].sum(), (z, M))
-            results.append((A, m, H, *grads))
-    finally:
-        torch.set_num_threads(before)
-    for one, two in zip(*results, strict=True):
-        torch.testing.assert_close(one, two, atol=0, rtol=0)  # to the last bit
+
+    def run():
+        A, m, H = cpu_scan.native_shared_scan(z, M, H0[0], noise, None, [20] * 7,
+                                              EngramHyper(trace_mode="shared"))
+        grads = torch.autograd.grad(m.sin().sum() + H.sum() + A[:, 3].sum(), (z, M))
+        return (A, m, H, *grads)
+
+    assert_same_bits_with_1_and_2_threads(run)
 
 
 HIDDEN_SHAPES = {"z": "BTh", "m": "BTh", "h0": "Bh", "w_c": "33", "b_c": "3", "w_o": "h3",
@@ -182,15 +180,9 @@ def test_native_hidden_pass_passes_gradcheck(with_mask):
 def test_native_hidden_pass_does_not_depend_on_the_thread_count():
     torch.manual_seed(0)
     args = hidden_inputs(37, 6, 32, torch.float)
-    before = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            out, h_n = cpu_scan.native_hidden_pass(*args, 1e-6, None)
-            grads = torch.autograd.grad(out.sin().sum() + h_n.sum(), args)
-            results.append((out, h_n, *grads))
-    finally:
-        torch.set_num_threads(before)
-    for one, two in zip(*results, strict=True):
-        torch.testing.assert_close(one, two, atol=0, rtol=0)  # to the last bit
+
+    def run():
+        out, h_n = cpu_scan.native_hidden_pass(*args, 1e-6, None)
+        return (out, h_n, *torch.autograd.grad(out.sin().sum() + h_n.sum(), args))
+
+    assert_same_bits_with_1_and_2_threads(run)

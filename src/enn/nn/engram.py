@@ -99,9 +99,9 @@ class _EngramBase(nn.Module):
         # Filled by forward when sparsity_penalty > 0: the weighted mean attention entropy,
         # a differentiable term for the training loss.
         self.aux_loss: Tensor | None = None
-        # The path each layer took in the last forward, bottom first: "native" (per-sample
-        # trace on the CPU: the native kernel, exact with the clip), "fast" (algebra, no
-        # exact clip check needed), "fast-checked" (a bound failed and the exact check ran),
+        # The path each layer took in the last forward, bottom first: "native" (on the CPU:
+        # the native kernels, exact with the clip), "fast" (PyTorch; no exact clip check
+        # needed), "fast-checked" (a bound failed and the exact check ran),
         # "fast+step" (the clip acts on some per-sample traces: those samples ran the step
         # loop), "step" (the step loop for all: intermediates asked for).
         self.last_path: tuple[str, ...] = ()

@@ -163,6 +163,12 @@ def _check(code: int) -> None:
         raise MemoryError("enn: a native memory kernel could not allocate its buffers")
 
 
+def _dense(*grads: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Output gradients as contiguous tensors (autograd may hand over broadcast views). The
+    caller must keep the results bound to names while the C code reads them."""
+    return tuple(None if g is None else g.contiguous() for g in grads)
+
+
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -208,10 +214,8 @@ class _NativeScan(torch.autograd.Function):
         gz = torch.zeros_like(z) if lengths is not None else torch.empty_like(z)  # (B, T, h)
         gH0 = z.new_empty(B, N, h)  # (B, N, h)
         gM = z.new_zeros(N, h)  # (N, h)
-        # bound to names: the C code reads them after this line, so they must stay alive
-        gm = z.new_zeros(B, T, h) if gm is None else gm.contiguous()
-        gA = None if gA is None else gA.contiguous()
-        gH = None if gH is None else gH.contiguous()
+        gm = z.new_zeros(B, T, h) if gm is None else gm
+        gA, gm, gH = _dense(gA, gm, gH)
         _check(getattr(_library(), f"enn_scan_backward_{_SUFFIX[z.dtype]}")(
             *map(_ptr, (z, M, noise, lengths, ckpt, A, R, S, NZ, gA, gm, gH)), T, N, h, ctx.C,
             *ctx.consts, *map(_ptr, (gz, gM, gH0)), B, torch.get_num_threads()))
@@ -268,8 +272,7 @@ class _NativeSharedScan(torch.autograd.Function):
         N = Es.shape[1]
         dz = torch.empty_like(z)  # (B, T, h) every step written
         dM, dH0 = z.new_empty(N, h), z.new_empty(N, h)  # (N, h)
-        # bound to names: the C code reads them after this line, so they must stay alive
-        dA, dm, dH = (None if g is None else g.contiguous() for g in (dA, dm, dH))
+        dA, dm, dH = _dense(dA, dm, dH)
         _check(getattr(_library(), f"enn_shared_backward_{_SUFFIX[z.dtype]}")(
             *map(_ptr, (z, mask, n_active, A, Es, EnTs, P, R, NZ, dA, dm, dH)), B, T, N, h,
             *ctx.consts, *map(_ptr, (dz, dM, dH0)), torch.get_num_threads()))
@@ -328,8 +331,7 @@ class _NativeHidden(torch.autograd.Function):
         G_pre, G_u = C.new_empty(B, T, h3), C.new_empty(B, T, h)
         g_h0 = C.new_empty(B, h)
         g_lnw, g_lnb = C.new_zeros(h), C.new_zeros(h)
-        # bound to names: the C code reads them after this line, so they must stay alive
-        g_out, g_hT = (None if g is None else g.contiguous() for g in (g_out, g_hT))
+        g_out, g_hT = _dense(g_out, g_hT)
         w_ch, w_o_c = w_c[:, 2 * h :].contiguous(), w_o.contiguous()  # (3h, h), (h, 3h)
         _check(getattr(_library(), f"enn_hidden_backward_{_SUFFIX[C.dtype]}")(
             *map(_ptr, (g_out, g_hT, w_ch, w_o_c, ln_w, mask, C, U, MU, RS)), B, T, h,

@@ -99,12 +99,12 @@ def _memory_shared(
     else:
         counts = mask.sum(0)  # (T,)
         steps = int((counts > 0).sum())  # lengths are a prefix: later steps write nothing
-        n_active = counts.tolist()
+        n_active = counts[:steps].tolist()
     step_mask = None if mask is None else mask[:, :steps]  # (B, steps)
     if native:
         # A (B, steps, N), m (B, steps, h), H (N, h)
-        A, m, H = cpu_scan.native_shared_scan(z[:, :steps], M, H0, noise, step_mask,
-                                              n_active[:steps], hyper)
+        A, m, H = cpu_scan.native_shared_scan(z[:, :steps], M, H0, noise, step_mask, n_active,
+                                              hyper)
     else:
         zn = z / z.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)  # (B, T, h)
         A, Es, H = shared_scan(z[:, :steps], zn[:, :steps], M, H0, noise, step_mask, n_active,

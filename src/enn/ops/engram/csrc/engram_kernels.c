@@ -15,6 +15,19 @@
 #include <omp.h>
 #endif
 
+/* The calling thread's contiguous share [*lo, *hi) of n items (all of them without OpenMP). */
+static inline void thread_share(int64_t n, int64_t *lo, int64_t *hi)
+{
+#ifdef _OPENMP
+    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+    *lo = id * n / nt;
+    *hi = (id + 1) * n / nt;
+#else
+    *lo = 0;
+    *hi = n;
+#endif
+}
+
 #define REAL float
 #define SFX(name) name##_f32
 #include "common.inc"
