@@ -20,7 +20,6 @@ import torch
 
 from enn import Engram
 from enn.bench import interleaved_ms, pass_steps
-from enn.ops.engram import cpu_scan
 from enn.ops.engram import fast as current
 from enn.ops.engram.recurrent import encode
 
@@ -56,8 +55,9 @@ def compare(trace: str, old, rev: str, repeats: int) -> None:
                                 torch.zeros((B, N, h) if trace == "per_sample" else (N, h)))
     fns = {}
     for key, ops in (("then", old), ("now", current)):
-        # the memory pass as the layer runs it: now, on the CPU, the native kernels
-        native = ops is current and cpu_scan.usable(z)
+        # the passes as the layer runs them: on the CPU, the native kernels where that commit
+        # has them
+        native = hasattr(ops, "cpu_scan") and ops.cpu_scan.usable(z)
         for part, fn in pass_steps(ops, trace, w, hy, z, m, noise, state.trace,
                                    native=native).items():
             fns[(part, key)] = fn

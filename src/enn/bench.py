@@ -174,7 +174,7 @@ def pass_steps(ops, trace: str, weights, hyper, z: torch.Tensor, m: torch.Tensor
                native: bool = False) -> dict[str, Callable[[], None]]:
     """Forward + backward of the memory pass and of the hidden pass of ``ops`` (this package's
     ``fast`` module, or an earlier commit's) on detached encodings z and recalls m.
-    ``native``: both passes run the native CPU kernels (``cpu_scan``)."""
+    ``native``: both passes run the native CPU kernels (``ops.cpu_scan``)."""
 
     extra = {"native": True} if native else {}  # an earlier commit's ops have no such flag
 
@@ -183,8 +183,9 @@ def pass_steps(ops, trace: str, weights, hyper, z: torch.Tensor, m: torch.Tensor
             _, recall, trace_n = ops._memory_shared(z, weights.memory, initial_trace, noise,
                                                     hyper, None, **extra)
         elif native:
-            _, recall, trace_n = cpu_scan.native_memory_scan(z, weights.memory, initial_trace,
-                                                             noise, None, hyper)
+            _, recall, trace_n = ops.cpu_scan.native_memory_scan(z, weights.memory,
+                                                                 initial_trace, noise, None,
+                                                                 hyper)
         else:
             _, recall, trace_n, _ = ops._memory_per_sample(z, weights.memory, initial_trace,
                                                            noise, hyper, None,

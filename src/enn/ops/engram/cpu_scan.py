@@ -10,9 +10,9 @@ walks it in reverse. The saved state is (B, T / C, N, h) plus a few (B, T, N) te
 
 Shared trace (``native_shared_scan``: ``shared_scan.shared_scan`` and the recall in one
 kernel, ``csrc/shared_scan.inc``). One (N, h) trace for the batch, so each step runs over the
-trace's rows, then over the samples in a fixed number of blocks (their sums over the batch
-are added in order), then over the rows again. Every step's trace is kept for the backward
-(T x N x h values: small).
+samples in a fixed number of blocks (their sums over the batch are added in order), with
+register-tiled products, then over the trace's rows, which also prepare the next step. Every
+step's trace is kept for the backward (T x N x h values: small).
 
 Hidden pass (``native_hidden_pass``, ``csrc/hidden_scan.inc``): the step loop that follows
 the memory pass. Samples are independent there, so each thread runs its own samples through
@@ -249,32 +249,32 @@ class _NativeSharedScan(torch.autograd.Function):
         A = z.new_empty(B, T, N)  # (B, T, N)
         m = z.new_empty(B, T, h)  # (B, T, h)
         H = z.new_empty(N, h)  # (N, h)
-        # for the backward: E, its normalised rows transposed and the trace before its clip
-        # at every step, the norms of E and z
+        # for the backward: E, the same transposed and the trace before its clip at every
+        # step, the norms of E and z
         Es, P = z.new_empty(T, N, h), z.new_empty(T, N, h)  # (T, N, h)
-        EnTs = z.new_empty(T, h, N)  # (T, h, N)
+        ETs = z.new_empty(T, h, N)  # (T, h, N)
         R, NZ = z.new_empty(T, N), z.new_empty(B, T)
         consts = [hyper.trace_scale, hyper.hebbian_lr, hyper.trace_clip,
                   1.0 / hyper.effective_temperature]
         _check(getattr(_library(), f"enn_shared_forward_{_SUFFIX[z.dtype]}")(
             *map(_ptr, (z, M, H0, noise, mask, n_active)), B, T, N, h, *consts,
-            hyper.top_k or 0, *map(_ptr, (A, m, H, Es, EnTs, P, R, NZ)),
+            hyper.top_k or 0, *map(_ptr, (A, m, H, Es, ETs, P, R, NZ)),
             torch.get_num_threads()))
-        ctx.save_for_backward(z, mask, n_active, A, Es, EnTs, P, R, NZ)
+        ctx.save_for_backward(z, mask, n_active, A, Es, ETs, P, R, NZ)
         ctx.consts = consts
         return A, m, H
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dA, dm, dH):
-        z, mask, n_active, A, Es, EnTs, P, R, NZ = ctx.saved_tensors
+        z, mask, n_active, A, Es, ETs, P, R, NZ = ctx.saved_tensors
         B, T, h = z.shape
         N = Es.shape[1]
         dz = torch.empty_like(z)  # (B, T, h) every step written
         dM, dH0 = z.new_empty(N, h), z.new_empty(N, h)  # (N, h)
         dA, dm, dH = _dense(dA, dm, dH)
         _check(getattr(_library(), f"enn_shared_backward_{_SUFFIX[z.dtype]}")(
-            *map(_ptr, (z, mask, n_active, A, Es, EnTs, P, R, NZ, dA, dm, dH)), B, T, N, h,
+            *map(_ptr, (z, mask, n_active, A, Es, ETs, P, R, NZ, dA, dm, dH)), B, T, N, h,
             *ctx.consts, *map(_ptr, (dz, dM, dH0)), torch.get_num_threads()))
         return dz, dM, dH0, None, None, None, None
 

@@ -28,6 +28,26 @@ static inline void thread_share(int64_t n, int64_t *lo, int64_t *hi)
 #endif
 }
 
+/* exp(x) in float for x <= 0, within 2 ulp of expf, in plain arithmetic that the compiler
+ * vectorises (libm's expf is a call per value): 2^k e^r with k = round(x / ln 2), |r| <=
+ * ln 2 / 2, e^r by its Taylor series to degree 7 (truncation below 1e-8). Below -87 (where
+ * expf leaves the normal range) it gives 0. */
+static inline float exp_nonpositive_f32(float x)
+{
+    const float k = rintf(x * 1.44269504f);
+    const float r = (x - k * 0.693359375f) + k * 2.12194440e-4f; /* ln 2 in two parts */
+    float p = 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { float f; int32_t i; } scale = {.i = ((int32_t)k + 127) << 23};
+    return x < -87.0f ? 0.0f : p * scale.f;
+}
+
 #define REAL float
 #define SFX(name) name##_f32
 #include "common.inc"
@@ -36,6 +56,8 @@ static inline void thread_share(int64_t n, int64_t *lo, int64_t *hi)
 #include "hidden_scan.inc"
 #undef NORM_EPS
 #undef TILE
+#undef GT_ROWS
+#undef GT_COLS
 #undef REAL
 #undef SFX
 
@@ -47,5 +69,7 @@ static inline void thread_share(int64_t n, int64_t *lo, int64_t *hi)
 #include "hidden_scan.inc"
 #undef NORM_EPS
 #undef TILE
+#undef GT_ROWS
+#undef GT_COLS
 #undef REAL
 #undef SFX
