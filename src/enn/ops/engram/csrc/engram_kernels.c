@@ -56,6 +56,7 @@ static inline float exp_nonpositive_f32(float x)
 #include "hidden_scan.inc"
 #undef NORM_EPS
 #undef TILE
+#undef LANES
 #undef GT_ROWS
 #undef GT_COLS
 #undef REAL
@@ -69,6 +70,7 @@ static inline float exp_nonpositive_f32(float x)
 #include "hidden_scan.inc"
 #undef NORM_EPS
 #undef TILE
+#undef LANES
 #undef GT_ROWS
 #undef GT_COLS
 #undef REAL
