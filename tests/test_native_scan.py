@@ -166,15 +166,18 @@ def hidden_inputs(B, T, h, dtype):
             for shape in HIDDEN_SHAPES.values()]
 
 
-@pytest.mark.parametrize("with_mask", [False, True])
-def test_native_hidden_pass_passes_gradcheck(with_mask):
+@pytest.mark.parametrize("with_mask, with_bias", [(False, True), (True, True), (False, False)])
+def test_native_hidden_pass_passes_gradcheck(with_mask, with_bias):
     torch.manual_seed(0)
     B, T, h = 11, 5, 4  # more samples than a register tile, and a remainder
     lengths = torch.randint(1, T + 1, (B,))
     mask = (torch.arange(T) < lengths[:, None]) if with_mask else None
+    args = hidden_inputs(B, T, h, torch.double)
+    if not with_bias:  # a layer built with bias=False
+        for name in ("b_c", "b_o"):
+            args[list(HIDDEN_SHAPES).index(name)] = None
     assert torch.autograd.gradcheck(
-        lambda *a: cpu_scan.native_hidden_pass(*a, 1e-6, mask),
-        tuple(hidden_inputs(B, T, h, torch.double)))
+        lambda *a: cpu_scan.native_hidden_pass(*a, 1e-6, mask), tuple(args))
 
 
 def test_native_hidden_pass_does_not_depend_on_the_thread_count():

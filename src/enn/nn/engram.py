@@ -224,6 +224,12 @@ class _EngramBase(nn.Module):
         return s
 
 
+def _stack_layers(per_layer: list[Tensor]) -> Tensor:
+    """The layers' final states along a new first dimension; one layer's as a view (its
+    per-sample trace is megabytes, which a stack would copy at every call)."""
+    return per_layer[0].unsqueeze(0) if len(per_layer) == 1 else torch.stack(per_layer)
+
+
 def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
     if not isinstance(value, int | float) or value < low or (high is not None and value > high):
         bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
@@ -446,8 +452,8 @@ class Engram(_EngramBase):
         self._set_aux_loss(entropies)
         self.last_path = tuple(paths)
 
-        h_n = torch.stack([s.h for s in finals])  # (L, B, h)
-        trace_n = torch.stack([s.trace for s in finals])  # (L, B, N, h) or (L, N, h)
+        h_n = _stack_layers([s.h for s in finals])  # (L, B, h)
+        trace_n = _stack_layers([s.trace for s in finals])  # (L, B, N, h) or (L, N, h)
         out = layer_in  # (B, T, h)
         if packed:
             output = pack_padded_sequence(out, lengths.cpu(), batch_first=True,

@@ -134,9 +134,9 @@ def _library() -> ctypes.CDLL | None:
         shared_bwd = getattr(lib, f"enn_shared_backward_{sfx}")
         shared_bwd.argtypes = [p] * 12 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64]
         hidden_fwd = getattr(lib, f"enn_hidden_forward_{sfx}")
-        hidden_fwd.argtypes = [p] * 7 + [f64] + [p] + [i64] * 3 + [p] * 3 + [i64] + [p] * 4 + [i64]
+        hidden_fwd.argtypes = [p] * 8 + [f64] + [p] + [i64] * 3 + [p] * 3 + [i64] + [p] * 4 + [i64]
         hidden_bwd = getattr(lib, f"enn_hidden_backward_{sfx}")
-        hidden_bwd.argtypes = [p] * 10 + [i64] * 3 + [p] * 5 + [i64]
+        hidden_bwd.argtypes = [p] * 10 + [i64] * 3 + [p] * 4 + [i64]
         for fn in (fwd, bwd, shared_fwd, shared_bwd, hidden_fwd, hidden_bwd):
             fn.restype = ctypes.c_int
     return lib
@@ -181,6 +181,7 @@ def checkpoint_spacing(T: int) -> int:
 class _NativeScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, M, H0, noise, lengths, hyper: EngramHyper, keep: bool):
+        ctx.set_materialize_grads(False)  # unused outputs: NULL, not a zero-filled buffer
         B, T, h = z.shape
         N = M.shape[0]
         C = checkpoint_spacing(T)
@@ -244,6 +245,7 @@ def native_memory_scan(
 class _NativeSharedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, M, H0, noise, mask, n_active, hyper: EngramHyper):
+        ctx.set_materialize_grads(False)  # unused outputs: NULL, not a zero-filled buffer
         B, T, h = z.shape
         N = M.shape[0]
         A = z.new_empty(B, T, N)  # (B, T, N)
@@ -302,13 +304,15 @@ def native_shared_scan(
 class _NativeHidden(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, mask):
+        ctx.set_materialize_grads(False)  # unused outputs: NULL, not a zero-filled buffer
         B, T, h = z.shape
         h3 = 3 * h
         # X = [z ; m ; the state each step starts from]: the input share's product reads its
         # first two thirds, the kernel fills the last, and W_c's whole gradient is X's
         X = z.new_empty(B, T, h3)  # (B, T, 3h)
         X[..., :h], X[..., h : 2 * h] = z, m
-        pre = torch.addmm(b_c, X.view(-1, h3)[:, : 2 * h], w_c[:, : 2 * h].t()).view(B, T, h3)
+        # the input share; the kernel adds b_c
+        pre = torch.mm(X.view(-1, h3)[:, : 2 * h], w_c[:, : 2 * h].t()).view(B, T, h3)
         out = z.new_empty(B, T, h)  # (B, T, h)
         hT = z.new_empty(B, h)  # (B, h)
         C, U = z.new_empty(B, T, h3), z.new_empty(B, T, h)  # c and u after their ReLU
@@ -316,10 +320,11 @@ class _NativeHidden(torch.autograd.Function):
         w_ch = w_c[:, 2 * h :]  # (3h, h)
         w_ch_t, w_o_t = w_ch.t().contiguous(), w_o.t().contiguous()  # (h, 3h), (3h, h)
         _check(getattr(_library(), f"enn_hidden_forward_{_SUFFIX[z.dtype]}")(
-            *map(_ptr, (pre, h0, w_ch_t, w_o_t, b_o, ln_w, ln_b)), eps, _ptr(mask), B, T, h,
+            *map(_ptr, (pre, h0, w_ch_t, w_o_t, b_c, b_o, ln_w, ln_b)), eps, _ptr(mask), B, T, h,
             _ptr(out), _ptr(hT), X.data_ptr() + 2 * h * X.element_size(), h3,
             *map(_ptr, (C, U, MU, RS)), torch.get_num_threads()))
         ctx.save_for_backward(w_c, w_o, ln_w, mask, X, C, U, MU, RS)
+        ctx.has_bias = b_c is not None, b_o is not None
         return out, hT
 
     @staticmethod
@@ -330,27 +335,29 @@ class _NativeHidden(torch.autograd.Function):
         h = h3 // 3
         G_pre, G_u = C.new_empty(B, T, h3), C.new_empty(B, T, h)
         g_h0 = C.new_empty(B, h)
-        g_lnw, g_lnb = C.new_zeros(h), C.new_zeros(h)
+        g_vec = C.new_empty(6 * h)  # the gradients of ln_w, ln_b, b_o and b_c
         g_out, g_hT = _dense(g_out, g_hT)
         w_ch, w_o_c = w_c[:, 2 * h :].contiguous(), w_o.contiguous()  # (3h, h), (h, 3h)
         _check(getattr(_library(), f"enn_hidden_backward_{_SUFFIX[C.dtype]}")(
             *map(_ptr, (g_out, g_hT, w_ch, w_o_c, ln_w, mask, C, U, MU, RS)), B, T, h,
-            *map(_ptr, (G_pre, G_u, g_h0, g_lnw, g_lnb)), torch.get_num_threads()))
+            *map(_ptr, (G_pre, G_u, g_h0, g_vec)), torch.get_num_threads()))
         # the rest as large products over all samples and steps
         G = G_pre.view(-1, h3)  # (B T, 3h)
         g_zm = (G @ w_c[:, : 2 * h]).view(B, T, 2 * h)  # (B, T, 2h)
         g_w_c = G.t() @ X.view(-1, h3)  # (3h, 3h): the input share's and W_ch's at once
         g_w_o = G_u.view(-1, h).t() @ C.view(-1, h3)  # (h, 3h)
-        return (g_zm[..., :h], g_zm[..., h:], g_h0, g_w_c, G.sum(0), g_w_o, G_u.sum((0, 1)),
-                g_lnw, g_lnb, None, None)
+        g_lnw, g_lnb, g_b_o, g_b_c = g_vec.split([h, h, h, h3])
+        has_b_c, has_b_o = ctx.has_bias
+        return (g_zm[..., :h], g_zm[..., h:], g_h0, g_w_c, g_b_c if has_b_c else None, g_w_o,
+                g_b_o if has_b_o else None, g_lnw, g_lnb, None, None)
 
 
-def native_hidden_pass(z: Tensor, m: Tensor, h0: Tensor, w_c: Tensor, b_c: Tensor,
-                       w_o: Tensor, b_o: Tensor, ln_w: Tensor, ln_b: Tensor, eps: float,
+def native_hidden_pass(z: Tensor, m: Tensor, h0: Tensor, w_c: Tensor, b_c: Tensor | None,
+                       w_o: Tensor, b_o: Tensor | None, ln_w: Tensor, ln_b: Tensor, eps: float,
                        mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """``fast._hidden_pass`` on the CPU: from encodings z and recalls m (B, T, h) and the
     state h0 (B, h), the outputs (B, T, h) (zeros at padded steps) and the last state
-    (B, h). ``mask`` (B, T) marks real steps."""
+    (B, h). ``mask`` (B, T) marks real steps; the biases may be None."""
     _require_usable(z, "hidden-pass")
     dtype = z.dtype
     mask = None if mask is None else mask.to(torch.uint8).contiguous()

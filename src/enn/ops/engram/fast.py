@@ -60,9 +60,7 @@ def _hidden_pass(
     outside autocast)."""
     B, T, n_hidden = z.shape
     if native and cpu_scan.usable(z) and not torch.is_autocast_enabled(z.device.type):
-        b_c = w.bias_c if w.bias_c is not None else z.new_zeros(3 * n_hidden)
-        b_o = w.bias_o if w.bias_o is not None else z.new_zeros(n_hidden)
-        return cpu_scan.native_hidden_pass(z, m, h0, w.weight_c, b_c, w.weight_o, b_o,
+        return cpu_scan.native_hidden_pass(z, m, h0, w.weight_c, w.bias_c, w.weight_o, w.bias_o,
                                            w.ln_h_weight, w.ln_h_bias, hyper.ln_eps, mask)
     w_zm, w_ch = w.weight_c[:, : 2 * n_hidden], w.weight_c[:, 2 * n_hidden :]  # (3h, 2h), (3h, h)
     pre = F.linear(torch.cat([z, m], dim=-1), w_zm, w.bias_c)  # (B, T, 3h)

@@ -55,7 +55,6 @@ static inline float exp_nonpositive_f32(float x)
 #include "shared_scan.inc"
 #include "hidden_scan.inc"
 #undef NORM_EPS
-#undef TILE
 #undef LANES
 #undef GT_ROWS
 #undef GT_COLS
@@ -69,7 +68,6 @@ static inline float exp_nonpositive_f32(float x)
 #include "shared_scan.inc"
 #include "hidden_scan.inc"
 #undef NORM_EPS
-#undef TILE
 #undef LANES
 #undef GT_ROWS
 #undef GT_COLS
