@@ -134,9 +134,9 @@ def _library() -> ctypes.CDLL | None:
         shared_bwd = getattr(lib, f"enn_shared_backward_{sfx}")
         shared_bwd.argtypes = [p] * 12 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64]
         hidden_fwd = getattr(lib, f"enn_hidden_forward_{sfx}")
-        hidden_fwd.argtypes = [p] * 8 + [f64] + [p] + [i64] * 3 + [p] * 3 + [i64] + [p] * 4 + [i64]
+        hidden_fwd.argtypes = [p] * 8 + [f64] + [p] + [i64] * 3 + [p] * 6 + [i64]
         hidden_bwd = getattr(lib, f"enn_hidden_backward_{sfx}")
-        hidden_bwd.argtypes = [p] * 10 + [i64] * 3 + [p] * 4 + [i64]
+        hidden_bwd.argtypes = [p] * 10 + [i64] * 3 + [p] * 5 + [i64]
         for fn in (fwd, bwd, shared_fwd, shared_bwd, hidden_fwd, hidden_bwd):
             fn.restype = ctypes.c_int
     return lib
@@ -307,22 +307,17 @@ class _NativeHidden(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # unused outputs: NULL, not a zero-filled buffer
         B, T, h = z.shape
         h3 = 3 * h
-        # X = [z ; m ; the state each step starts from]: the input share's product reads its
-        # first two thirds, the kernel fills the last, and W_c's whole gradient is X's
+        # X = [z ; m ; the state each step starts from]; the kernel fills the last third
         X = z.new_empty(B, T, h3)  # (B, T, 3h)
         X[..., :h], X[..., h : 2 * h] = z, m
-        # the input share; the kernel adds b_c
-        pre = torch.mm(X.view(-1, h3)[:, : 2 * h], w_c[:, : 2 * h].t()).view(B, T, h3)
         out = z.new_empty(B, T, h)  # (B, T, h)
         hT = z.new_empty(B, h)  # (B, h)
         C, U = z.new_empty(B, T, h3), z.new_empty(B, T, h)  # c and u after their ReLU
         MU, RS = z.new_empty(B, T), z.new_empty(B, T)  # the LayerNorm's statistics
-        w_ch = w_c[:, 2 * h :]  # (3h, h)
-        w_ch_t, w_o_t = w_ch.t().contiguous(), w_o.t().contiguous()  # (h, 3h), (3h, h)
+        w_c_t, w_o_t = w_c.t().contiguous(), w_o.t().contiguous()  # (3h, 3h), (3h, h)
         _check(getattr(_library(), f"enn_hidden_forward_{_SUFFIX[z.dtype]}")(
-            *map(_ptr, (pre, h0, w_ch_t, w_o_t, b_c, b_o, ln_w, ln_b)), eps, _ptr(mask), B, T, h,
-            _ptr(out), _ptr(hT), X.data_ptr() + 2 * h * X.element_size(), h3,
-            *map(_ptr, (C, U, MU, RS)), torch.get_num_threads()))
+            *map(_ptr, (X, h0, w_c_t, w_o_t, b_c, b_o, ln_w, ln_b)), eps, _ptr(mask), B, T, h,
+            *map(_ptr, (out, hT, C, U, MU, RS)), torch.get_num_threads()))
         ctx.save_for_backward(w_c, w_o, ln_w, mask, X, C, U, MU, RS)
         ctx.has_bias = b_c is not None, b_o is not None
         return out, hT
@@ -333,22 +328,20 @@ class _NativeHidden(torch.autograd.Function):
         w_c, w_o, ln_w, mask, X, C, U, MU, RS = ctx.saved_tensors
         B, T, h3 = C.shape
         h = h3 // 3
-        G_pre, G_u = C.new_empty(B, T, h3), C.new_empty(B, T, h)
+        G_pre, G_X, G_u = C.new_empty(B, T, h3), C.new_empty(B, T, h3), C.new_empty(B, T, h)
         g_h0 = C.new_empty(B, h)
         g_vec = C.new_empty(6 * h)  # the gradients of ln_w, ln_b, b_o and b_c
         g_out, g_hT = _dense(g_out, g_hT)
-        w_ch, w_o_c = w_c[:, 2 * h :].contiguous(), w_o.contiguous()  # (3h, h), (h, 3h)
+        w_c_c, w_o_c = w_c.contiguous(), w_o.contiguous()  # (3h, 3h), (h, 3h)
         _check(getattr(_library(), f"enn_hidden_backward_{_SUFFIX[C.dtype]}")(
-            *map(_ptr, (g_out, g_hT, w_ch, w_o_c, ln_w, mask, C, U, MU, RS)), B, T, h,
-            *map(_ptr, (G_pre, G_u, g_h0, g_vec)), torch.get_num_threads()))
-        # the rest as large products over all samples and steps
-        G = G_pre.view(-1, h3)  # (B T, 3h)
-        g_zm = (G @ w_c[:, : 2 * h]).view(B, T, 2 * h)  # (B, T, 2h)
-        g_w_c = G.t() @ X.view(-1, h3)  # (3h, 3h): the input share's and W_ch's at once
+            *map(_ptr, (g_out, g_hT, w_c_c, w_o_c, ln_w, mask, C, U, MU, RS)), B, T, h,
+            *map(_ptr, (G_pre, G_X, G_u, g_h0, g_vec)), torch.get_num_threads()))
+        # the weights' gradients as large products over all samples and steps
+        g_w_c = G_pre.view(-1, h3).t() @ X.view(-1, h3)  # (3h, 3h)
         g_w_o = G_u.view(-1, h).t() @ C.view(-1, h3)  # (h, 3h)
         g_lnw, g_lnb, g_b_o, g_b_c = g_vec.split([h, h, h, h3])
         has_b_c, has_b_o = ctx.has_bias
-        return (g_zm[..., :h], g_zm[..., h:], g_h0, g_w_c, g_b_c if has_b_c else None, g_w_o,
+        return (G_X[..., :h], G_X[..., h : 2 * h], g_h0, g_w_c, g_b_c if has_b_c else None, g_w_o,
                 g_b_o if has_b_o else None, g_lnw, g_lnb, None, None)
 
 
