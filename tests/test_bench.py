@@ -26,6 +26,17 @@ def test_bench_writes_rows_and_breakdown(tmp_path):
         assert set(report["breakdown"][mode]) == {"encoder", "memory pass", "hidden pass",
                                                   "LSTM step"}
     assert report["matmul"]["enn_gmac"] > report["matmul"]["lstm_gmac"] > 0
+    assert report["allocator"] == "keeps freed memory"  # glibc, as on every supported machine
+    assert all(r["page_faults_per_step"] >= 0 for r in rows.values())
+
+
+def test_bench_can_keep_the_system_allocator(tmp_path):
+    out = tmp_path / "speed.json"
+    argv = ["bench", "--batch", "2", "--steps", "3", "--input-size", "3", "--hidden", "4",
+            "--memory", "2", "--repeats", "1", "--warmup", "0", "--no-memory", "--baselines",
+            "--trace", "shared", "--system-allocator", "--out", str(out)]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["allocator"] == "system"
 
 
 def test_matmul_count_at_the_paper_shapes():

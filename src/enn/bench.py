@@ -6,13 +6,22 @@ memory is the growth of the resident set over one training step: the kernel's hi
 mark (VmHWM, reset through /proc/self/clear_refs) minus the resident set before the step
 (0 when the step fits in memory the allocator already holds); and the activations autograd
 saves for the backward (distinct storages, through saved-tensor hooks).
+
+On glibc the command first makes the allocator keep freed memory in the process
+(``keep_freed_memory``). By default glibc hands large freed blocks back to the system, and
+the next step that needs them pays a page fault per 4 KiB: interleaved with the ENN, the
+LSTM's step took 21-40 ms depending on how much of its memory had been handed back (up to
+10,000 faults a step). ``--system-allocator`` keeps glibc's defaults; the JSON records the
+median page faults per training step of every model either way.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -76,6 +85,23 @@ def _since(start: float, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory in the process: blocks up to 32 MiB come from the heap
+    (no mmap of their own, which free would unmap) and the heap is never trimmed. True where
+    it took effect (glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(
+        libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+def _page_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x, y) -> float:
     start = time.perf_counter()
     loss = F.cross_entropy(model(x), y)
@@ -107,23 +133,28 @@ def measure(names: list[str], batch: int, steps: int, input_size: int, hidden: i
     opts = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, m in models.items()}
     x, y = make_inputs(batch, steps, input_size, device)
     train = {n: [] for n in names}
+    faults = {n: [] for n in names}
     infer = {n: [] for n in names}
     paths: dict[str, tuple] = {}
     for i in range(warmup + repeats):
         for n, m in models.items():
             m.train()
+            before = _page_faults()
             t = train_step(m, opts[n], x, y)
+            faulted = _page_faults() - before
             if isinstance(m, ENNClassifier):
                 paths[n] = m.rnn.last_path
             m.eval()
             ti = _infer(m, x)
             if i >= warmup:
                 train[n].append(t)
+                faults[n].append(faulted)
                 infer[n].append(ti)
     return {
         n: {
             "train_ms": 1e3 * statistics.median(train[n]),
             "train_ms_all": [round(1e3 * t, 2) for t in train[n]],
+            "page_faults_per_step": statistics.median(faults[n]),
             "infer_seq_per_s": batch / statistics.median(infer[n]),
             "path": "/".join(paths.get(n, ())),
         }
@@ -296,6 +327,7 @@ def _rows(results: dict, args_shape: dict, with_memory: bool, device: torch.devi
             "shape": f"{args_shape['batch']}x{args_shape['steps']}x{args_shape['input_size']}",
             "hidden": args_shape["hidden"], "memory": args_shape["memory"] if enn else 0,
             "train_ms": r["train_ms"], "train_ms_all": r["train_ms_all"],
+            "page_faults_per_step": r["page_faults_per_step"],
             "ratio_to_lstm": r["train_ms"] / lstm, "infer_seq_per_s": r["infer_seq_per_s"],
             "peak_mib": peak, "saved_mib": saved, "path": r["path"],
         })
@@ -384,19 +416,24 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept = not args.system_allocator and keep_freed_memory()
+    allocator = "keeps freed memory" if kept else "system"
     names = [f"enn_{m}" for m in args.trace] + ["lstm", *[b for b in args.baselines
                                                          if b != "lstm"]]
     shape = {"batch": args.batch, "steps": args.steps, "input_size": args.input_size,
              "hidden": args.hidden, "memory": args.memory}
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else platform.processor() or platform.machine())
-    print(f"enn bench: torch {torch.__version__}, {torch.get_num_threads()} threads, {where}",
-          flush=True)
+    print(f"enn bench: torch {torch.__version__}, {torch.get_num_threads()} threads, {where}, "
+          f"allocator: {allocator}", flush=True)
     results = measure(names, repeats=args.repeats, warmup=args.warmup, device=device, **shape)
     rows = _rows(results, shape, with_memory=not args.no_memory, device=device)
     print(_table(rows))
+    print("page faults per training step (median): " + ", ".join(
+        f"{r['model']} {r['trace']} {r['page_faults_per_step']:.0f}" for r in rows))
     report = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-              "machine": platform.machine(), "device": where, "shape": shape,
+              "machine": platform.machine(), "device": where, "allocator": allocator,
+              "shape": shape,
               "repeats": args.repeats, "warmup": args.warmup, "rows": rows}
     if args.breakdown:
         macs = matmul_macs(**shape)
@@ -445,6 +482,8 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument("--system-allocator", action="store_true",
+                   help="keep glibc's default of handing freed memory back (page faults)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the Engram layer's parts against the LSTM step, and count "
                         "the matmul work")
