@@ -145,10 +145,10 @@ def test_native_shared_scan_matches_the_pytorch_one_and_passes_gradcheck(with_ma
 
 
 def test_native_shared_scan_does_not_depend_on_the_thread_count():
-    z, M, H0, noise = scan_inputs(B=20, T=7)
+    z, M, H0, noise = scan_inputs(B=70, T=7)  # three blocks of samples, one shorter
 
     def run():
-        A, m, H = cpu_scan.native_shared_scan(z, M, H0[0], noise, None, [20] * 7,
+        A, m, H = cpu_scan.native_shared_scan(z, M, H0[0], noise, None, [70] * 7,
                                               EngramHyper(trace_mode="shared"))
         grads = torch.autograd.grad(m.sin().sum() + H.sum() + A[:, 3].sum(), (z, M))
         return (A, m, H, *grads)
