@@ -314,9 +314,9 @@ class _NativeHidden(torch.autograd.Function):
         hT = z.new_empty(B, h)  # (B, h)
         C, U = z.new_empty(B, T, h3), z.new_empty(B, T, h)  # c and u after their ReLU
         MU, RS = z.new_empty(B, T), z.new_empty(B, T)  # the LayerNorm's statistics
-        w_c_t, w_o_t = w_c.t().contiguous(), w_o.t().contiguous()  # (3h, 3h), (3h, h)
+        w_c, w_o = w_c.contiguous(), w_o.contiguous()  # (3h, 3h), (h, 3h); also for the backward
         _check(getattr(_library(), f"enn_hidden_forward_{_SUFFIX[z.dtype]}")(
-            *map(_ptr, (X, h0, w_c_t, w_o_t, b_c, b_o, ln_w, ln_b)), eps, _ptr(mask), B, T, h,
+            *map(_ptr, (X, h0, w_c, w_o, b_c, b_o, ln_w, ln_b)), eps, _ptr(mask), B, T, h,
             *map(_ptr, (out, hT, C, U, MU, RS)), torch.get_num_threads()))
         ctx.save_for_backward(w_c, w_o, ln_w, mask, X, C, U, MU, RS)
         ctx.has_bias = b_c is not None, b_o is not None
@@ -332,9 +332,8 @@ class _NativeHidden(torch.autograd.Function):
         g_h0 = C.new_empty(B, h)
         g_vec = C.new_empty(6 * h)  # the gradients of ln_w, ln_b, b_o and b_c
         g_out, g_hT = _dense(g_out, g_hT)
-        w_c_c, w_o_c = w_c.contiguous(), w_o.contiguous()  # (3h, 3h), (h, 3h)
         _check(getattr(_library(), f"enn_hidden_backward_{_SUFFIX[C.dtype]}")(
-            *map(_ptr, (g_out, g_hT, w_c_c, w_o_c, ln_w, mask, C, U, MU, RS)), B, T, h,
+            *map(_ptr, (g_out, g_hT, w_c, w_o, ln_w, mask, C, U, MU, RS)), B, T, h,
             *map(_ptr, (G_pre, G_X, G_u, g_h0, g_vec)), torch.get_num_threads()))
         # the weights' gradients as large products over all samples and steps
         g_w_c = G_pre.view(-1, h3).t() @ X.view(-1, h3)  # (3h, 3h)
