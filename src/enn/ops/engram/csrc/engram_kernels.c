@@ -58,6 +58,7 @@ static inline float exp_nonpositive_f32(float x)
 #undef LANES
 #undef GT_ROWS
 #undef GT_COLS
+#undef WG_PANEL
 #undef REAL
 #undef SFX
 
@@ -71,5 +72,6 @@ static inline float exp_nonpositive_f32(float x)
 #undef LANES
 #undef GT_ROWS
 #undef GT_COLS
+#undef WG_PANEL
 #undef REAL
 #undef SFX
