@@ -1,5 +1,6 @@
 """The fast path of an earlier commit against the current one, interleaved in one process,
-same weights and inputs, paper MNIST shapes, train-mode noise: forward + backward ms (median)
+same weights and inputs, paper MNIST shapes, train-mode noise, glibc keeping freed memory
+(as ``enn bench`` does): forward + backward ms (median)
 of the memory pass, the hidden pass and the whole layer (from a zero state, as the layer's
 default passes it).
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from enn import Engram
-from enn.bench import interleaved_ms, pass_steps
+from enn.bench import interleaved_ms, keep_freed_memory, pass_steps
 from enn.ops.engram import fast as current
 from enn.ops.engram.recurrent import encode
 
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("rev")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
+    keep_freed_memory()  # as enn bench does: no page faults from one variant's frees
     with tempfile.TemporaryDirectory() as tmp:
         old = load_old(args.rev, Path(tmp))
         for trace in ("shared", "per_sample"):
