@@ -86,16 +86,15 @@ def _since(start: float, device: torch.device) -> float:
 
 
 def keep_freed_memory() -> bool:
-    """Make glibc keep freed memory in the process: blocks up to 32 MiB come from the heap
-    (no mmap of their own, which free would unmap) and the heap is never trimmed. True where
-    it took effect (glibc)."""
+    """Make glibc keep freed memory in the process: every block comes from the heap (none
+    gets a mapping of its own, which free would unmap) and the heap is never trimmed. True
+    where it took effect (glibc)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(
-        libc.mallopt(m_trim_threshold, 2**31 - 1))
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def _page_faults() -> int:
