@@ -4,7 +4,8 @@
  *     trace stays in cache;
  *   shared_scan.inc: the shared trace (N, h), one step at a time over the whole batch;
  *   hidden_scan.inc: the hidden pass that follows the memory pass (both trace modes).
- * Both are written once, with the helpers of common.inc, and compiled for float and double.
+ * All three are written once, with the helpers of common.inc (kernels.inc gathers them), and
+ * compiled for float and double.
  * Built with -fopenmp, the library shares the OpenMP runtime PyTorch has already loaded (the
  * same libgomp.so.1), so its threads are the ones torch's own operations use. */
 #include <stdint.h>
@@ -50,28 +51,12 @@ static inline float exp_nonpositive_f32(float x)
 
 #define REAL float
 #define SFX(name) name##_f32
-#include "common.inc"
-#include "per_sample_scan.inc"
-#include "shared_scan.inc"
-#include "hidden_scan.inc"
-#undef NORM_EPS
-#undef LANES
-#undef GT_ROWS
-#undef GT_COLS
-#undef WG_PANEL
+#include "kernels.inc"
 #undef REAL
 #undef SFX
 
 #define REAL double
 #define SFX(name) name##_f64
-#include "common.inc"
-#include "per_sample_scan.inc"
-#include "shared_scan.inc"
-#include "hidden_scan.inc"
-#undef NORM_EPS
-#undef LANES
-#undef GT_ROWS
-#undef GT_COLS
-#undef WG_PANEL
+#include "kernels.inc"
 #undef REAL
 #undef SFX
