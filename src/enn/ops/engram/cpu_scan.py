@@ -173,6 +173,12 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _step_constants(hyper: EngramHyper) -> list[float]:
+    """alpha, eta, the clip and 1 / tau_eff: the memory kernels' constants, in their order."""
+    return [hyper.trace_scale, hyper.hebbian_lr, hyper.trace_clip,
+            1.0 / hyper.effective_temperature]
+
+
 def checkpoint_spacing(T: int) -> int:
     """Steps between saved traces: MIN_CHUNK, or ceil(sqrt(T)) for long sequences."""
     return MIN_CHUNK if T <= MIN_CHUNK**2 else math.isqrt(T - 1) + 1
@@ -195,8 +201,7 @@ class _NativeScan(torch.autograd.Function):
         ckpt = z.new_empty(B, -(-T // C), N, h) if keep else None  # (B, T / C, N, h)
         R, S = (z.new_empty(B, T, N) if keep else None for _ in range(2))  # (B, T, N)
         NZ = z.new_empty(B, T) if keep else None  # (B, T)  all read at active steps only
-        consts = [hyper.trace_scale, hyper.hebbian_lr, hyper.trace_clip,
-                  1.0 / hyper.effective_temperature]
+        consts = _step_constants(hyper)
         _check(getattr(lib, f"enn_scan_forward_{sfx}")(
             *map(_ptr, (z, M, H0, noise, lengths)), T, N, h, C, *consts, hyper.top_k or 0,
             *map(_ptr, (A, m, H, ckpt, R, S, NZ)), B, torch.get_num_threads()))
@@ -256,8 +261,7 @@ class _NativeSharedScan(torch.autograd.Function):
         Es, P = z.new_empty(T, N, h), z.new_empty(T, N, h)  # (T, N, h)
         ETs = z.new_empty(T, h, N)  # (T, h, N)
         R, NZ = z.new_empty(T, N), z.new_empty(B, T)
-        consts = [hyper.trace_scale, hyper.hebbian_lr, hyper.trace_clip,
-                  1.0 / hyper.effective_temperature]
+        consts = _step_constants(hyper)
         _check(getattr(_library(), f"enn_shared_forward_{_SUFFIX[z.dtype]}")(
             *map(_ptr, (z, M, H0, noise, mask, n_active)), B, T, N, h, *consts,
             hyper.top_k or 0, *map(_ptr, (A, m, H, Es, ETs, P, R, NZ)),
@@ -328,6 +332,8 @@ class _NativeHidden(torch.autograd.Function):
         w_c, w_o, ln_w, mask, X, C, U, MU, RS = ctx.saved_tensors
         B, T, h3 = C.shape
         h = h3 // 3
+        # G_pre and G_u (the gradients before the ReLUs) are the kernel's working buffers,
+        # from which it sums the weights' gradients; G_X is X's gradient
         G_pre, G_X, G_u = C.new_empty(B, T, h3), C.new_empty(B, T, h3), C.new_empty(B, T, h)
         g_h0 = C.new_empty(B, h)
         g_vec = C.new_empty(6 * h)  # the gradients of ln_w, ln_b, b_o and b_c
