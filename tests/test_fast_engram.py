@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from enn import Engram, EngramState
-from enn.ops.engram import fast_engram, naive_engram
+from enn.ops.engram import fast_engram, naive_engram, trace_noise
 from enn.ops.engram.fast import DEFAULT_CHUNK
 
 
@@ -157,7 +157,7 @@ def test_training_noise_is_one_draw_per_step_shared_by_the_batch():
     torch.testing.assert_close(state2.trace[0, 0], state.trace[0, 0])
     # and the noise is the layer's (T, N, h) draw given to the reference
     torch.manual_seed(5)
-    noise = 0.01 * torch.randn(7, 5, 6, dtype=torch.double)
+    noise = trace_noise((7, 5, 6), 0.01, x.device, torch.double)
     zero = layer.initial_state(3)
     ref, _ = naive_engram(x, layer.layer_weights(0), layer.hyper,
                           EngramState(zero.h[0].double(), zero.trace[0].double()), noise=noise)

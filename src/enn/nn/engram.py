@@ -18,6 +18,7 @@ from ..ops.engram import (
     EngramWeights,
     engram_recurrence,
     fast_engram,
+    trace_noise,
 )
 
 INIT_STATES = ("zeros", "random")
@@ -192,10 +193,8 @@ class _EngramBase(nn.Module):
         training noise is one (N, h) draw per step, shared by the batch."""
         noise = None
         if self.training and self.trace_noise > 0:
-            noise = self.trace_noise * torch.randn(
-                x.size(1), self.memory_size, self.hidden_size, device=x.device,
-                dtype=weights.memory.dtype,
-            )  # (T, N, h)
+            noise = trace_noise((x.size(1), self.memory_size, self.hidden_size),
+                                self.trace_noise, x.device, weights.memory.dtype)  # (T, N, h)
         return_entropy = self.sparsity_penalty > 0
         if not return_intermediates:
             stats: dict = {}

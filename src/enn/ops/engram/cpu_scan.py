@@ -139,6 +139,9 @@ def _library() -> ctypes.CDLL | None:
         hidden_bwd.argtypes = [p] * 11 + [i64] * 3 + [p] * 7 + [i64]
         for fn in (fwd, bwd, shared_fwd, shared_bwd, hidden_fwd, hidden_bwd):
             fn.restype = ctypes.c_int
+        normal = getattr(lib, f"enn_normal_{sfx}")
+        normal.argtypes = [p, i64, f64, ctypes.c_uint64, i64]
+        normal.restype = None
     return lib
 
 
@@ -346,6 +349,21 @@ class _NativeHidden(torch.autograd.Function):
         has_b_c, has_b_o = ctx.has_bias
         return (G_X[..., :h], G_X[..., h : 2 * h], g_h0, g_w_c, g_b_c if has_b_c else None, g_w_o,
                 g_b_o if has_b_o else None, g_lnw, g_lnb, None, None)
+
+
+def native_normal(shape: tuple[int, ...], std: float, dtype: torch.dtype) -> Tensor:
+    """``std * torch.randn(shape)`` from the kernels' counter-based generator
+    (``csrc/normal.inc``), several times faster than torch's CPU generator. Its seed is drawn
+    from torch's default generator, so ``torch.manual_seed`` fixes the values (and the
+    draw moves that generator on by one value)."""
+    if dtype not in _SUFFIX or not available():
+        raise RuntimeError(f"enn: the native normal generator needs float32 or float64 and a "
+                           f"working C compiler; got {dtype}")
+    seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64)) % 2**64
+    out = torch.empty(shape, dtype=dtype)
+    getattr(_library(), f"enn_normal_{_SUFFIX[dtype]}")(out.data_ptr(), out.numel(), std, seed,
+                                                       torch.get_num_threads())
+    return out
 
 
 def native_hidden_pass(z: Tensor, m: Tensor, h0: Tensor, w_c: Tensor, b_c: Tensor | None,

@@ -278,6 +278,16 @@ def _memory_per_sample(
     return A, m, H, clipped
 
 
+def trace_noise(shape: tuple[int, ...], std: float, device: torch.device, dtype: torch.dtype
+                ) -> Tensor:
+    """The training noise of the trace, std * N(0, 1) values: from the native generator where
+    the kernels run (several times faster than torch's CPU generator, and seeded from it),
+    else from torch's generator."""
+    if cpu_scan.usable(torch.empty(0, device=device, dtype=dtype)):
+        return cpu_scan.native_normal(shape, std, dtype)
+    return std * torch.randn(shape, device=device, dtype=dtype)
+
+
 def fast_engram(
     x: Tensor,
     weights: EngramWeights,
