@@ -66,6 +66,25 @@ def test_native_backward_passes_gradcheck_with_active_clip(top_k, with_lengths):
         lambda *a: cpu_scan.native_memory_scan(*a, noise, lengths, hyper), (z, M, H0))
 
 
+@pytest.mark.parametrize("initial", ["zeros", "given", "given-with-grad"])
+def test_initial_trace_is_read_where_it_lies(initial):
+    # the backward reads the first chunk's start from H0 itself (or zeros), and writes H0's
+    # gradient only when it is wanted: the same gradients as from an explicit zero/given H0
+    z, M, H0, noise = scan_inputs(T=20)  # more than one checkpoint interval
+    hyper = EngramHyper(hebbian_lr=0.5, trace_clip=0.08)
+    start = torch.zeros_like(H0) if initial == "zeros" else H0.detach()
+    reference = start.clone().requires_grad_()
+    passed = None if initial == "zeros" else start.requires_grad_(initial == "given-with-grad")
+    results = []
+    for H in (reference, passed):
+        A, m, HT = cpu_scan.native_memory_scan(z, M, H, noise, None, hyper)
+        loss = m.sin().sum() + HT.cos().sum() + A[:, 5].sum()
+        wants = [z, M] + ([H] if H is not None and H.requires_grad else [])
+        results.append((A, m, HT, *torch.autograd.grad(loss, wants)))
+    for got, expected in zip(results[1], results[0], strict=False):
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
 def test_float32_matches_the_float64_reference():
     layer = Engram(6, 32, batch_first=True, memory_size=16, trace_noise=0.0).double()
     x = torch.randn(4, 28, 6, dtype=torch.double)

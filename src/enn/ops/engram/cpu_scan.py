@@ -4,9 +4,10 @@ Per-sample trace (``native_memory_scan``). One sequence's trace (N, h) is small 
 the paper's shapes), so the exact step recurrence of ``naive.py`` (steps 2-6 and 9, clip
 included) runs fastest as a plain loop that keeps it in cache (``csrc/per_sample_scan.inc``),
 one sample at a time, the batch split over threads. For the backward, the forward keeps the
-trace before every C-th step (``checkpoint_spacing``) and each step's row norms and cosines;
-the backward rewrites each chunk's traces from its checkpoint (the attention is known) and
-walks it in reverse. The saved state is (B, T / C, N, h) plus a few (B, T, N) tensors.
+trace before steps C, 2C, ... (``checkpoint_spacing``; the first chunk starts from the initial
+trace) and each step's row norms and cosines; the backward rewrites each chunk's traces from
+where it starts (the attention is known) and walks it in reverse. The saved state is
+(B, T / C - 1, N, h) plus a few (B, T, N) tensors.
 
 Shared trace (``native_shared_scan``: ``shared_scan.shared_scan`` and the recall in one
 kernel, ``csrc/shared_scan.inc``). One (N, h) trace for the batch, so each step runs over the
@@ -128,7 +129,7 @@ def _library() -> ctypes.CDLL | None:
         fwd = getattr(lib, f"enn_scan_forward_{sfx}")
         fwd.argtypes = [p] * 5 + [i64] * 4 + [f64] * 4 + [i64] + [p] * 7 + [i64] * 2
         bwd = getattr(lib, f"enn_scan_backward_{sfx}")
-        bwd.argtypes = [p] * 12 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64] * 2
+        bwd.argtypes = [p] * 13 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64] * 2
         shared_fwd = getattr(lib, f"enn_shared_forward_{sfx}")
         shared_fwd.argtypes = [p] * 6 + [i64] * 4 + [f64] * 4 + [i64] + [p] * 8 + [i64]
         shared_bwd = getattr(lib, f"enn_shared_backward_{sfx}")
@@ -200,8 +201,8 @@ class _NativeScan(torch.autograd.Function):
         A = fill(B, T, N)  # (B, T, N)
         m = fill(B, T, h)  # (B, T, h)
         H = z.new_empty(B, N, h)  # (B, N, h)
-        # for the backward: the trace every C steps, row norms, cosines, norms of z
-        ckpt = z.new_empty(B, -(-T // C), N, h) if keep else None  # (B, T / C, N, h)
+        # for the backward: the trace before steps C, 2C, ..., row norms, cosines, norms of z
+        ckpt = z.new_empty(B, -(-T // C) - 1, N, h) if keep else None  # (B, T / C - 1, N, h)
         R, S = (z.new_empty(B, T, N) if keep else None for _ in range(2))  # (B, T, N)
         NZ = z.new_empty(B, T) if keep else None  # (B, T)  all read at active steps only
         consts = _step_constants(hyper)
@@ -209,26 +210,26 @@ class _NativeScan(torch.autograd.Function):
             *map(_ptr, (z, M, H0, noise, lengths)), T, N, h, C, *consts, hyper.top_k or 0,
             *map(_ptr, (A, m, H, ckpt, R, S, NZ)), B, torch.get_num_threads()))
         if keep:
-            ctx.save_for_backward(z, M, noise, lengths, ckpt, A, R, S, NZ)
-            ctx.consts, ctx.C, ctx.has_H0 = consts, C, H0 is not None
+            ctx.save_for_backward(z, M, H0, noise, lengths, ckpt, A, R, S, NZ)
+            ctx.consts, ctx.C = consts, C
         return A, m, H
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gA, gm, gH):
-        z, M, noise, lengths, ckpt, A, R, S, NZ = ctx.saved_tensors
+        z, M, H0, noise, lengths, ckpt, A, R, S, NZ = ctx.saved_tensors
         B, T, h = z.shape
         N = M.shape[0]
         # the kernel writes every active step's gradient; padded ones must read zero
         gz = torch.zeros_like(z) if lengths is not None else torch.empty_like(z)  # (B, T, h)
-        gH0 = z.new_empty(B, N, h)  # (B, N, h)
+        gH0 = z.new_empty(B, N, h) if ctx.needs_input_grad[2] else None  # (B, N, h)
         gM = z.new_zeros(N, h)  # (N, h)
         gm = z.new_zeros(B, T, h) if gm is None else gm
         gA, gm, gH = _dense(gA, gm, gH)
         _check(getattr(_library(), f"enn_scan_backward_{_SUFFIX[z.dtype]}")(
-            *map(_ptr, (z, M, noise, lengths, ckpt, A, R, S, NZ, gA, gm, gH)), T, N, h, ctx.C,
+            *map(_ptr, (z, M, H0, noise, lengths, ckpt, A, R, S, NZ, gA, gm, gH)), T, N, h, ctx.C,
             *ctx.consts, *map(_ptr, (gz, gM, gH0)), B, torch.get_num_threads()))
-        return gz, gM, gH0 if ctx.has_H0 else None, None, None, None, None
+        return gz, gM, gH0, None, None, None, None
 
 
 def native_memory_scan(
