@@ -137,7 +137,7 @@ def _library() -> ctypes.CDLL | None:
         hidden_fwd = getattr(lib, f"enn_hidden_forward_{sfx}")
         hidden_fwd.argtypes = [p] * 8 + [f64] + [p] + [i64] * 3 + [p] * 6 + [i64]
         hidden_bwd = getattr(lib, f"enn_hidden_backward_{sfx}")
-        hidden_bwd.argtypes = [p] * 11 + [i64] * 3 + [p] * 7 + [i64]
+        hidden_bwd.argtypes = [p] * 11 + [i64] * 3 + [p] * 9 + [i64]
         for fn in (fwd, bwd, shared_fwd, shared_bwd, hidden_fwd, hidden_bwd):
             fn.restype = ctypes.c_int
         normal = getattr(lib, f"enn_normal_{sfx}")
@@ -336,19 +336,21 @@ class _NativeHidden(torch.autograd.Function):
         w_c, w_o, ln_w, mask, X, C, U, MU, RS = ctx.saved_tensors
         B, T, h3 = C.shape
         h = h3 // 3
-        # G_pre and G_u (the gradients before the ReLUs) are the kernel's working buffers,
-        # from which it sums the weights' gradients; G_X is X's gradient
-        G_pre, G_X, G_u = C.new_empty(B, T, h3), C.new_empty(B, T, h3), C.new_empty(B, T, h)
+        # G_pre, G_h and G_u (the gradients before the ReLUs and of each step's starting
+        # state) are the kernel's working buffers, from which it sums the weights' gradients
+        G_pre, G_h, G_u = C.new_empty(B, T, h3), C.new_empty(B, T, h), C.new_empty(B, T, h)
+        g_z, g_m = C.new_empty(B, T, h), C.new_empty(B, T, h)
         g_h0 = C.new_empty(B, h)
         g_vec = C.new_empty(6 * h)  # the gradients of ln_w, ln_b, b_o and b_c
         g_out, g_hT = _dense(g_out, g_hT)
         g_w_c, g_w_o = C.new_empty(h3, h3), C.new_empty(h, h3)
         _check(getattr(_library(), f"enn_hidden_backward_{_SUFFIX[C.dtype]}")(
             *map(_ptr, (g_out, g_hT, w_c, w_o, ln_w, mask, X, C, U, MU, RS)), B, T, h,
-            *map(_ptr, (G_pre, G_X, G_u, g_h0, g_w_c, g_w_o, g_vec)), torch.get_num_threads()))
+            *map(_ptr, (G_pre, g_z, g_m, G_h, G_u, g_h0, g_w_c, g_w_o, g_vec)),
+            torch.get_num_threads()))
         g_lnw, g_lnb, g_b_o, g_b_c = g_vec.split([h, h, h, h3])
         has_b_c, has_b_o = ctx.has_bias
-        return (G_X[..., :h], G_X[..., h : 2 * h], g_h0, g_w_c, g_b_c if has_b_c else None, g_w_o,
+        return (g_z, g_m, g_h0, g_w_c, g_b_c if has_b_c else None, g_w_o,
                 g_b_o if has_b_o else None, g_lnw, g_lnb, None, None)
 
 
