@@ -24,6 +24,7 @@ def test_bench_writes_rows_and_breakdown(tmp_path):
     assert rows[("ENN", "per_sample")]["path"] == rows[("ENN", "shared")]["path"] == "native"
     for mode in ("per_sample", "shared"):
         assert set(report["breakdown"][mode]) == {"encoder", "memory pass", "hidden pass",
+                                                  "trace noise", "trace noise, torch.randn",
                                                   "LSTM step"}
     assert report["matmul"]["enn_gmac"] > report["matmul"]["lstm_gmac"] > 0
     assert report["allocator"] == "keeps freed memory"  # glibc, as on every supported machine

@@ -33,7 +33,7 @@ from torch import nn
 
 from .cli import CLIError
 from .nn import Engram
-from .ops.engram import cpu_scan, fast
+from .ops.engram import cpu_scan, fast, trace_noise
 from .ops.engram.recurrent import encode
 
 CLASSES = 10
@@ -233,7 +233,8 @@ def pass_steps(ops, trace: str, weights, hyper, z: torch.Tensor, m: torch.Tensor
 def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, memory: int,
               repeats: int, warmup: int, device: torch.device = CPU) -> dict[str, float]:
     """Forward + backward ms of the parts of one Engram layer (median), and of the whole LSTM
-    training step, interleaved. The parts run on detached inputs, train mode, with noise."""
+    training step, interleaved. The parts run on detached inputs, train mode, with noise; the
+    noise draw is timed too."""
     torch.manual_seed(0)
     layer = Engram(input_size, hidden, batch_first=True, memory_size=memory,
                    trace=trace).to(device)
@@ -241,13 +242,17 @@ def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, 
     lstm = build("lstm", input_size, hidden, memory).to(device)
     opt = torch.optim.Adam(lstm.parameters(), lr=1e-3)
     x, y = make_inputs(batch, steps, input_size, device)
-    noise = layer.trace_noise * torch.randn(steps, memory, hidden, device=device)  # (T, N, h)
+    shape, std, dtype = (steps, memory, hidden), layer.trace_noise, weights.memory.dtype
+    noise = trace_noise(shape, std, device, dtype)  # (T, N, h)
     z = encode(x, weights, hyper.ln_eps).detach().requires_grad_()  # (B, T, h)
     m = torch.randn_like(z).requires_grad_()  # (B, T, h)
     initial_trace = z.new_zeros(memory, hidden) if trace == "shared" else None  # the default
     parts = {"encoder": lambda: encode(x, weights, hyper.ln_eps).sum().backward(),
              **pass_steps(fast, trace, weights, hyper, z, m, noise, initial_trace,
                           native=cpu_scan.usable(z)),
+             # the layer's noise draw, and torch's generator for comparison
+             "trace noise": lambda: trace_noise(shape, std, device, dtype),
+             "trace noise, torch.randn": lambda: std * torch.randn(shape, device=device),
              "LSTM step": lambda: train_step(lstm, opt, x, y)}
     return interleaved_ms(parts, repeats, warmup, device)
 
