@@ -104,7 +104,7 @@ def test_layer_draws_its_training_noise_natively_and_reproducibly(monkeypatch):
 
 
 def test_without_the_kernels_the_noise_comes_from_torch(monkeypatch):
-    monkeypatch.setattr(cpu_scan, "usable", lambda z: False)
+    monkeypatch.setattr(cpu_scan, "supports", lambda device, dtype: False)
     torch.manual_seed(2)
     noise = trace_noise((3, 4), 0.5, torch.device("cpu"), torch.float64)
     torch.manual_seed(2)

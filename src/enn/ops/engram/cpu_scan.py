@@ -151,9 +151,14 @@ def available() -> bool:
     return _library() is not None
 
 
+def supports(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the kernels can run on tensors of this device and dtype."""
+    return device.type == "cpu" and dtype in _SUFFIX and available()
+
+
 def usable(z: Tensor) -> bool:
     """Whether the kernels can run the memory pass of encodings ``z``."""
-    return z.device.type == "cpu" and z.dtype in _SUFFIX and available()
+    return supports(z.device, z.dtype)
 
 
 def _require_usable(z: Tensor, kernel: str) -> None:
@@ -359,11 +364,9 @@ def native_normal(shape: tuple[int, ...], std: float, dtype: torch.dtype) -> Ten
     (``csrc/normal.inc``), several times faster than torch's CPU generator. Its seed is drawn
     from torch's default generator, so ``torch.manual_seed`` fixes the values (and the
     draw moves that generator on by one value)."""
-    if dtype not in _SUFFIX or not available():
-        raise RuntimeError(f"enn: the native normal generator needs float32 or float64 and a "
-                           f"working C compiler; got {dtype}")
-    seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64)) % 2**64
     out = torch.empty(shape, dtype=dtype)
+    _require_usable(out, "normal-generator")
+    seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64)) % 2**64
     getattr(_library(), f"enn_normal_{_SUFFIX[dtype]}")(out.data_ptr(), out.numel(), std, seed,
                                                        torch.get_num_threads())
     return out

@@ -283,7 +283,7 @@ def trace_noise(shape: tuple[int, ...], std: float, device: torch.device, dtype:
     """The training noise of the trace, std * N(0, 1) values: from the native generator where
     the kernels run (several times faster than torch's CPU generator, and seeded from it),
     else from torch's generator."""
-    if cpu_scan.usable(torch.empty(0, device=device, dtype=dtype)):
+    if cpu_scan.supports(device, dtype):
         return cpu_scan.native_normal(shape, std, dtype)
     return std * torch.randn(shape, device=device, dtype=dtype)
 
