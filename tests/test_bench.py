@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from enn.bench import matmul_macs
+from enn.bench import matmul_macs, round_ratios
 from enn.cli import main
 
 
@@ -29,6 +29,7 @@ def test_bench_writes_rows_and_breakdown(tmp_path):
     assert report["matmul"]["enn_gmac"] > report["matmul"]["lstm_gmac"] > 0
     assert report["allocator"] == "keeps freed memory"  # glibc, as on every supported machine
     assert all(r["page_faults_per_step"] >= 0 for r in rows.values())
+    assert rows[("LSTM (2 layers)", "-")]["ratio_to_lstm_per_round"]["median"] == 1.0
 
 
 def test_bench_can_keep_the_system_allocator(tmp_path):
@@ -38,6 +39,17 @@ def test_bench_can_keep_the_system_allocator(tmp_path):
             "--trace", "shared", "--system-allocator", "--out", str(out)]
     assert main(argv) == 0
     assert json.loads(out.read_text())["allocator"] == "system"
+
+
+def test_round_ratios_pair_each_step_with_the_baseline_of_its_round():
+    # a load that slows both models alike in a round cancels, however much the steps vary
+    times, base = [2.0, 4.0, 8.0, 16.0, 6.0], [1.0, 2.0, 4.0, 8.0, 3.0]
+    assert round_ratios(times, base) == {"q1": 2.0, "median": 2.0, "q3": 2.0}
+    assert round_ratios([1.0, 3.0, 2.0], [1.0, 1.0, 1.0]) == {"q1": 1.5, "median": 2.0,
+                                                              "q3": 2.5}
+    assert round_ratios([3.0], [2.0]) == {"q1": 1.5, "median": 1.5, "q3": 1.5}
+    with pytest.raises(ValueError):
+        round_ratios([1.0, 2.0], [1.0])
 
 
 def test_matmul_count_at_the_paper_shapes():

@@ -316,9 +316,20 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def round_ratios(times: list[float], base: list[float]) -> dict[str, float]:
+    """Each timed step over the baseline's step of the same round (they ran seconds apart, so
+    slow drifts of the machine's load cancel): median and quartiles."""
+    ratios = [t / b for t, b in zip(times, base, strict=True)]
+    if len(ratios) < 2:
+        return {"q1": ratios[0], "median": ratios[0], "q3": ratios[0]}
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return {"q1": q1, "median": median, "q3": q3}
+
+
 def _rows(results: dict, args_shape: dict, with_memory: bool, device: torch.device
           ) -> list[dict]:
     lstm = results["lstm"]["train_ms"]
+    lstm_steps = results["lstm"]["train_ms_all"]
     rows = []
     for name, r in results.items():
         enn = name.startswith("enn_")
@@ -332,7 +343,9 @@ def _rows(results: dict, args_shape: dict, with_memory: bool, device: torch.devi
             "hidden": args_shape["hidden"], "memory": args_shape["memory"] if enn else 0,
             "train_ms": r["train_ms"], "train_ms_all": r["train_ms_all"],
             "page_faults_per_step": r["page_faults_per_step"],
-            "ratio_to_lstm": r["train_ms"] / lstm, "infer_seq_per_s": r["infer_seq_per_s"],
+            "ratio_to_lstm": r["train_ms"] / lstm,
+            "ratio_to_lstm_per_round": round_ratios(r["train_ms_all"], lstm_steps),
+            "infer_seq_per_s": r["infer_seq_per_s"],
             "peak_mib": peak, "saved_mib": saved, "path": r["path"],
         })
     return rows
@@ -433,6 +446,10 @@ def run(args: argparse.Namespace) -> int:
     results = measure(names, repeats=args.repeats, warmup=args.warmup, device=device, **shape)
     rows = _rows(results, shape, with_memory=not args.no_memory, device=device)
     print(_table(rows))
+    print("x LSTM per round (each step over the LSTM step of its round; median [quartiles]): "
+          + ", ".join(f"{r['model']} {r['trace']} {q['median']:.2f} [{q['q1']:.2f}, "
+                      f"{q['q3']:.2f}]" for r in rows
+                      if (q := r["ratio_to_lstm_per_round"]) and r["trace"] != "-"))
     print("page faults per training step (median): " + ", ".join(
         f"{r['model']} {r['trace']} {r['page_faults_per_step']:.0f}" for r in rows))
     report = {"torch": torch.__version__, "threads": torch.get_num_threads(),
