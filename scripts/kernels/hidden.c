@@ -4,13 +4,7 @@
 #include SRC
 #include <stdio.h>
 #include <omp.h>
-static float *filled(int64_t n, float scale, unsigned *s)
-{
-    float *x = malloc(4 * n);
-    for (int64_t i = 0; i < n; i++)
-        x[i] = (((*s = *s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f) * scale;
-    return x;
-}
+#include "fill.h"
 int main(void)
 {
     const int64_t B = 128, T = 28, h = 128, h3 = 3 * h, BT = B * T;
