@@ -326,6 +326,10 @@ def round_ratios(times: list[float], base: list[float]) -> dict[str, float]:
     return {"q1": q1, "median": median, "q3": q3}
 
 
+def _quartiles(q: dict[str, float]) -> str:
+    return f"{q['median']:.2f} [{q['q1']:.2f}, {q['q3']:.2f}]"
+
+
 def _rows(results: dict, args_shape: dict, with_memory: bool, device: torch.device
           ) -> list[dict]:
     lstm = results["lstm"]["train_ms"]
@@ -447,9 +451,8 @@ def run(args: argparse.Namespace) -> int:
     rows = _rows(results, shape, with_memory=not args.no_memory, device=device)
     print(_table(rows))
     print("x LSTM per round (each step over the LSTM step of its round; median [quartiles]): "
-          + ", ".join(f"{r['model']} {r['trace']} {q['median']:.2f} [{q['q1']:.2f}, "
-                      f"{q['q3']:.2f}]" for r in rows
-                      if (q := r["ratio_to_lstm_per_round"]) and r["trace"] != "-"))
+          + ", ".join(f"{r['model']} {r['trace']} {_quartiles(r['ratio_to_lstm_per_round'])}"
+                      for r in rows if r["trace"] != "-"))
     print("page faults per training step (median): " + ", ".join(
         f"{r['model']} {r['trace']} {r['page_faults_per_step']:.0f}" for r in rows))
     report = {"torch": torch.__version__, "threads": torch.get_num_threads(),

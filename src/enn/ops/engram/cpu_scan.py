@@ -169,7 +169,7 @@ def _require_usable(z: Tensor, kernel: str) -> None:
 
 def _check(code: int) -> None:
     if code:
-        raise MemoryError("enn: a native memory kernel could not allocate its buffers")
+        raise MemoryError("enn: a native kernel could not allocate its buffers")
 
 
 def _dense(*grads: Tensor | None) -> tuple[Tensor | None, ...]:
