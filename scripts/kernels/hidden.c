@@ -9,7 +9,8 @@ int main(void)
 {
     const int64_t B = 128, T = 28, h = 128, h3 = 3 * h, BT = B * T;
     unsigned s = 1;
-    float *X = filled(BT * h3, 1, &s), *Wc = filled(h3 * h3, 0.1f, &s), *Wo = filled(h * h3, 0.1f, &s);
+    float *z = filled(BT * h, 1, &s), *m = filled(BT * h, 1, &s), *X = malloc(4 * BT * h3);
+    float *Wc = filled(h3 * h3, 0.1f, &s), *Wo = filled(h * h3, 0.1f, &s);
     float *h0 = calloc(B * h, 4), *ln_w = malloc(4 * h), *ln_b = calloc(h, 4), *g_out = calloc(BT * h, 4);
     for (int64_t j = 0; j < h; j++) ln_w[j] = 1;
     for (int64_t b = 0; b < B; b++)
@@ -22,7 +23,7 @@ int main(void)
     double fwd = 1e9, bwd = 1e9, wg = 1e9;
     for (int r = 0; r < 40; r++) {
         const double t0 = omp_get_wtime();
-        enn_hidden_forward_f32(X, h0, Wc, Wo, NULL, NULL, ln_w, ln_b, 1e-5, NULL, B, T, h, out,
+        enn_hidden_forward_f32(z, m, X, h0, Wc, Wo, NULL, NULL, ln_w, ln_b, 1e-5, NULL, B, T, h, out,
                                hT, C, U, MU, RS, 2);
         const double t1 = omp_get_wtime();
         enn_hidden_backward_f32(g_out, NULL, Wc, Wo, ln_w, NULL, X, C, U, MU, RS, B, T, h, G_pre,

@@ -135,7 +135,7 @@ def _library() -> ctypes.CDLL | None:
         shared_bwd = getattr(lib, f"enn_shared_backward_{sfx}")
         shared_bwd.argtypes = [p] * 12 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64]
         hidden_fwd = getattr(lib, f"enn_hidden_forward_{sfx}")
-        hidden_fwd.argtypes = [p] * 8 + [f64] + [p] + [i64] * 3 + [p] * 6 + [i64]
+        hidden_fwd.argtypes = [p] * 10 + [f64] + [p] + [i64] * 3 + [p] * 6 + [i64]
         hidden_bwd = getattr(lib, f"enn_hidden_backward_{sfx}")
         hidden_bwd.argtypes = [p] * 11 + [i64] * 3 + [p] * 9 + [i64]
         for fn in (fwd, bwd, shared_fwd, shared_bwd, hidden_fwd, hidden_bwd):
@@ -320,16 +320,14 @@ class _NativeHidden(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # unused outputs: NULL, not a zero-filled buffer
         B, T, h = z.shape
         h3 = 3 * h
-        # X = [z ; m ; the state each step starts from]; the kernel fills the last third
-        X = z.new_empty(B, T, h3)  # (B, T, 3h)
-        X[..., :h], X[..., h : 2 * h] = z, m
+        X = z.new_empty(B, T, h3)  # (B, T, 3h) [z ; m ; the state each step starts from]
         out = z.new_empty(B, T, h)  # (B, T, h)
         hT = z.new_empty(B, h)  # (B, h)
         C, U = z.new_empty(B, T, h3), z.new_empty(B, T, h)  # c and u after their ReLU
         MU, RS = z.new_empty(B, T), z.new_empty(B, T)  # the LayerNorm's statistics
         w_c, w_o = w_c.contiguous(), w_o.contiguous()  # (3h, 3h), (h, 3h); also for the backward
         _check(getattr(_library(), f"enn_hidden_forward_{_SUFFIX[z.dtype]}")(
-            *map(_ptr, (X, h0, w_c, w_o, b_c, b_o, ln_w, ln_b)), eps, _ptr(mask), B, T, h,
+            *map(_ptr, (z, m, X, h0, w_c, w_o, b_c, b_o, ln_w, ln_b)), eps, _ptr(mask), B, T, h,
             *map(_ptr, (out, hT, C, U, MU, RS)), torch.get_num_threads()))
         ctx.save_for_backward(w_c, w_o, ln_w, mask, X, C, U, MU, RS)
         ctx.has_bias = b_c is not None, b_o is not None
