@@ -4,7 +4,6 @@ reference over the grid is in test_fast_engram.py (the ``native`` cases)."""
 
 import shutil
 import warnings
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ import torch
 from enn import Engram
 from enn.ops.engram import cpu_scan, fast_engram, naive_engram
 from enn.ops.engram.common import EngramHyper
-from enn.ops.engram.recurrent import encode
 
 
 def scan_inputs(B=3, T=9, N=4, h=5, dtype=torch.double, seed=0):
@@ -210,49 +208,3 @@ def test_native_hidden_pass_does_not_depend_on_the_thread_count():
         return (out, h_n, *torch.autograd.grad(out.sin().sum() + h_n.sum(), args))
 
     assert_same_bits_with_1_and_2_threads(run)
-
-
-def encoder_inputs(R_shape, d, h, dtype, with_bias=True):
-    g = torch.Generator().manual_seed(0)
-    shapes = [(*R_shape, d), (h, d), (h,), (h,), (h,)]
-    args = [torch.randn(*s, dtype=dtype, generator=g).requires_grad_() for s in shapes]
-    if not with_bias:
-        args[2] = None
-    return args
-
-
-@pytest.mark.parametrize("with_bias", [True, False])
-def test_native_encoder_matches_encode_and_passes_gradcheck(with_bias):
-    # 37 rows: more than one block of partial sums, and a remainder; d = 6 < a register tile
-    x, w_z, b_z, ln_w, ln_b = encoder_inputs((37,), 6, 11, torch.double, with_bias)
-    weights = SimpleNamespace(weight_z=w_z, bias_z=b_z, ln_z_weight=ln_w, ln_z_bias=ln_b)
-    got = cpu_scan.native_encode(x, w_z, b_z, ln_w, ln_b, 1e-5)
-    torch.testing.assert_close(got, encode(x, weights, 1e-5))
-    assert torch.autograd.gradcheck(
-        lambda *a: cpu_scan.native_encode(*a, 1e-5), (x, w_z, b_z, ln_w, ln_b))
-
-
-def test_native_encoder_keeps_leading_dimensions_and_skips_an_unneeded_input_gradient():
-    x, *params = encoder_inputs((3, 5), 4, 8, torch.float)
-    x.requires_grad_(False)
-    z = cpu_scan.native_encode(x, *params, 1e-5)
-    assert z.shape == (3, 5, 8)
-    z.sum().backward()
-    assert all(p.grad is not None for p in params) and x.grad is None
-
-
-def test_native_encoder_does_not_depend_on_the_thread_count():
-    args = encoder_inputs((4, 70), 28, 64, torch.float)
-    g = torch.randn(4, 70, 64, generator=torch.Generator().manual_seed(1))
-
-    def run():
-        z = cpu_scan.native_encode(*args, 1e-5)
-        return (z, *torch.autograd.grad(z, args, g))
-
-    assert_same_bits_with_1_and_2_threads(run)
-
-
-def test_native_encoder_rejects_an_empty_input():
-    x, *params = encoder_inputs((0,), 4, 8, torch.float)
-    with pytest.raises(ValueError, match="at least one row"):
-        cpu_scan.native_encode(x, *params, 1e-5)

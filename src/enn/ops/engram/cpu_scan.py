@@ -21,11 +21,6 @@ all the steps without synchronisation, with register-tiled products over X = [z 
 state each step starts from] (the kernel writes the state into X). The weights' gradients
 follow in the same call, their output tiles shared out over the threads.
 
-Encoder (``native_encode``, ``csrc/encoder.inc``): ``recurrent.encode`` for every step at
-once, the linear map, ReLU and LayerNorm in one kernel each way; the backward sums the
-weight's gradient as x^T G (a wide output, the register tiles' fast shape). The hidden
-kernel shares its LayerNorm code.
-
 The kernels' results do not depend on the thread count, to the last bit. The C files are
 compiled on first use with the system's C compiler (``$CC``, else ``cc``) into
 ``$ENN_CACHE_DIR`` (default ``~/.cache/enn``) and loaded with ctypes. The kernels split their
@@ -143,12 +138,7 @@ def _library() -> ctypes.CDLL | None:
         hidden_fwd.argtypes = [p] * 10 + [f64] + [p] + [i64] * 3 + [p] * 6 + [i64]
         hidden_bwd = getattr(lib, f"enn_hidden_backward_{sfx}")
         hidden_bwd.argtypes = [p] * 11 + [i64] * 3 + [p] * 9 + [i64]
-        encode_fwd = getattr(lib, f"enn_encode_forward_{sfx}")
-        encode_fwd.argtypes = [p] * 5 + [f64] + [i64] * 3 + [p] * 4 + [i64]
-        encode_bwd = getattr(lib, f"enn_encode_backward_{sfx}")
-        encode_bwd.argtypes = [p] * 7 + [i64] * 3 + [p] * 3 + [i64]
-        for fn in (fwd, bwd, shared_fwd, shared_bwd, hidden_fwd, hidden_bwd, encode_fwd,
-                   encode_bwd):
+        for fn in (fwd, bwd, shared_fwd, shared_bwd, hidden_fwd, hidden_bwd):
             fn.restype = ctypes.c_int
         normal = getattr(lib, f"enn_normal_{sfx}")
         normal.argtypes = [p, i64, f64, ctypes.c_uint64, i64]
@@ -365,51 +355,6 @@ class _NativeHidden(torch.autograd.Function):
         has_b_c, has_b_o = ctx.has_bias
         return (g_z, g_m, g_h0, g_w_c, g_b_c if has_b_c else None, g_w_o,
                 g_b_o if has_b_o else None, g_lnw, g_lnb, None, None)
-
-
-class _NativeEncoder(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w_z, b_z, ln_w, ln_b, eps):
-        R, d = x.shape
-        h = w_z.shape[0]
-        z, U = x.new_empty(R, h), x.new_empty(R, h)  # U: the rows after their ReLU
-        MU, RS = x.new_empty(R), x.new_empty(R)  # the LayerNorm's statistics
-        _check(getattr(_library(), f"enn_encode_forward_{_SUFFIX[x.dtype]}")(
-            *map(_ptr, (x, w_z, b_z, ln_w, ln_b)), eps, R, d, h, *map(_ptr, (z, U, MU, RS)),
-            torch.get_num_threads()))
-        ctx.save_for_backward(x, w_z, ln_w, U, MU, RS)
-        ctx.has_bias = b_z is not None
-        return z
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_z):
-        x, w_z, ln_w, U, MU, RS = ctx.saved_tensors
-        R, d = x.shape
-        h = w_z.shape[0]
-        (g_z,) = _dense(g_z)
-        g_x = x.new_empty(R, d) if ctx.needs_input_grad[0] else None
-        g_w_z, g_vec = x.new_empty(h, d), x.new_empty(3 * h)  # g_vec: ln_w, ln_b, b_z
-        _check(getattr(_library(), f"enn_encode_backward_{_SUFFIX[x.dtype]}")(
-            *map(_ptr, (g_z, x, w_z, ln_w, U, MU, RS)), R, d, h, *map(_ptr, (g_x, g_w_z, g_vec)),
-            torch.get_num_threads()))
-        g_lnw, g_lnb, g_b_z = g_vec.split(h)
-        return g_x, g_w_z, g_b_z if ctx.has_bias else None, g_lnw, g_lnb, None
-
-
-def native_encode(x: Tensor, w_z: Tensor, b_z: Tensor | None, ln_w: Tensor, ln_b: Tensor,
-                  eps: float) -> Tensor:
-    """``recurrent.encode`` on the CPU, z = LayerNorm(ReLU(W_z x + b_z)) for every step at
-    once: x (..., d) -> (..., h), in one kernel each way (in PyTorch, six operations and
-    their autograd nodes took about twice as long at the paper's shapes). x and the weights
-    share a precision; x has at least one row."""
-    _require_usable(x, "encoder")
-    if x.numel() == 0:
-        raise ValueError(f"enn: the native encoder needs at least one row, got x of shape "
-                         f"{tuple(x.shape)}")
-    params = [t if t is None else t.to(x.dtype).contiguous() for t in (w_z, b_z, ln_w, ln_b)]
-    z = _NativeEncoder.apply(x.reshape(-1, x.shape[-1]).contiguous(), *params, eps)
-    return z.view(*x.shape[:-1], w_z.shape[0])  # (..., h)
 
 
 def native_normal(shape: tuple[int, ...], std: float, dtype: torch.dtype) -> Tensor:

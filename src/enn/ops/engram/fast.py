@@ -51,15 +51,6 @@ from .shared_scan import shared_scan
 DEFAULT_CHUNK = 16  # measured: 12-24 are best at T = 28 and 112 (docs/results/speed.md)
 
 
-def _encode(x: Tensor, w: EngramWeights, eps: float, native: bool) -> Tensor:
-    """``encode``; ``native``: by the native CPU kernel where it can run (x in the weights'
-    precision on the CPU, outside autocast, at least one row)."""
-    if (native and x.dtype == w.weight_z.dtype and x.numel() > 0 and cpu_scan.usable(x)
-            and not torch.is_autocast_enabled(x.device.type)):
-        return cpu_scan.native_encode(x, w.weight_z, w.bias_z, w.ln_z_weight, w.ln_z_bias, eps)
-    return encode(x, w, eps)
-
-
 def _hidden_pass(
     z: Tensor, m: Tensor, h0: Tensor, w: EngramWeights, hyper: EngramHyper,
     mask: Tensor | None, native: bool = False,
@@ -324,8 +315,7 @@ def fast_engram(
     stats = {} if stats is None else stats
     B, T, _ = x.shape
     dtype = weights.memory.dtype
-    use_native = native or (native is None and cpu_scan.supports(x.device, dtype))
-    z = _encode(x, weights, hyper.ln_eps, use_native).to(dtype)  # (B, T, h)
+    z = encode(x, weights, hyper.ln_eps).to(dtype)  # (B, T, h)
     mask = None if lengths is None else torch.arange(T, device=x.device) < lengths[:, None]
     n_slots, n_hidden = weights.memory.shape
     if initial_state is None:
@@ -334,6 +324,7 @@ def fast_engram(
     else:
         h0, H0 = initial_state.h.to(dtype), initial_state.trace.to(dtype)
     noise = None if noise is None else noise.to(dtype)
+    use_native = native or (native is None and cpu_scan.usable(z))
     if use_native:
         stats["native"] = True
     # the memory pass (cosines, norms, the trace) keeps the parameters' precision under autocast
