@@ -18,7 +18,7 @@ step's trace is kept for the backward (T x N x h values: small).
 Hidden pass (``native_hidden_pass``, ``csrc/hidden_scan.inc``): the step loop that follows
 the memory pass. Samples are independent there, so each thread runs its own samples through
 all the steps without synchronisation, with register-tiled products over X = [z ; m ; the
-state each step starts from] (the kernel writes the state into X). The weights' gradients
+state each step starts from] (the kernel assembles X step by step). The weights' gradients
 follow in the same call, their output tiles shared out over the threads.
 
 The kernels' results do not depend on the thread count, to the last bit. The C files are
