@@ -208,3 +208,17 @@ def test_native_hidden_pass_does_not_depend_on_the_thread_count():
         return (out, h_n, *torch.autograd.grad(out.sin().sum() + h_n.sum(), args))
 
     assert_same_bits_with_1_and_2_threads(run)
+
+
+def test_native_hidden_pass_reads_strided_inputs_as_their_values():
+    torch.manual_seed(0)
+    args = hidden_inputs(5, 4, 8, torch.double)
+    z, m = args[0].detach(), args[1].detach()
+    # the same values laid out (T, B, h) and viewed as (B, T, h)
+    strided = [z.transpose(0, 1).contiguous().transpose(0, 1),
+               m.transpose(0, 1).contiguous().transpose(0, 1), *args[2:]]
+    assert not strided[0].is_contiguous() and not strided[1].is_contiguous()
+    for got, expected in zip(cpu_scan.native_hidden_pass(*strided, 1e-6, None),
+                             cpu_scan.native_hidden_pass(z, m, *args[2:], 1e-6, None),
+                             strict=True):
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)

@@ -379,5 +379,7 @@ def native_hidden_pass(z: Tensor, m: Tensor, h0: Tensor, w_c: Tensor, b_c: Tenso
     _require_usable(z, "hidden-pass")
     dtype = z.dtype
     mask = None if mask is None else mask.to(torch.uint8).contiguous()
-    return _NativeHidden.apply(z, m.to(dtype), h0.to(dtype).contiguous(), w_c, b_c, w_o, b_o,
-                               ln_w, ln_b, eps, mask)
+    # the kernel reads z and m row by row as (B, T, h) blocks
+    return _NativeHidden.apply(z.contiguous(), m.to(dtype).contiguous(),
+                               h0.to(dtype).contiguous(), w_c, b_c, w_o, b_o, ln_w, ln_b, eps,
+                               mask)

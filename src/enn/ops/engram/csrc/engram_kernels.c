@@ -3,8 +3,9 @@
  *   per_sample_scan.inc: the per-sample trace, one sequence at a time so that its (N, h)
  *     trace stays in cache;
  *   shared_scan.inc: the shared trace (N, h), one step at a time over the whole batch;
- *   hidden_scan.inc: the hidden pass that follows the memory pass (both trace modes).
- * All three are written once, with the helpers of common.inc (kernels.inc gathers them), and
+ *   hidden_scan.inc: the hidden pass that follows the memory pass (both trace modes);
+ *   normal.inc: the trace noise's generator.
+ * All are written once, with the helpers of common.inc (kernels.inc gathers them), and
  * compiled for float and double.
  * Built with -fopenmp, the library shares the OpenMP runtime PyTorch has already loaded (the
  * same libgomp.so.1), so its threads are the ones torch's own operations use. */
