@@ -2,25 +2,37 @@
 same weights and inputs, paper MNIST shapes, train-mode noise, glibc keeping freed memory
 (as ``enn bench`` does): forward + backward ms (median)
 of the memory pass, the hidden pass and the whole layer (from a zero state, as the layer's
-default passes it).
+default passes it). ``--steps``: whole training steps of ``enn bench``'s classifier instead,
+the earlier commit's, the current one's and the LSTM's in turn, with the ratios per round.
 
-    python scripts/ab_fast_path.py cb6e560 [--repeats 15]
+    python scripts/ab_fast_path.py cb6e560 [--repeats 15] [--steps]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import statistics
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 import torch
 
+import enn.nn.engram
 from enn import Engram
-from enn.bench import interleaved_ms, keep_freed_memory, pass_steps
+from enn.bench import (
+    build,
+    interleaved_ms,
+    keep_freed_memory,
+    make_inputs,
+    pass_steps,
+    round_ratios,
+    train_step,
+)
 from enn.ops.engram import fast as current
 from enn.ops.engram.recurrent import encode
 
@@ -72,6 +84,45 @@ def compare(trace: str, old, rev: str, repeats: int) -> None:
               f"({then / now:.2f}x)", flush=True)
 
 
+@contextmanager
+def layer_ops(ops):
+    """The Engram layer runs ``ops.fast_engram`` inside the block."""
+    saved = enn.nn.engram.fast_engram
+    enn.nn.engram.fast_engram = ops.fast_engram
+    try:
+        yield
+    finally:
+        enn.nn.engram.fast_engram = saved
+
+
+def compare_steps(trace: str, old, rev: str, repeats: int, warmup: int = 3) -> None:
+    """Training steps (forward, backward, Adam) of two identical classifiers, one on each
+    commit's fast path, and of the LSTM baseline, in turn (the two classifiers swap places
+    every round); ratios per round, as enn bench."""
+    torch.manual_seed(0)
+    then = build(f"enn_{trace}", 28, 128, 64)
+    now = build(f"enn_{trace}", 28, 128, 64)
+    now.load_state_dict(then.state_dict())
+    lstm = build("lstm", 28, 128, 64)
+    models = {"then": then, "now": now, "lstm": lstm}
+    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
+    x, y = make_inputs(128, 28, 28, torch.device("cpu"))
+    times = {k: [] for k in models}
+    for i in range(warmup + repeats):
+        for key in ("then", "now", "lstm") if i % 2 else ("now", "then", "lstm"):
+            with layer_ops(old if key == "then" else current):
+                t = train_step(models[key], opts[key], x, y)
+            if i >= warmup:
+                times[key].append(t)
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    gain = round_ratios(times["then"], times["now"])
+    print(f"{trace:10s} step  {rev}: {ms['then']:5.1f} ms  now: {ms['now']:5.1f} ms  "
+          f"LSTM: {ms['lstm']:5.1f} ms  then/now per round {gain['median']:.3f} "
+          f"[{gain['q1']:.3f}, {gain['q3']:.3f}]  x LSTM then "
+          f"{round_ratios(times['then'], times['lstm'])['median']:.3f} now "
+          f"{round_ratios(times['now'], times['lstm'])['median']:.3f}", flush=True)
+
+
 def whole_layer(ops, x, weights, hyper, state, noise) -> None:
     out, _, _ = ops.fast_engram(x, weights, hyper, state, noise=noise)
     out[:, -1].sum().backward()
@@ -81,12 +132,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("rev")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--steps", action="store_true",
+                        help="whole training steps of the classifier, against the LSTM's")
     args = parser.parse_args()
     keep_freed_memory()  # as enn bench does: no page faults from one variant's frees
     with tempfile.TemporaryDirectory() as tmp:
         old = load_old(args.rev, Path(tmp))
         for trace in ("shared", "per_sample"):
-            compare(trace, old, args.rev, args.repeats)
+            (compare_steps if args.steps else compare)(trace, old, args.rev, args.repeats)
 
 
 if __name__ == "__main__":
