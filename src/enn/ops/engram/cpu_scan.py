@@ -18,8 +18,8 @@ step's trace is kept for the backward (T x N x h values: small).
 Hidden pass (``native_hidden_pass``, ``csrc/hidden_scan.inc``): the step loop that follows
 the memory pass. Samples are independent there, so each thread runs its own samples through
 all the steps without synchronisation, with register-tiled products over X = [z ; m ; the
-state each step starts from] (the kernel assembles X step by step). The weights' gradients
-follow in the same call, their output tiles shared out over the threads.
+state each step starts from], whose parts the products read where they lie. The weights'
+gradients follow in the same call, their output tiles shared out over the threads.
 
 The kernels' results do not depend on the thread count, to the last bit. The C files are
 compiled on first use with the system's C compiler (``$CC``, else ``cc``) into
@@ -137,7 +137,7 @@ def _library() -> ctypes.CDLL | None:
         hidden_fwd = getattr(lib, f"enn_hidden_forward_{sfx}")
         hidden_fwd.argtypes = [p] * 10 + [f64] + [p] + [i64] * 3 + [p] * 6 + [i64]
         hidden_bwd = getattr(lib, f"enn_hidden_backward_{sfx}")
-        hidden_bwd.argtypes = [p] * 11 + [i64] * 3 + [p] * 9 + [i64]
+        hidden_bwd.argtypes = [p] * 13 + [i64] * 3 + [p] * 8 + [i64]
         for fn in (fwd, bwd, shared_fwd, shared_bwd, hidden_fwd, hidden_bwd):
             fn.restype = ctypes.c_int
         normal = getattr(lib, f"enn_normal_{sfx}")
@@ -320,36 +320,36 @@ class _NativeHidden(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # unused outputs: NULL, not a zero-filled buffer
         B, T, h = z.shape
         h3 = 3 * h
-        X = z.new_empty(B, T, h3)  # (B, T, 3h) [z ; m ; the state each step starts from]
+        S = z.new_empty(B, T, h)  # (B, T, h) the state each step starts from
         out = z.new_empty(B, T, h)  # (B, T, h)
         hT = z.new_empty(B, h)  # (B, h)
         C, U = z.new_empty(B, T, h3), z.new_empty(B, T, h)  # c and u after their ReLU
         MU, RS = z.new_empty(B, T), z.new_empty(B, T)  # the LayerNorm's statistics
         w_c, w_o = w_c.contiguous(), w_o.contiguous()  # (3h, 3h), (h, 3h); also for the backward
         _check(getattr(_library(), f"enn_hidden_forward_{_SUFFIX[z.dtype]}")(
-            *map(_ptr, (z, m, X, h0, w_c, w_o, b_c, b_o, ln_w, ln_b)), eps, _ptr(mask), B, T, h,
+            *map(_ptr, (z, m, S, h0, w_c, w_o, b_c, b_o, ln_w, ln_b)), eps, _ptr(mask), B, T, h,
             *map(_ptr, (out, hT, C, U, MU, RS)), torch.get_num_threads()))
-        ctx.save_for_backward(w_c, w_o, ln_w, mask, X, C, U, MU, RS)
+        ctx.save_for_backward(w_c, w_o, ln_w, mask, z, m, S, C, U, MU, RS)
         ctx.has_bias = b_c is not None, b_o is not None
         return out, hT
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_out, g_hT):
-        w_c, w_o, ln_w, mask, X, C, U, MU, RS = ctx.saved_tensors
+        w_c, w_o, ln_w, mask, z, m, S, C, U, MU, RS = ctx.saved_tensors
         B, T, h3 = C.shape
         h = h3 // 3
-        # G_pre, G_h and G_u (the gradients before the ReLUs and of each step's starting
-        # state) are the kernel's working buffers, from which it sums the weights' gradients
-        G_pre, G_h, G_u = C.new_empty(B, T, h3), C.new_empty(B, T, h), C.new_empty(B, T, h)
+        # G_pre and G_u (the gradients before the ReLUs) are the kernel's working buffers,
+        # from which it sums the weights' gradients
+        G_pre, G_u = C.new_empty(B, T, h3), C.new_empty(B, T, h)
         g_z, g_m = C.new_empty(B, T, h), C.new_empty(B, T, h)
         g_h0 = C.new_empty(B, h)
         g_vec = C.new_empty(6 * h)  # the gradients of ln_w, ln_b, b_o and b_c
         g_out, g_hT = _dense(g_out, g_hT)
         g_w_c, g_w_o = C.new_empty(h3, h3), C.new_empty(h, h3)
         _check(getattr(_library(), f"enn_hidden_backward_{_SUFFIX[C.dtype]}")(
-            *map(_ptr, (g_out, g_hT, w_c, w_o, ln_w, mask, X, C, U, MU, RS)), B, T, h,
-            *map(_ptr, (G_pre, g_z, g_m, G_h, G_u, g_h0, g_w_c, g_w_o, g_vec)),
+            *map(_ptr, (g_out, g_hT, w_c, w_o, ln_w, mask, z, m, S, C, U, MU, RS)), B, T, h,
+            *map(_ptr, (G_pre, g_z, g_m, G_u, g_h0, g_w_c, g_w_o, g_vec)),
             torch.get_num_threads()))
         g_lnw, g_lnb, g_b_o, g_b_c = g_vec.split([h, h, h, h3])
         has_b_c, has_b_o = ctx.has_bias
