@@ -95,25 +95,34 @@ def layer_ops(ops):
         enn.nn.engram.fast_engram = saved
 
 
-def compare_steps(trace: str, old, rev: str, repeats: int, warmup: int = 3) -> None:
-    """Training steps (forward, backward, Adam) of two identical classifiers, one on each
-    commit's fast path, and of the LSTM baseline, in turn (the two classifiers swap places
-    every round); ratios per round, as enn bench."""
+def alternating_steps(models: dict, variant, repeats: int, warmup: int = 3
+                      ) -> dict[str, list[float]]:
+    """Training steps (forward, backward, Adam) of ``enn bench``'s models on one batch at the
+    paper's shapes, in turn: the first two swap places every round, the rest follow. Each step
+    runs inside ``variant(key)``, a context manager. Seconds per timed step, per model."""
+    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
+    x, y = make_inputs(128, 28, 28, torch.device("cpu"))
+    first, second, *rest = models
+    times = {k: [] for k in models}
+    for i in range(warmup + repeats):
+        for key in ((first, second) if i % 2 else (second, first)) + tuple(rest):
+            with variant(key):
+                t = train_step(models[key], opts[key], x, y)
+            if i >= warmup:
+                times[key].append(t)
+    return times
+
+
+def compare_steps(trace: str, old, rev: str, repeats: int) -> None:
+    """Training steps of two identical classifiers, one on each commit's fast path, and of
+    the LSTM baseline, in turn; ratios per round, as enn bench."""
     torch.manual_seed(0)
     then = build(f"enn_{trace}", 28, 128, 64)
     now = build(f"enn_{trace}", 28, 128, 64)
     now.load_state_dict(then.state_dict())
-    lstm = build("lstm", 28, 128, 64)
-    models = {"then": then, "now": now, "lstm": lstm}
-    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
-    x, y = make_inputs(128, 28, 28, torch.device("cpu"))
-    times = {k: [] for k in models}
-    for i in range(warmup + repeats):
-        for key in ("then", "now", "lstm") if i % 2 else ("now", "then", "lstm"):
-            with layer_ops(old if key == "then" else current):
-                t = train_step(models[key], opts[key], x, y)
-            if i >= warmup:
-                times[key].append(t)
+    models = {"then": then, "now": now, "lstm": build("lstm", 28, 128, 64)}
+    times = alternating_steps(models, lambda k: layer_ops(old if k == "then" else current),
+                              repeats)
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     gain = round_ratios(times["then"], times["now"])
     print(f"{trace:10s} step  {rev}: {ms['then']:5.1f} ms  now: {ms['now']:5.1f} ms  "

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from contextlib import contextmanager
 
 import torch
+from ab_fast_path import alternating_steps
 
 import enn.ops.engram.fast as fast
-from enn.bench import build, keep_freed_memory, make_inputs, round_ratios, train_step
+from enn.bench import build, keep_freed_memory, round_ratios
 
 
 def main() -> None:
@@ -31,20 +33,19 @@ def main() -> None:
             fixed[x.shape] = real_encode(x, weights, eps).detach().requires_grad_()
         return fixed[x.shape]
 
+    @contextmanager
+    def encoder_of(key: str):
+        fast.encode = no_encoder if key == "without" else real_encode
+        try:
+            yield
+        finally:
+            fast.encode = real_encode
+
     with_enc = build(f"enn_{args.trace}", 28, 128, 64)
     without = build(f"enn_{args.trace}", 28, 128, 64)
     without.load_state_dict(with_enc.state_dict())
     models = {"with": with_enc, "without": without, "lstm": build("lstm", 28, 128, 64)}
-    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
-    x, y = make_inputs(128, 28, 28, torch.device("cpu"))
-    times = {k: [] for k in models}
-    for i in range(3 + args.repeats):
-        for key in ("with", "without", "lstm") if i % 2 else ("without", "with", "lstm"):
-            fast.encode = no_encoder if key == "without" else real_encode
-            t = train_step(models[key], opts[key], x, y)
-            if i >= 3:
-                times[key].append(t)
-    fast.encode = real_encode
+    times = alternating_steps(models, encoder_of, args.repeats)
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     print(f"{args.trace}: with the encoder {ms['with']:.1f} ms, without {ms['without']:.1f} ms, "
           f"LSTM {ms['lstm']:.1f} ms; with / without per round "
