@@ -51,13 +51,17 @@ static inline float exp_nonpositive_f32(float x)
 }
 
 #define REAL float
+#define REAL_IS_FLOAT 1
 #define SFX(name) name##_f32
 #include "kernels.inc"
 #undef REAL
+#undef REAL_IS_FLOAT
 #undef SFX
 
 #define REAL double
+#define REAL_IS_FLOAT 0
 #define SFX(name) name##_f64
 #include "kernels.inc"
 #undef REAL
+#undef REAL_IS_FLOAT
 #undef SFX
