@@ -66,6 +66,37 @@ def test_native_backward_passes_gradcheck_with_active_clip(top_k, with_lengths):
         lambda *a: cpu_scan.native_memory_scan(*a, noise, lengths, hyper), (z, M, H0))
 
 
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_chunks_the_clip_spares_are_walked_back_by_undoing_the_writes(with_lengths):
+    # sample 0's trace stays far below the clip, so the backward undoes its writes from the
+    # trace each chunk ends with; sample 1's is clipped, so its chunks are rewritten from
+    # their starts; sample 2 clips in its last chunk only
+    z, M, H0, noise = scan_inputs(T=40)  # three chunks: steps 0-15, 16-31, 32-39
+    late = torch.arange(40)[None, :, None] >= 32
+    scale = torch.tensor([0.01, 20.0, 0.01], dtype=torch.double)[:, None, None]
+    scale = torch.where(late & (torch.arange(3)[:, None, None] == 2), 20.0, scale)
+    z = (z.detach() * scale).requires_grad_()
+    H0 = (H0.detach() * torch.tensor([0.1, 1.0, 0.1], dtype=torch.double)[:, None, None]
+          ).requires_grad_()
+    lengths = torch.tensor([40, 37, 36]) if with_lengths else None
+    hyper = EngramHyper()
+    A, _, H = cpu_scan.native_memory_scan(z, M, H0, noise, lengths, hyper)
+    clipped = A.grad_fn.saved_tensors[7]  # (B, chunks): where the clip may have acted
+    assert clipped.tolist() == [[0, 0, 0], [1, 1, 1], [0, 0, 1]]
+    assert (H[1].abs() == hyper.trace_clip).any() and (H[0].abs() < 0.5 * hyper.trace_clip).all()
+    assert torch.autograd.gradcheck(
+        lambda *a: cpu_scan.native_memory_scan(*a, noise, lengths, hyper), (z, M, H0))
+    # float32 walks back just as well: its gradients match float64's to float32 precision
+    grads = []
+    for dtype in (torch.double, torch.float):
+        inputs = [t.detach().to(dtype).requires_grad_() for t in (z, M, H0)]
+        A, m, H = cpu_scan.native_memory_scan(*inputs, noise.to(dtype), lengths, hyper)
+        loss = m.sin().sum() + H.cos().sum() + A[:, 7].sum()
+        grads.append(torch.autograd.grad(loss, inputs))
+    for got, expected in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, expected.float(), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("initial", ["zeros", "given", "given-with-grad"])
 def test_initial_trace_is_read_where_it_lies(initial):
     # the backward reads the first chunk's start from H0 itself (or zeros), and writes H0's

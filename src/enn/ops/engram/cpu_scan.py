@@ -127,9 +127,9 @@ def _library() -> ctypes.CDLL | None:
     p, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     for sfx in _SUFFIX.values():
         fwd = getattr(lib, f"enn_scan_forward_{sfx}")
-        fwd.argtypes = [p] * 5 + [i64] * 4 + [f64] * 4 + [i64] + [p] * 7 + [i64] * 2
+        fwd.argtypes = [p] * 5 + [i64] * 4 + [f64] * 4 + [i64] + [p] * 8 + [i64] * 2
         bwd = getattr(lib, f"enn_scan_backward_{sfx}")
-        bwd.argtypes = [p] * 13 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64] * 2
+        bwd.argtypes = [p] * 15 + [i64] * 4 + [f64] * 4 + [p] * 3 + [i64] * 2
         shared_fwd = getattr(lib, f"enn_shared_forward_{sfx}")
         shared_fwd.argtypes = [p] * 6 + [i64] * 4 + [f64] * 4 + [i64] + [p] * 8 + [i64]
         shared_bwd = getattr(lib, f"enn_shared_backward_{sfx}")
@@ -206,23 +206,28 @@ class _NativeScan(torch.autograd.Function):
         A = fill(B, T, N)  # (B, T, N)
         m = fill(B, T, h)  # (B, T, h)
         H = z.new_empty(B, N, h)  # (B, N, h)
-        # for the backward: the trace before steps C, 2C, ..., row norms, cosines, norms of z
-        ckpt = z.new_empty(B, -(-T // C) - 1, N, h) if keep else None  # (B, T / C - 1, N, h)
+        # for the backward: the trace before steps C, 2C, ..., whether the clip acted during
+        # each chunk, row norms, cosines, norms of z
+        n_chunks = -(-T // C)
+        ckpt = z.new_empty(B, n_chunks - 1, N, h) if keep else None  # (B, T / C - 1, N, h)
+        clipped = torch.zeros(B, n_chunks, dtype=torch.uint8) if keep else None
         R, S = (z.new_empty(B, T, N) if keep else None for _ in range(2))  # (B, T, N)
         NZ = z.new_empty(B, T) if keep else None  # (B, T)  all read at active steps only
         consts = _step_constants(hyper)
         _check(getattr(lib, f"enn_scan_forward_{sfx}")(
             *map(_ptr, (z, M, H0, noise, lengths)), T, N, h, C, *consts, hyper.top_k or 0,
-            *map(_ptr, (A, m, H, ckpt, R, S, NZ)), B, torch.get_num_threads()))
+            *map(_ptr, (A, m, H, ckpt, clipped, R, S, NZ)), B, torch.get_num_threads()))
         if keep:
-            ctx.save_for_backward(z, M, H0, noise, lengths, ckpt, A, R, S, NZ)
+            # the final trace too: where the clip never acted, the backward undoes the writes
+            # from the trace each chunk ends with
+            ctx.save_for_backward(z, M, H0, noise, lengths, H, ckpt, clipped, A, R, S, NZ)
             ctx.consts, ctx.C = consts, C
         return A, m, H
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gA, gm, gH):
-        z, M, H0, noise, lengths, ckpt, A, R, S, NZ = ctx.saved_tensors
+        z, M, H0, noise, lengths, HT, ckpt, clipped, A, R, S, NZ = ctx.saved_tensors
         B, T, h = z.shape
         N = M.shape[0]
         # the kernel writes every active step's gradient; padded ones must read zero
@@ -232,7 +237,8 @@ class _NativeScan(torch.autograd.Function):
         gm = z.new_zeros(B, T, h) if gm is None else gm
         gA, gm, gH = _dense(gA, gm, gH)
         _check(getattr(_library(), f"enn_scan_backward_{_SUFFIX[z.dtype]}")(
-            *map(_ptr, (z, M, H0, noise, lengths, ckpt, A, R, S, NZ, gA, gm, gH)), T, N, h, ctx.C,
+            *map(_ptr, (z, M, H0, noise, lengths, HT, ckpt, clipped, A, R, S, NZ, gA, gm, gH)),
+            T, N, h, ctx.C,
             *ctx.consts, *map(_ptr, (gz, gM, gH0)), B, torch.get_num_threads()))
         return gz, gM, gH0, None, None, None, None
 
