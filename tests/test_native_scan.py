@@ -97,6 +97,21 @@ def test_chunks_the_clip_spares_are_walked_back_by_undoing_the_writes(with_lengt
         torch.testing.assert_close(got, expected.float(), atol=1e-4, rtol=1e-4)
 
 
+def test_fast_decaying_traces_are_rewritten_not_walked_back():
+    # with eta = 0.5, undoing 16 writes would multiply float32's rounding by 2^16; the clip
+    # never acts here, yet the backward rewrites the chunks and stays as exact as float64
+    z, M, H0, noise = scan_inputs(T=40)
+    hyper = EngramHyper(hebbian_lr=0.5, trace_clip=1e3)
+    grads = []
+    for dtype in (torch.double, torch.float):
+        inputs = [t.detach().to(dtype).requires_grad_() for t in (z, M, H0)]
+        A, m, H = cpu_scan.native_memory_scan(*inputs, noise.to(dtype), None, hyper)
+        assert not A.grad_fn.saved_tensors[7].any()  # no chunk marked for the clip
+        grads.append(torch.autograd.grad(m.sin().sum() + H.cos().sum(), inputs))
+    for got, expected in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, expected.float(), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("initial", ["zeros", "given", "given-with-grad"])
 def test_initial_trace_is_read_where_it_lies(initial):
     # the backward reads the first chunk's start from H0 itself (or zeros), and writes H0's
