@@ -8,9 +8,10 @@ trace before steps C, 2C, ... (``checkpoint_spacing``; the first chunk starts fr
 trace), each step's row norms and cosines, and which chunks the clip may have acted on (an
 upper bound of the trace's entries). The backward walks each chunk in reverse: where the clip
 cannot have acted, from the trace the chunk ends with, undoing each step's write as it goes
-(H_{t-1} = (H_t - eta (a_t z_t^T + noise_t)) / d, exact but for rounding, which the chunk's
-length bounds: 16 steps multiply it by at most 1 / 0.95^16 = 2.3); elsewhere it first rewrites
-the chunk's traces from where it starts (the attention is known). The saved state is
+(H_{t-1} = (H_t - eta (a_t z_t^T + noise_t)) / d, exact but for rounding, which a chunk of C
+steps multiplies by at most 1 / d^C: 2.3 at the default eta and C = 16; where that would
+exceed 8, no chunk is walked back); elsewhere it first rewrites the chunk's traces from where
+it starts (the attention is known). The saved state is
 (B, T / C - 1, N, h) plus a few (B, T, N) tensors.
 
 Shared trace (``native_shared_scan``: ``shared_scan.shared_scan`` and the recall in one
