@@ -86,15 +86,7 @@ def test_chunks_the_clip_spares_are_walked_back_by_undoing_the_writes(with_lengt
     assert (H[1].abs() == hyper.trace_clip).any() and (H[0].abs() < 0.5 * hyper.trace_clip).all()
     assert torch.autograd.gradcheck(
         lambda *a: cpu_scan.native_memory_scan(*a, noise, lengths, hyper), (z, M, H0))
-    # float32 walks back just as well: its gradients match float64's to float32 precision
-    grads = []
-    for dtype in (torch.double, torch.float):
-        inputs = [t.detach().to(dtype).requires_grad_() for t in (z, M, H0)]
-        A, m, H = cpu_scan.native_memory_scan(*inputs, noise.to(dtype), lengths, hyper)
-        loss = m.sin().sum() + H.cos().sum() + A[:, 7].sum()
-        grads.append(torch.autograd.grad(loss, inputs))
-    for got, expected in zip(grads[1], grads[0], strict=True):
-        torch.testing.assert_close(got, expected.float(), atol=1e-4, rtol=1e-4)
+    assert_float32_gradients_match_float64(z, M, H0, noise, lengths, hyper)
 
 
 def test_fast_decaying_traces_are_rewritten_not_walked_back():
@@ -102,12 +94,18 @@ def test_fast_decaying_traces_are_rewritten_not_walked_back():
     # never acts here, yet the backward rewrites the chunks and stays as exact as float64
     z, M, H0, noise = scan_inputs(T=40)
     hyper = EngramHyper(hebbian_lr=0.5, trace_clip=1e3)
+    A, _, _ = cpu_scan.native_memory_scan(z, M, H0, noise, None, hyper)
+    assert not A.grad_fn.saved_tensors[7].any()  # no chunk marked for the clip
+    assert_float32_gradients_match_float64(z, M, H0, noise, None, hyper)
+
+
+def assert_float32_gradients_match_float64(z, M, H0, noise, lengths, hyper):
     grads = []
     for dtype in (torch.double, torch.float):
         inputs = [t.detach().to(dtype).requires_grad_() for t in (z, M, H0)]
-        A, m, H = cpu_scan.native_memory_scan(*inputs, noise.to(dtype), None, hyper)
-        assert not A.grad_fn.saved_tensors[7].any()  # no chunk marked for the clip
-        grads.append(torch.autograd.grad(m.sin().sum() + H.cos().sum(), inputs))
+        A, m, H = cpu_scan.native_memory_scan(*inputs, noise.to(dtype), lengths, hyper)
+        loss = m.sin().sum() + H.cos().sum() + A[:, 7].sum()
+        grads.append(torch.autograd.grad(loss, inputs))
     for got, expected in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(got, expected.float(), atol=1e-4, rtol=1e-4)
 

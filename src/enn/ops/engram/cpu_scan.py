@@ -211,8 +211,8 @@ class _NativeScan(torch.autograd.Function):
         A = fill(B, T, N)  # (B, T, N)
         m = fill(B, T, h)  # (B, T, h)
         H = z.new_empty(B, N, h)  # (B, N, h)
-        # for the backward: the trace before steps C, 2C, ..., whether the clip acted during
-        # each chunk, row norms, cosines, norms of z
+        # for the backward: the trace before steps C, 2C, ..., whether the clip may have
+        # acted during each chunk, row norms, cosines, norms of z
         n_chunks = -(-T // C)
         ckpt = z.new_empty(B, n_chunks - 1, N, h) if keep else None  # (B, T / C - 1, N, h)
         clipped = torch.zeros(B, n_chunks, dtype=torch.uint8) if keep else None
