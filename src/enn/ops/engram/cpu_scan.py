@@ -16,8 +16,8 @@ it starts (the attention is known). The saved state is
 
 Shared trace (``native_shared_scan``: ``shared_scan.shared_scan`` and the recall in one
 kernel, ``csrc/shared_scan.inc``). One (N, h) trace for the batch, so each step runs over the
-samples in a fixed number of blocks (their sums over the batch are added in order), with
-register-tiled products, then over the trace's rows, which also prepare the next step. Every
+samples in blocks, with register-tiled products, then over the trace's rows, which sum over
+the batch (each thread its rows, every sample in order) and prepare the next step. Every
 step's trace is kept for the backward (T x N x h values: small).
 
 Hidden pass (``native_hidden_pass``, ``csrc/hidden_scan.inc``): the step loop that follows
