@@ -22,18 +22,20 @@ def scan_inputs(B=3, T=9, N=4, h=5, dtype=torch.double, seed=0):
     return z, M, H0, noise
 
 
-def assert_same_bits_with_1_and_2_threads(run):
-    """``run()`` returns tensors; they must be the same to the last bit on 1 and 2 threads."""
+def assert_same_bits_with_1_and_2_threads(run, more=()):
+    """``run()`` returns tensors; they must be the same to the last bit on 1 and 2 threads (and
+    on the thread counts ``more``)."""
     before = torch.get_num_threads()
     results = []
     try:
-        for threads in (1, 2):
+        for threads in (1, 2, *more):
             torch.set_num_threads(threads)
             results.append(run())
     finally:
         torch.set_num_threads(before)
-    for one, two in zip(*results, strict=True):
-        torch.testing.assert_close(one, two, atol=0, rtol=0)
+    for first, *others in zip(*results, strict=True):
+        for other in others:
+            torch.testing.assert_close(other, first, atol=0, rtol=0)
 
 
 def test_the_library_cache_key_covers_every_source_file(monkeypatch, tmp_path):
@@ -208,7 +210,8 @@ def test_native_shared_scan_matches_the_pytorch_one_and_passes_gradcheck(with_ma
 
 
 def test_native_shared_scan_does_not_depend_on_the_thread_count():
-    z, M, H0, noise = scan_inputs(B=70, T=7)  # three blocks of samples, one shorter
+    # three blocks of samples, one shorter, on 1 and 2 threads; eight on 8 threads
+    z, M, H0, noise = scan_inputs(B=70, T=7)
 
     def run():
         A, m, H = cpu_scan.native_shared_scan(z, M, H0[0], noise, None, [70] * 7,
@@ -216,7 +219,7 @@ def test_native_shared_scan_does_not_depend_on_the_thread_count():
         grads = torch.autograd.grad(m.sin().sum() + H.sum() + A[:, 3].sum(), (z, M))
         return (A, m, H, *grads)
 
-    assert_same_bits_with_1_and_2_threads(run)
+    assert_same_bits_with_1_and_2_threads(run, more=(8,))
 
 
 HIDDEN_SHAPES = {"z": "BTh", "m": "BTh", "h0": "Bh", "w_c": "33", "b_c": "3", "w_o": "h3",
