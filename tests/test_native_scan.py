@@ -83,8 +83,7 @@ def test_chunks_the_clip_spares_are_walked_back_by_undoing_the_writes(with_lengt
     lengths = torch.tensor([40, 37, 36]) if with_lengths else None
     hyper = EngramHyper()
     A, _, H = cpu_scan.native_memory_scan(z, M, H0, noise, lengths, hyper)
-    clipped = A.grad_fn.saved_tensors[7]  # (B, chunks): where the clip may have acted
-    assert clipped.tolist() == [[0, 0, 0], [1, 1, 1], [0, 0, 1]]
+    assert marked_chunks(A).tolist() == [[0, 0, 0], [1, 1, 1], [0, 0, 1]]
     assert (H[1].abs() == hyper.trace_clip).any() and (H[0].abs() < 0.5 * hyper.trace_clip).all()
     assert torch.autograd.gradcheck(
         lambda *a: cpu_scan.native_memory_scan(*a, noise, lengths, hyper), (z, M, H0))
@@ -97,8 +96,14 @@ def test_fast_decaying_traces_are_rewritten_not_walked_back():
     z, M, H0, noise = scan_inputs(T=40)
     hyper = EngramHyper(hebbian_lr=0.5, trace_clip=1e3)
     A, _, _ = cpu_scan.native_memory_scan(z, M, H0, noise, None, hyper)
-    assert not A.grad_fn.saved_tensors[7].any()  # no chunk marked for the clip
+    assert not marked_chunks(A).any()
     assert_float32_gradients_match_float64(z, M, H0, noise, None, hyper)
+
+
+def marked_chunks(A):
+    """(B, chunks): where the forward found that the clip may have acted (kept for the
+    backward beside the attention A)."""
+    return A.grad_fn.saved_tensors[7]
 
 
 def assert_float32_gradients_match_float64(z, M, H0, noise, lengths, hyper):
