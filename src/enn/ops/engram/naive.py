@@ -1,7 +1,11 @@
-"""Plain reference of the Engram step, written line by line from ENN_SPEC section 2.
+"""The Engram recurrence in plain PyTorch, one step at a time, one equation per line.
 
-Slow and obvious on purpose: one time step at a time, one formula per line. Every fast
-path of the project is tested against it (outputs, final state, gradients).
+It is the reference every faster backend is tested against (outputs, final state, every
+gradient), and the path that runs where none of them applies (any device and dtype,
+intermediates, double backward). Equation numbers refer to docs/model.md.
+
+The memory (eqs. 2-6, 9) never reads the hidden state, so a layer runs in two passes: the
+memory over every step first, then the hidden chain (eqs. 7-8) given the recalls.
 """
 
 from __future__ import annotations
@@ -10,105 +14,142 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import EngramHyper, EngramState, EngramWeights, masked_topk
+from .common import (
+    EngramHyper,
+    EngramState,
+    EngramWeights,
+    MemoryConfig,
+    MemoryOutput,
+    l2_normalize,
+    masked_topk,
+)
+
+Scalar = float | Tensor  # a Python number, or one value per sample and step (B, T)
 
 
-def _cos_rows(z: Tensor, E: Tensor) -> Tensor:
-    """cos(z_b, E_b[i]) for every row i; z (B, h), E (B, N, h) -> (B, N)."""
-    z_norm = z.norm(dim=-1).clamp_min(1e-6)  # (B,)
-    E_norm = E.norm(dim=-1).clamp_min(1e-6)  # (B, N)
-    dots = (E * z[:, None, :]).sum(-1)  # (B, N)
-    return dots / (z_norm[:, None] * E_norm)
+def encode(x: Tensor, w: EngramWeights, eps: float) -> Tensor:
+    """z = LayerNorm(ReLU(W_z x + b_z)) (1), for every step at once; x (..., d) -> (..., h)."""
+    n_hidden = w.weight_z.shape[0]
+    return F.layer_norm(
+        F.relu(F.linear(x, w.weight_z, w.bias_z)), (n_hidden,), w.ln_z_weight, w.ln_z_bias, eps
+    )
 
 
-def naive_engram_step(
-    x_t: Tensor,
-    state: EngramState,
-    w: EngramWeights,
-    hyper: EngramHyper,
-    noise: Tensor | None = None,
-) -> tuple[Tensor, EngramState, Tensor, Tensor]:
-    """One step for a batch. Returns (h_t, new_state, attention a_t, recall m_t)."""
-    h_prev, H_prev = state
-    B, n_hidden = h_prev.shape
-    # 1. encode
-    z = F.layer_norm(
-        F.relu(F.linear(x_t, w.weight_z, w.bias_z)), (n_hidden,), w.ln_z_weight, w.ln_z_bias,
-        hyper.ln_eps,
-    )  # (B, h)
-    # 2. effective memory, one per sample (the shared trace is the same for all)
-    H_b = H_prev if H_prev.dim() == 3 else H_prev.expand(B, *H_prev.shape)
-    E = w.memory + hyper.trace_scale * H_b  # (B, N, h)
-    # 3-5. cosine similarity, sharpened softmax (optionally hard top-k)
-    s = _cos_rows(z, E)  # (B, N)
-    a = torch.softmax(masked_topk(s / hyper.effective_temperature, hyper.top_k), dim=-1)
-    # 6. recall
-    m = torch.einsum("bn,bnh->bh", a, E)  # (B, h)
-    # 7-8. integrate and output
-    c = F.relu(F.linear(torch.cat([z, m, h_prev], dim=-1), w.weight_c, w.bias_c))  # (B, 3h)
-    h = F.layer_norm(
-        F.relu(F.linear(c, w.weight_o, w.bias_o)), (n_hidden,), w.ln_h_weight, w.ln_h_bias,
-        hyper.ln_eps,
-    )  # (B, h)
-    # 9. Hebbian write: outer(a, z) per sample, or its batch mean for the shared trace
-    U = torch.einsum("bn,bh->bnh", a, z)  # (B, N, h)
-    if H_prev.dim() == 2:
-        U = U.mean(0)  # (N, h)
+def address(query: Tensor, E: Tensor, cfg: MemoryConfig) -> Tensor:
+    """Attention of queries (B, h) over the rows of E, (B, N, h) or (N, h) shared: the
+    sharpened softmax of the cosines (3-5); (B, N)."""
+    qn, En = l2_normalize(query), l2_normalize(E)
+    s = qn @ En.t() if E.dim() == 2 else torch.bmm(En, qn[:, :, None]).squeeze(-1)  # (B, N)
+    return torch.softmax(masked_topk(s * cfg.inv_temperature, cfg.top_k), dim=-1)
+
+
+def memory_step(
+    q: Tensor, k: Tensor | None, v: Tensor, H: Tensor, M: Tensor, decay: Scalar,
+    strength: Scalar, noise: Tensor | None, cfg: MemoryConfig, active: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of the memory. q, k, v (B, h): read query, write key and value (k None: the
+    write goes where the read attends); H (B, N, h), or (N, h) shared; decay and strength
+    numbers or (B,) tensors (numbers for the shared trace); noise (N, h) or None; active
+    (B,) bool or None (all). Returns attention a (B, N), recall m (B, h) and the new trace."""
+    E = M + cfg.trace_scale * H  # (2) (B, N, h) or (N, h)
+    a = address(q, E, cfg)  # (3)-(5) (B, N)
+    m = a @ E if cfg.shared else torch.bmm(a[:, None, :], E).squeeze(1)  # (6) (B, h)
+    w = a if k is None else address(k, E, cfg)  # (B, N) where the write goes
+    if active is not None:
+        w = w * active[:, None]
+    if cfg.shared:
+        n_active = w.shape[0] if active is None else active.sum().clamp_min(1)
+        U = w.t() @ v / n_active  # (9) (N, h) the batch mean of outer(w_b, v_b)
+    else:
+        U = w[:, :, None] * v[:, None, :]  # (9) (B, N, h)
+        decay = decay if isinstance(decay, float | int) else decay[:, None, None]
+        strength = strength if isinstance(strength, float | int) else strength[:, None, None]
     if noise is not None:
         U = U + noise
-    eta = hyper.hebbian_lr
-    H = ((1 - eta) * H_prev + eta * U).clamp(-hyper.trace_clip, hyper.trace_clip)
-    return h, EngramState(h, H), a, m
+    H_new = (decay * H + strength * U).clamp(-cfg.trace_clip, cfg.trace_clip)  # (9)
+    if active is not None:  # padded steps leave the trace alone
+        keep = active.any() if cfg.shared else active[:, None, None]
+        H_new = torch.where(keep, H_new, H)
+    return a, m, H_new
+
+
+def naive_memory(
+    q: Tensor, k: Tensor | None, v: Tensor, memory: Tensor, decay: Scalar, strength: Scalar,
+    cfg: MemoryConfig, noise: Tensor | None = None, initial_state: Tensor | None = None,
+    output_final_state: bool = False, lengths: Tensor | None = None,
+    record_traces: bool = False,
+) -> tuple[MemoryOutput, Tensor | None]:
+    """The memory over a sequence: q, k, v (B, T, h) (k None: write where the read attends),
+    the bank (N, h), decay and strength numbers or (B, T) tensors, the trace noise (T, N, h)
+    of each step or None, the initial trace ((B, N, h), (N, h) shared; None: zeros) and
+    lengths (B,) or None. Returns (MemoryOutput, final trace or None)."""
+    B, T, n_hidden = q.shape
+    H = initial_state
+    if H is None:
+        shape = (memory.shape[0], n_hidden) if cfg.shared else (B, memory.shape[0], n_hidden)
+        H = q.new_zeros(shape)
+    per_step = [not isinstance(s, float | int) for s in (decay, strength)]
+    attention, recall, traces = [], [], []
+    for t in range(T):
+        active = None if lengths is None else lengths > t  # (B,)
+        a, m, H = memory_step(
+            q[:, t], None if k is None else k[:, t], v[:, t], H, memory,
+            decay[:, t] if per_step[0] else decay, strength[:, t] if per_step[1] else strength,
+            None if noise is None else noise[t], cfg, active,
+        )
+        if active is not None:
+            a, m = a * active[:, None], m * active[:, None]
+        attention.append(a)
+        recall.append(m)
+        if record_traces:
+            traces.append(H)
+    out = MemoryOutput(
+        torch.stack(attention, 1), torch.stack(recall, 1),  # (B, T, N), (B, T, h)
+        torch.stack(traces, 0 if cfg.shared else 1) if record_traces else None,
+    )
+    return out, (H if output_final_state else None)
+
+
+def naive_hidden(
+    z: Tensor, m: Tensor, h0: Tensor, w: EngramWeights, eps: float, lengths: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The hidden chain given encodings z and recalls m (B, T, h) from h0 (B, h): outputs
+    (B, T, h), zero at padded steps, and the last state (B, h)."""
+    n_hidden = h0.shape[-1]
+    # (7) W_c [z; m; h] + b_c = (W_c[:, :2h] [z; m] + b_c) + W_c[:, 2h:] h: the first share
+    # does not depend on the state, so it is one product over every step
+    pre = F.linear(torch.cat([z, m], dim=-1), w.weight_c[:, : 2 * n_hidden], w.bias_c)
+    w_ch_t = w.weight_c[:, 2 * n_hidden :].t()  # (h, 3h)
+    h, outputs = h0, []
+    # unbind once: indexing a step inside the loop would zero-fill the whole tensor in backward
+    for t, pre_t in enumerate(pre.unbind(1)):
+        c = F.relu(torch.addmm(pre_t, h, w_ch_t))  # (7) (B, 3h)
+        h_new = F.layer_norm(F.relu(F.linear(c, w.weight_o, w.bias_o)), (n_hidden,),
+                             w.ln_h_weight, w.ln_h_bias, eps)  # (8) (B, h)
+        if lengths is None:
+            h = h_new
+            outputs.append(h_new)
+        else:
+            keep = (lengths > t)[:, None]  # (B, 1)
+            h = torch.where(keep, h_new, h)
+            outputs.append(h_new * keep)
+    return torch.stack(outputs, dim=1), h
 
 
 def naive_engram(
-    x: Tensor,
-    weights: EngramWeights,
-    hyper: EngramHyper,
-    initial_state: EngramState | None = None,
-    output_final_state: bool = False,
-    lengths: Tensor | None = None,
-    noise: Tensor | None = None,
-) -> tuple[Tensor, EngramState | None]:
-    """Run the reference over x (B, T, d). Returns (o (B, T, h), final state or None).
-
-    With ``lengths``, sample b only takes its first lengths[b] steps: later steps leave its
-    state alone and output zeros; the shared trace averages over the samples still running.
-    ``noise`` (T, N, h): the trace noise of each step, one draw shared by the whole batch.
-    """
-    B, T, _ = x.shape
-    n_hidden, N = weights.weight_z.shape[0], weights.memory.shape[0]
-    if initial_state is None:
-        trace_shape = (B, N, n_hidden) if hyper.trace_mode == "per_sample" else (N, n_hidden)
-        initial_state = EngramState(x.new_zeros(B, n_hidden), x.new_zeros(trace_shape))
-    h, H = initial_state
-    outputs = []
-    for t in range(T):
-        active = torch.ones(B, dtype=torch.bool) if lengths is None else lengths > t
-        step_noise = None if noise is None else noise[t]  # (N, h)
-        if hyper.trace_mode == "shared" and not bool(active.all()):
-            # the batch mean runs over the active samples only
-            idx = active.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                outputs.append(x.new_zeros(B, n_hidden))
-                continue
-            h_a, new_state, _, _ = naive_engram_step(
-                x[idx, t], EngramState(h[idx], H), weights, hyper, step_noise
-            )
-            h = h.index_put((idx,), h_a)
-            H = new_state.trace
-            out = x.new_zeros(B, n_hidden).index_put((idx,), h_a)
-            outputs.append(out)
-            continue
-        h_new, new_state, _, _ = naive_engram_step(
-            x[:, t], EngramState(h, H), weights, hyper, step_noise
-        )
-        keep = active[:, None]
-        h = torch.where(keep, h_new, h)
-        if hyper.trace_mode == "per_sample":
-            H = torch.where(keep[:, :, None], new_state.trace, H)
-        else:
-            H = new_state.trace
-        outputs.append(torch.where(keep, h_new, torch.zeros_like(h_new)))
-    o = torch.stack(outputs, dim=1)  # (B, T, h)
-    return o, (EngramState(h, H) if output_final_state else None)
+    x: Tensor, weights: EngramWeights, hyper: EngramHyper,
+    initial_state: EngramState | None = None, output_final_state: bool = False,
+    lengths: Tensor | None = None, noise: Tensor | None = None, record_traces: bool = False,
+) -> tuple[Tensor, EngramState | None, MemoryOutput]:
+    """The paper's cell over x (B, T, d): query, key and value are the encoding z_t, the
+    decay 1 - eta and the write strength eta. Returns (o (B, T, h), final state or None,
+    MemoryOutput). ``noise`` (T, N, h): the trace noise of each step, shared by the batch."""
+    B = x.shape[0]
+    z = encode(x, weights, hyper.ln_eps)  # (B, T, h)
+    h0 = z.new_zeros(B, z.shape[-1]) if initial_state is None else initial_state.h
+    H0 = None if initial_state is None else initial_state.trace
+    eta = hyper.hebbian_lr
+    mem, H = naive_memory(z, None, z, weights.memory, 1.0 - eta, eta, hyper.memory, noise, H0,
+                          output_final_state, lengths, record_traces)
+    o, h = naive_hidden(z, mem.recall, h0, weights, hyper.ln_eps, lengths)
+    return o, (EngramState(h, H) if output_final_state else None), mem
