@@ -10,16 +10,17 @@ def _seed():
 @pytest.fixture
 def kernel_env(monkeypatch):
     """A function that sets environment variables deciding the native kernels (ENN_NATIVE,
-    CC, ENN_CACHE_DIR), with the loaded library forgotten before and after."""
-    from enn.ops.engram import cpu_scan
+    ENN_NATIVE_CFLAGS, CC, ENN_CACHE_DIR), with the loaded library forgotten before and after."""
+    from enn.ops.engram import native
 
     def set_env(**env):
         for name, value in env.items():
             monkeypatch.setenv(name, str(value))
-        cpu_scan._library.cache_clear()
+        native._library.cache_clear()
 
     yield set_env
-    cpu_scan._library.cache_clear()
+    monkeypatch.undo()
+    native._library.cache_clear()
 
 
 def pytest_configure(config):

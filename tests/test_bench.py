@@ -13,19 +13,22 @@ def test_bench_writes_rows_and_breakdown(tmp_path):
     out = tmp_path / "speed.json"
     argv = ["bench", "--batch", "4", "--steps", "5", "--input-size", "3", "--hidden", "8",
             "--memory", "4", "--repeats", "1", "--warmup", "0", "--no-memory",
-            "--baselines", "gru", "--breakdown", "--out", str(out)]
+            "--baselines", "gru", "--breakdown", "--backends", "--out", str(out)]
     assert main(argv) == 0
     report = json.loads(out.read_text())
     rows = {(r["model"], r["trace"]): r for r in report["rows"]}
+    variants = {("ENN", f"{t}:{v}") for t in ("per_sample", "shared")
+                for v in ("torch-hidden", "torch-memory", "torch")}
     assert set(rows) == {("ENN", "per_sample"), ("ENN", "shared"), ("LSTM (2 layers)", "-"),
-                         ("GRU (2 layers)", "-")}
+                         ("GRU (2 layers)", "-"), *variants}
+    assert rows[("ENN", "shared:torch-hidden")]["path"] == "native/torch"
     assert rows[("LSTM (2 layers)", "-")]["ratio_to_lstm"] == 1.0
     assert all(r["train_ms"] > 0 and r["infer_seq_per_s"] > 0 for r in rows.values())
     assert rows[("ENN", "per_sample")]["path"] == rows[("ENN", "shared")]["path"] == "native"
     for mode in ("per_sample", "shared"):
-        assert set(report["breakdown"][mode]) == {"encoder", "memory pass", "hidden pass",
-                                                  "trace noise", "trace noise, torch.randn",
-                                                  "LSTM step"}
+        assert set(report["breakdown"][mode]) == {
+            "encoder", "memory pass (native)", "hidden pass (native)", "memory pass (torch)",
+            "hidden pass (torch)", "trace noise", "LSTM step"}
     assert report["matmul"]["enn_gmac"] > report["matmul"]["lstm_gmac"] > 0
     assert report["allocator"] == "keeps freed memory"  # glibc, as on every supported machine
     assert all(r["page_faults_per_step"] >= 0 for r in rows.values())
@@ -63,8 +66,8 @@ def test_scaling_plots_are_written_from_sweeps_with_paths(tmp_path):
     from enn.bench import plot_scaling
 
     sweeps = {"memory": [
-        {"value": 16, "enn_shared": 3.0, "lstm": 1.0, "paths": {"enn_shared": "fast+step"}},
-        {"value": 64, "enn_shared": 2.0, "lstm": 1.0, "paths": {"enn_shared": "fast"}},
+        {"value": 16, "enn_shared": 3.0, "lstm": 1.0, "paths": {"enn_shared": "torch/native"}},
+        {"value": 64, "enn_shared": 2.0, "lstm": 1.0, "paths": {"enn_shared": "native"}},
     ]}
     files = plot_scaling(sweeps, ["enn_shared", "lstm"], tmp_path)
     assert [f.name for f in files] == ["scaling_memory.png"]

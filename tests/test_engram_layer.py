@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from enn import Engram, EngramCell, EngramState, attention_entropy
-from enn.ops.engram import naive_engram, naive_engram_step
+from enn.ops.engram import engram_layer
 
 D, HID, N = 5, 8, 6
 
@@ -35,9 +35,9 @@ def run_layer_and_reference(trace, top_k, with_lengths, B, T, dtype):
     for use_reference in (False, True):
         x_in, h0, H0 = (t.clone().requires_grad_() for t in (x, *state))
         if use_reference:
-            out, (h_n, H_n) = naive_engram(
+            out, (h_n, H_n), _ = engram_layer(
                 x_in, layer.layer_weights(0), layer.hyper, EngramState(h0[0], H0[0]),
-                output_final_state=True, lengths=lengths,
+                output_final_state=True, lengths=lengths, backend="torch",
             )
         else:
             out, (h_n, H_n) = layer(x_in, EngramState(h0, H0), lengths=lengths)
@@ -225,8 +225,10 @@ def test_intermediates_are_consistent_with_the_state():
 
 
 def test_padded_steps_change_nothing_and_packed_equals_lengths():
-    layer = make().eval()
-    x = torch.randn(3, 6, D)
+    # float64: a batch of one takes other product kernels than a batch of three, and the
+    # encoder's LayerNorm magnifies float32's rounding
+    layer = make(dtype=torch.float64).eval()
+    x = torch.randn(3, 6, D, dtype=torch.float64)
     lengths = torch.tensor([6, 2, 4])
     out, state = layer(x, lengths=lengths)
     for b, n in enumerate(lengths.tolist()):
@@ -323,14 +325,3 @@ def test_cuda_matches_cpu():
     out, _ = layer(x)
     out_cuda, _ = layer.cuda()(x.cuda())
     torch.testing.assert_close(out_cuda.cpu(), out, atol=1e-4, rtol=1e-4)
-
-
-def test_naive_step_matches_naive_sequence_of_one():
-    layer = make().eval()
-    x = torch.randn(3, 1, D)
-    state = EngramState(torch.zeros(3, HID), torch.zeros(3, N, HID))
-    h, new_state, a, m = naive_engram_step(x[:, 0], state, layer.layer_weights(0), layer.hyper)
-    o, final = naive_engram(x, layer.layer_weights(0), layer.hyper, state, output_final_state=True)
-    torch.testing.assert_close(o[:, 0], h)
-    torch.testing.assert_close(final.trace, new_state.trace)
-    torch.testing.assert_close(a.sum(-1), torch.ones(3))

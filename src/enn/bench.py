@@ -18,6 +18,7 @@ median page faults per training step of every model either way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import platform
@@ -33,12 +34,11 @@ from torch import nn
 
 from .cli import CLIError
 from .nn import Engram
-from .ops.engram import cpu_scan, fast, trace_noise
-from .ops.engram.recurrent import encode
+from .ops.engram import encode, layer
 
 CLASSES = 10
 CPU = torch.device("cpu")
-USUAL_PATHS = ("fast", "native")  # the scaling plots name any other path of the layer
+USUAL_PATHS = ("torch", "native")  # the scaling plots name any other path of the layer
 
 
 class ENNClassifier(nn.Module):
@@ -72,10 +72,34 @@ class StackedBaseline(nn.Module):
         return self.head(out[:, -1])  # (B, classes)
 
 
+# ENN variants whose passes run on set backends (memory, hidden), to time each native kernel
+# against the PyTorch path inside a whole training step: ``enn_per_sample:torch-hidden``
+VARIANTS = {"torch-hidden": ("native", "torch"), "torch-memory": ("torch", "native"),
+            "torch": ("torch", "torch")}
+
+
 def build(name: str, input_size: int, hidden: int, memory: int) -> nn.Module:
     if name.startswith("enn_"):
-        return ENNClassifier(input_size, hidden, memory, name[len("enn_"):])
+        trace, _, variant = name[len("enn_"):].partition(":")
+        model = ENNClassifier(input_size, hidden, memory, trace)
+        model.backends = VARIANTS[variant] if variant else None
+        return model
     return StackedBaseline(name, input_size, hidden)
+
+
+@contextlib.contextmanager
+def backends_of(model: nn.Module):
+    """Inside: the ENN's passes run on the model's set backends, if it has any."""
+    forced = getattr(model, "backends", None)
+    if forced is None:
+        yield
+        return
+    choose = layer.choose_backends
+    layer.choose_backends = lambda *args, **kwargs: forced
+    try:
+        yield
+    finally:
+        layer.choose_backends = choose
 
 
 def _since(start: float, device: torch.device) -> float:
@@ -138,13 +162,14 @@ def measure(names: list[str], batch: int, steps: int, input_size: int, hidden: i
     for i in range(warmup + repeats):
         for n, m in models.items():
             m.train()
-            before = _page_faults()
-            t = train_step(m, opts[n], x, y)
-            faulted = _page_faults() - before
-            if isinstance(m, ENNClassifier):
-                paths[n] = m.rnn.last_path
-            m.eval()
-            ti = _infer(m, x)
+            with backends_of(m):
+                before = _page_faults()
+                t = train_step(m, opts[n], x, y)
+                faulted = _page_faults() - before
+                if isinstance(m, ENNClassifier):
+                    paths[n] = m.backends or m.rnn.last_path
+                m.eval()
+                ti = _infer(m, x)
             if i >= warmup:
                 train[n].append(t)
                 faults[n].append(faulted)
@@ -199,61 +224,46 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
-def pass_steps(ops, trace: str, weights, hyper, z: torch.Tensor, m: torch.Tensor,
-               noise: torch.Tensor | None, initial_trace: torch.Tensor | None,
-               native: bool = False) -> dict[str, Callable[[], None]]:
-    """Forward + backward of the memory pass and of the hidden pass of ``ops`` (this package's
-    ``fast`` module, or an earlier commit's) on detached encodings z and recalls m.
-    ``native``: both passes run the native CPU kernels (``ops.cpu_scan``)."""
-
-    extra = {"native": True} if native else {}  # an earlier commit's ops have no such flag
+def pass_steps(trace: str, weights, hyper, z: torch.Tensor, m: torch.Tensor,
+               noise: torch.Tensor | None, backend: str) -> dict[str, Callable[[], None]]:
+    """Forward + backward of the memory pass and of the hidden pass on one backend, on
+    detached encodings z and recalls m."""
 
     def memory_pass() -> None:
-        if trace == "shared":
-            _, recall, trace_n = ops._memory_shared(z, weights.memory, initial_trace, noise,
-                                                    hyper, None, **extra)
-        elif native:
-            _, recall, trace_n = ops.cpu_scan.native_memory_scan(z, weights.memory,
-                                                                 initial_trace, noise, None,
-                                                                 hyper)
-        else:
-            _, recall, trace_n, _ = ops._memory_per_sample(z, weights.memory, initial_trace,
-                                                           noise, hyper, None,
-                                                           ops.DEFAULT_CHUNK, {})
-        (recall.sum() + trace_n.sum()).backward()
+        mem, trace_n = layer.memory_pass(z, weights.memory, hyper, noise, None, None, False,
+                                         backend)
+        (mem.recall.sum() + trace_n.sum()).backward()
 
     def hidden_pass() -> None:
-        out, h_n = ops._hidden_pass(z, m, z.new_zeros(z.shape[0], z.shape[2]), weights, hyper,
-                                    None, **extra)
+        out, h_n = layer.hidden_pass(z, m, z.new_zeros(z.shape[0], z.shape[2]), weights,
+                                     hyper.ln_eps, None, backend)
         (out.sum() + h_n.sum()).backward()
 
-    return {"memory pass": memory_pass, "hidden pass": hidden_pass}
+    return {f"memory pass ({backend})": memory_pass, f"hidden pass ({backend})": hidden_pass}
 
 
 def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, memory: int,
               repeats: int, warmup: int, device: torch.device = CPU) -> dict[str, float]:
-    """Forward + backward ms of the parts of one Engram layer (median), and of the whole LSTM
-    training step, interleaved. The parts run on detached inputs, train mode, with noise; the
-    noise draw is timed too."""
+    """Forward + backward ms of the parts of one Engram layer (median) on each backend that
+    runs here, and of the whole LSTM training step, interleaved. The parts run on detached
+    inputs, train mode, with noise; the noise draw is timed too."""
     torch.manual_seed(0)
-    layer = Engram(input_size, hidden, batch_first=True, memory_size=memory,
-                   trace=trace).to(device)
-    weights, hyper = layer.layer_weights(0), layer.hyper
+    engram = Engram(input_size, hidden, batch_first=True, memory_size=memory,
+                    trace=trace).to(device)
+    weights, hyper = engram.layer_weights(0), engram.hyper
     lstm = build("lstm", input_size, hidden, memory).to(device)
     opt = torch.optim.Adam(lstm.parameters(), lr=1e-3)
     x, y = make_inputs(batch, steps, input_size, device)
-    shape, std, dtype = (steps, memory, hidden), layer.trace_noise, weights.memory.dtype
-    noise = trace_noise(shape, std, device, dtype)  # (T, N, h)
+    shape, std = (steps, memory, hidden), engram.trace_noise
+    noise = std * torch.randn(shape, device=device)  # (T, N, h)
     z = encode(x, weights, hyper.ln_eps).detach().requires_grad_()  # (B, T, h)
     m = torch.randn_like(z).requires_grad_()  # (B, T, h)
-    initial_trace = z.new_zeros(memory, hidden) if trace == "shared" else None  # the default
-    parts = {"encoder": lambda: encode(x, weights, hyper.ln_eps).sum().backward(),
-             **pass_steps(fast, trace, weights, hyper, z, m, noise, initial_trace,
-                          native=cpu_scan.usable(z)),
-             # the layer's noise draw, and torch's generator for comparison
-             "trace noise": lambda: trace_noise(shape, std, device, dtype),
-             "trace noise, torch.randn": lambda: std * torch.randn(shape, device=device),
-             "LSTM step": lambda: train_step(lstm, opt, x, y)}
+    backends = ["native", "torch"] if layer.native.supports(z) else ["torch"]
+    parts = {"encoder": lambda: encode(x, weights, hyper.ln_eps).sum().backward()}
+    for backend in backends:
+        parts.update(pass_steps(trace, weights, hyper, z, m, noise, backend))
+    parts["trace noise"] = lambda: std * torch.randn(shape, device=device)
+    parts["LSTM step"] = lambda: train_step(lstm, opt, x, y)
     return interleaved_ms(parts, repeats, warmup, device)
 
 
@@ -273,16 +283,17 @@ def peak_memory_mib(name: str, batch: int, steps: int, input_size: int, hidden: 
     model = build(name, input_size, hidden, memory).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = make_inputs(batch, steps, input_size, device)
-    train_step(model, opt, x, y)  # Adam's state exists from here on
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
+    with backends_of(model):
+        train_step(model, opt, x, y)  # Adam's state exists from here on
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            train_step(model, opt, x, y)
+            return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kib("VmRSS")
         train_step(model, opt, x, y)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kib("VmRSS")
-    train_step(model, opt, x, y)
-    return (_status_kib("VmHWM") - before) / 1024.0
+        return (_status_kib("VmHWM") - before) / 1024.0
 
 
 def saved_activations_mib(name: str, batch: int, steps: int, input_size: int, hidden: int,
@@ -298,7 +309,7 @@ def saved_activations_mib(name: str, batch: int, steps: int, input_size: int, hi
         seen[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), backends_of(model):
         model(x)
     return sum(seen.values()) / 2**20
 
@@ -397,7 +408,7 @@ def plot_scaling(sweeps: dict[str, list[dict]], names: list[str], out_dir: Path)
             if n != "lstm":
                 ax_ratio.plot(xs, [p[n] / p["lstm"] for p in points], marker="o", label=n)
                 for p in points:  # name the layer's path where it left its usual one
-                    path = p.get("paths", {}).get(n, "fast")
+                    path = p.get("paths", {}).get(n, "native")
                     if path not in USUAL_PATHS:
                         ax_ratio.annotate(path, (p["value"], p[n] / p["lstm"]), fontsize=7,
                                           xytext=(4, 4), textcoords="offset points")
@@ -439,8 +450,10 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     kept = not args.system_allocator and keep_freed_memory()
     allocator = "keeps freed memory" if kept else "system"
-    names = [f"enn_{m}" for m in args.trace] + ["lstm", *[b for b in args.baselines
-                                                         if b != "lstm"]]
+    names = [f"enn_{m}" for m in args.trace]
+    if args.backends:
+        names += [f"enn_{m}:{v}" for m in args.trace for v in VARIANTS]
+    names += ["lstm", *[b for b in args.baselines if b != "lstm"]]
     shape = {"batch": args.batch, "steps": args.steps, "input_size": args.input_size,
              "hidden": args.hidden, "memory": args.memory}
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
@@ -508,6 +521,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     p.add_argument("--system-allocator", action="store_true",
                    help="keep glibc's default of handing freed memory back (page faults)")
+    p.add_argument("--backends", action="store_true",
+                   help="also time each ENN with its passes on the PyTorch path (what each "
+                        "native kernel buys inside a training step)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the Engram layer's parts against the LSTM step, and count "
                         "the matmul work")

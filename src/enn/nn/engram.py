@@ -16,9 +16,8 @@ from ..ops.engram import (
     EngramIntermediates,
     EngramState,
     EngramWeights,
-    engram_recurrence,
-    fast_engram,
-    trace_noise,
+    choose_backends,
+    engram_layer,
 )
 
 INIT_STATES = ("zeros", "random")
@@ -100,11 +99,8 @@ class _EngramBase(nn.Module):
         # Filled by forward when sparsity_penalty > 0: the weighted mean attention entropy,
         # a differentiable term for the training loss.
         self.aux_loss: Tensor | None = None
-        # The path each layer took in the last forward, bottom first: "native" (on the CPU:
-        # the native kernels, exact with the clip), "fast" (PyTorch; no exact clip check
-        # needed), "fast-checked" (a bound failed and the exact check ran),
-        # "fast+step" (the clip acts on some per-sample traces: those samples ran the step
-        # loop), "step" (the step loop for all: intermediates asked for).
+        # The backends each layer ran in the last forward, bottom first: "native" or "torch"
+        # for both passes, or "memory/hidden" where they differ (docs/model.md).
         self.last_path: tuple[str, ...] = ()
 
     @property
@@ -189,28 +185,23 @@ class _EngramBase(nn.Module):
         self, x: Tensor, weights: EngramWeights, state: EngramState | None,
         lengths: Tensor | None = None, return_intermediates: bool = False,
     ) -> tuple[Tensor, EngramState, Tensor | None, EngramIntermediates | None, str]:
-        """One layer over x (B, T, d): the fast path unless intermediates are asked for. The
-        training noise is one (N, h) draw per step, shared by the batch."""
+        """One layer over x (B, T, d). The training noise is one (N, h) draw per step from
+        torch's generator, shared by the batch."""
         noise = None
         if self.training and self.trace_noise > 0:
-            noise = trace_noise((x.size(1), self.memory_size, self.hidden_size),
-                                self.trace_noise, x.device, weights.memory.dtype)  # (T, N, h)
-        return_entropy = self.sparsity_penalty > 0
-        if not return_intermediates:
-            stats: dict = {}
-            o, final, entropy = fast_engram(x, weights, self.hyper, state, lengths=lengths,
-                                            noise=noise, return_entropy=return_entropy,
-                                            stats=stats)
-            path = ("native" if stats.get("native") else "fast+step" if "step_samples" in stats
-                    else "fast-checked" if stats else "fast")
-            return o, final, entropy, None, path
-        if state is None:
-            state = self._initial_layer_state(x.size(0), x)
-        o, final, entropy, record = engram_recurrence(
-            x, weights, self.hyper, state, lengths=lengths, noise=noise,
-            return_entropy=return_entropy, return_intermediates=return_intermediates,
-        )
-        return o, final, entropy, record, "step"
+            shape = (x.size(1), self.memory_size, self.hidden_size)  # (T, N, h)
+            noise = self.trace_noise * torch.randn(shape, device=x.device,
+                                                   dtype=weights.memory.dtype)
+        o, final, mem = engram_layer(x, weights, self.hyper, state, True, lengths, noise,
+                                     record_traces=return_intermediates)
+        entropy = None
+        if self.sparsity_penalty > 0:
+            entropy = _masked_entropy(mem.attention, lengths)
+        record = None
+        if return_intermediates:
+            record = EngramIntermediates(mem.attention, mem.recall, mem.traces)
+        path = "/".join(dict.fromkeys(choose_backends(o, return_intermediates)))
+        return o, final, entropy, record, path
 
     def extra_repr(self) -> str:
         hp = self.hyper
@@ -221,6 +212,17 @@ class _EngramBase(nn.Module):
         if hp.top_k is not None:
             s += f", top_k={hp.top_k}"
         return s
+
+
+def _masked_entropy(attention: Tensor, lengths: Tensor | None) -> Tensor:
+    """Mean entropy (nats) of the attention rows (B, T, N) of real steps: per step over the
+    samples still running, then over the steps."""
+    ent = -(attention * attention.clamp_min(1e-12).log()).sum(-1)  # (B, T)
+    if lengths is None:
+        return ent.mean()
+    mask = torch.arange(attention.size(1), device=attention.device) < lengths[:, None]
+    per_step = (ent * mask).sum(0) / mask.sum(0).clamp_min(1)  # (T,)
+    return per_step[mask.any(0)].mean()
 
 
 def _stack_layers(per_layer: list[Tensor]) -> Tensor:

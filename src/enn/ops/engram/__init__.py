@@ -1,22 +1,34 @@
-"""Pure Engram ops: the naive reference and the recurrence the layer runs."""
+"""The Engram ops: the reference (``naive.py``), the native CPU backend (``native.py``) and
+the layer that picks one per pass (``layer.py``)."""
 
-from .common import TRACE_MODES, EngramHyper, EngramState, EngramWeights, TraceMode
-from .fast import fast_engram, trace_noise
-from .naive import naive_engram, naive_engram_step
-from .recurrent import EngramIntermediates, attention_entropy, encode, engram_recurrence
+from .common import (
+    TRACE_MODES,
+    EngramHyper,
+    EngramIntermediates,
+    EngramState,
+    EngramWeights,
+    MemoryConfig,
+    MemoryOutput,
+    TraceMode,
+    attention_entropy,
+)
+from .layer import BACKENDS, choose_backends, engram_layer
+from .naive import encode, naive_hidden, naive_memory
 
 __all__ = [
+    "BACKENDS",
     "TRACE_MODES",
     "EngramHyper",
     "EngramIntermediates",
     "EngramState",
     "EngramWeights",
+    "MemoryConfig",
+    "MemoryOutput",
     "TraceMode",
     "attention_entropy",
+    "choose_backends",
     "encode",
-    "engram_recurrence",
-    "fast_engram",
-    "naive_engram",
-    "naive_engram_step",
-    "trace_noise",
+    "engram_layer",
+    "naive_hidden",
+    "naive_memory",
 ]

@@ -15,8 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .common import (
-    EngramHyper,
-    EngramState,
     EngramWeights,
     MemoryConfig,
     MemoryOutput,
@@ -125,7 +123,7 @@ def naive_hidden(
     for t, pre_t in enumerate(pre.unbind(1)):
         c = F.relu(torch.addmm(pre_t, h, w_ch_t))  # (7) (B, 3h)
         h_new = F.layer_norm(F.relu(F.linear(c, w.weight_o, w.bias_o)), (n_hidden,),
-                             w.ln_h_weight, w.ln_h_bias, eps)  # (8) (B, h)
+                             w.ln_h_weight, w.ln_h_bias, eps).to(h0.dtype)  # (8) (B, h)
         if lengths is None:
             h = h_new
             outputs.append(h_new)
@@ -135,21 +133,3 @@ def naive_hidden(
             outputs.append(h_new * keep)
     return torch.stack(outputs, dim=1), h
 
-
-def naive_engram(
-    x: Tensor, weights: EngramWeights, hyper: EngramHyper,
-    initial_state: EngramState | None = None, output_final_state: bool = False,
-    lengths: Tensor | None = None, noise: Tensor | None = None, record_traces: bool = False,
-) -> tuple[Tensor, EngramState | None, MemoryOutput]:
-    """The paper's cell over x (B, T, d): query, key and value are the encoding z_t, the
-    decay 1 - eta and the write strength eta. Returns (o (B, T, h), final state or None,
-    MemoryOutput). ``noise`` (T, N, h): the trace noise of each step, shared by the batch."""
-    B = x.shape[0]
-    z = encode(x, weights, hyper.ln_eps)  # (B, T, h)
-    h0 = z.new_zeros(B, z.shape[-1]) if initial_state is None else initial_state.h
-    H0 = None if initial_state is None else initial_state.trace
-    eta = hyper.hebbian_lr
-    mem, H = naive_memory(z, None, z, weights.memory, 1.0 - eta, eta, hyper.memory, noise, H0,
-                          output_final_state, lengths, record_traces)
-    o, h = naive_hidden(z, mem.recall, h0, weights, hyper.ln_eps, lengths)
-    return o, (EngramState(h, H) if output_final_state else None), mem

@@ -1,16 +1,35 @@
-"""The native CPU kernel of the per-sample memory pass (ops/engram/cpu_scan.py): its gradient,
-float32, threads, and what happens where it cannot be built. Its match with the naive
-reference over the grid is in test_fast_engram.py (the ``native`` cases)."""
+"""The native CPU backend (ops/engram/native.py): gradcheck of its operators, the
+per-sample backward's two ways through a chunk, threads, argument checks, the build and what
+happens where it fails. Its match with the reference over a grid is in test_backends.py."""
 
 import shutil
+import subprocess
+import sys
 import warnings
 
 import pytest
 import torch
 
 from enn import Engram
-from enn.ops.engram import cpu_scan, fast_engram, naive_engram
-from enn.ops.engram.common import EngramHyper
+from enn.ops.engram import EngramHyper, layer, native
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="no C compiler here")
+
+
+def native_memory_scan(z, M, H0, noise, lengths, hyper):
+    """The per-sample memory pass on the native backend: attention, recall, final trace."""
+    mem, H = layer.memory_pass(z, M, hyper, noise, H0, lengths, False, "native")
+    return mem.attention, mem.recall, H
+
+
+def native_shared_scan(z, M, H0, noise, lengths, hyper):
+    shared = EngramHyper(**{**hyper.__dict__, "trace_mode": "shared"})
+    mem, H = layer.memory_pass(z, M, shared, noise, H0, lengths, False, "native")
+    return mem.attention, mem.recall, H
+
+
+def native_hidden_pass(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths):
+    return torch.ops.enn.hidden_pass(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths)[:2]
 
 
 def scan_inputs(B=3, T=9, N=4, h=5, dtype=torch.double, seed=0):
@@ -40,19 +59,17 @@ def assert_same_bits_with_1_and_2_threads(run, more=()):
 
 def test_the_library_cache_key_covers_every_source_file(monkeypatch, tmp_path):
     csrc = tmp_path / "csrc"
-    shutil.copytree(cpu_scan._CSRC, csrc)
-    monkeypatch.setattr(cpu_scan, "_CSRC", csrc)
-    keys = {cpu_scan._library_path()}
+    shutil.copytree(native._CSRC, csrc)
+    monkeypatch.setattr(native, "_CSRC", csrc)
+    keys = {native._library_path()}
     for source in sorted(csrc.iterdir()):
         source.write_text(source.read_text() + "\n")
-        keys.add(cpu_scan._library_path())
+        keys.add(native._library_path())
     assert len(keys) == 1 + len(list(csrc.iterdir())) >= 5
 
 
 def test_native_kernel_builds_where_there_is_a_compiler():
-    if shutil.which("cc") is None:
-        pytest.skip("no C compiler on this machine")
-    assert cpu_scan.available()
+    assert shutil.which("cc") is not None and native.available()
 
 
 @pytest.mark.parametrize("top_k", [None, 2])
@@ -61,11 +78,11 @@ def test_native_backward_passes_gradcheck_with_active_clip(top_k, with_lengths):
     z, M, H0, noise = scan_inputs(T=20)  # 20 steps: more than one checkpoint interval
     lengths = torch.tensor([20, 17, 3]) if with_lengths else None
     hyper = EngramHyper(hebbian_lr=0.5, trace_clip=0.08, top_k=top_k)
-    _, _, H = cpu_scan.native_memory_scan(z, M, H0, noise, lengths, hyper)
+    _, _, H = native_memory_scan(z, M, H0, noise, lengths, hyper)
     assert (H.abs() == 0.08).any() and (H.abs() < 0.08).any()  # the clip acts, not everywhere
     # all three outputs feed the check, the attention's gradient included
     assert torch.autograd.gradcheck(
-        lambda *a: cpu_scan.native_memory_scan(*a, noise, lengths, hyper), (z, M, H0))
+        lambda *a: native_memory_scan(*a, noise, lengths, hyper), (z, M, H0))
 
 
 @pytest.mark.parametrize("with_lengths", [False, True])
@@ -82,11 +99,11 @@ def test_chunks_the_clip_spares_are_walked_back_by_undoing_the_writes(with_lengt
           ).requires_grad_()
     lengths = torch.tensor([40, 37, 36]) if with_lengths else None
     hyper = EngramHyper()
-    A, _, H = cpu_scan.native_memory_scan(z, M, H0, noise, lengths, hyper)
+    A, _, H = native_memory_scan(z, M, H0, noise, lengths, hyper)
     assert marked_chunks(A).tolist() == [[0, 0, 0], [1, 1, 1], [0, 0, 1]]
     assert (H[1].abs() == hyper.trace_clip).any() and (H[0].abs() < 0.5 * hyper.trace_clip).all()
     assert torch.autograd.gradcheck(
-        lambda *a: cpu_scan.native_memory_scan(*a, noise, lengths, hyper), (z, M, H0))
+        lambda *a: native_memory_scan(*a, noise, lengths, hyper), (z, M, H0))
     assert_float32_gradients_match_float64(z, M, H0, noise, lengths, hyper)
 
 
@@ -95,7 +112,7 @@ def test_fast_decaying_traces_are_rewritten_not_walked_back():
     # never acts here, yet the backward rewrites the chunks and stays as exact as float64
     z, M, H0, noise = scan_inputs(T=40)
     hyper = EngramHyper(hebbian_lr=0.5, trace_clip=1e3)
-    A, _, _ = cpu_scan.native_memory_scan(z, M, H0, noise, None, hyper)
+    A, _, _ = native_memory_scan(z, M, H0, noise, None, hyper)
     assert not marked_chunks(A).any()
     assert_float32_gradients_match_float64(z, M, H0, noise, None, hyper)
 
@@ -110,7 +127,7 @@ def assert_float32_gradients_match_float64(z, M, H0, noise, lengths, hyper):
     grads = []
     for dtype in (torch.double, torch.float):
         inputs = [t.detach().to(dtype).requires_grad_() for t in (z, M, H0)]
-        A, m, H = cpu_scan.native_memory_scan(*inputs, noise.to(dtype), lengths, hyper)
+        A, m, H = native_memory_scan(*inputs, noise.to(dtype), lengths, hyper)
         loss = m.sin().sum() + H.cos().sum() + A[:, 7].sum()
         grads.append(torch.autograd.grad(loss, inputs))
     for got, expected in zip(grads[1], grads[0], strict=True):
@@ -128,7 +145,7 @@ def test_initial_trace_is_read_where_it_lies(initial):
     passed = None if initial == "zeros" else start.requires_grad_(initial == "given-with-grad")
     results = []
     for H in (reference, passed):
-        A, m, HT = cpu_scan.native_memory_scan(z, M, H, noise, None, hyper)
+        A, m, HT = native_memory_scan(z, M, H, noise, None, hyper)
         loss = m.sin().sum() + HT.cos().sum() + A[:, 5].sum()
         wants = [z, M] + ([H] if H is not None and H.requires_grad else [])
         results.append((A, m, HT, *torch.autograd.grad(loss, wants)))
@@ -136,22 +153,11 @@ def test_initial_trace_is_read_where_it_lies(initial):
         torch.testing.assert_close(got, expected, atol=0, rtol=0)
 
 
-def test_float32_matches_the_float64_reference():
-    layer = Engram(6, 32, batch_first=True, memory_size=16, trace_noise=0.0).double()
-    x = torch.randn(4, 28, 6, dtype=torch.double)
-    ref, ref_state = naive_engram(x, layer.layer_weights(0), layer.hyper,
-                                  output_final_state=True)
-    out, state = layer.float()(x.float())
-    assert layer.last_path == ("native",)
-    torch.testing.assert_close(out, ref.float(), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(state.trace[0], ref_state.trace.float(), atol=1e-5, rtol=1e-4)
-
-
 def test_results_do_not_depend_on_the_thread_count():
     z, M, H0, noise = scan_inputs(B=70, T=18)  # more samples than gradient blocks
 
     def run():
-        A, m, H = cpu_scan.native_memory_scan(z, M, H0, noise, None, EngramHyper())
+        A, m, H = native_memory_scan(z, M, H0, noise, None, EngramHyper())
         grads = torch.autograd.grad((m.sin().sum() + H.sum() + A[:, 3].sum()), (z, M, H0))
         return (A, m, H, *grads)
 
@@ -164,7 +170,7 @@ def test_broadcast_output_gradients_are_read_correctly():
     hyper = EngramHyper(top_k=3)
     grads = []
     for dense in (False, True):
-        A, m, H = cpu_scan.native_memory_scan(z, M, H0, noise, None, hyper)
+        A, m, H = native_memory_scan(z, M, H0, noise, None, hyper)
         if dense:  # the same loss through materialised, contiguous gradients
             loss = (m * torch.ones_like(m)).sum() + (H * torch.ones_like(H)).sum()
         else:
@@ -177,41 +183,91 @@ def test_broadcast_output_gradients_are_read_correctly():
 def test_without_the_kernel_the_layer_keeps_the_pytorch_path(kernel_env, tmp_path):
     kernel_env(CC=tmp_path / "no-such-compiler", ENN_CACHE_DIR=tmp_path / "cache")
     with pytest.warns(RuntimeWarning, match="could not be built"):
-        assert not cpu_scan.available()
-    layer = Engram(4, 6, memory_size=5, batch_first=True).eval()
+        assert not native.available()
+    engram = Engram(4, 6, memory_size=5, batch_first=True).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the warning came once, not at every call
-        out, _ = layer(torch.randn(2, 5, 4))
-    assert layer.last_path[0] in ("fast", "fast-checked")
-    with pytest.raises(RuntimeError, match="needs float32 or float64 CPU tensors"):
-        fast_engram(torch.randn(2, 5, 4), layer.layer_weights(0), layer.hyper, native=True)
+        engram(torch.randn(2, 5, 4))
+    assert engram.last_path == ("torch",)
+    with pytest.raises(RuntimeError, match="needs float32/64 CPU tensors and built kernels"):
+        layer.engram_layer(torch.randn(2, 5, 4), engram.layer_weights(0), engram.hyper,
+                           backend="native")
 
 
-@pytest.mark.parametrize("with_mask", [False, True])
+def test_enn_native_takes_0_or_1(kernel_env):
+    kernel_env(ENN_NATIVE="0")
+    assert not native.available()
+    kernel_env(ENN_NATIVE="banana")
+    with pytest.raises(ValueError, match="ENN_NATIVE must be 0 or 1, got 'banana'"):
+        native.available()
+
+
+def test_the_first_build_says_that_it_compiles_once(tmp_path):
+    code = ("import torch; from enn import Engram; "
+            "[Engram(3, 8, memory_size=4)(torch.randn(2, 3, 3)) for _ in range(2)]")
+    env = {"ENN_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, timeout=300) for _ in range(2)]
+    assert runs[0].stderr.count("enn: compiling the native CPU kernels") == 1, runs[0].stderr
+    assert "compiling" not in runs[1].stderr  # cached
+
+
+@pytest.mark.parametrize("flags", ["-mno-avx512f", "-fno-openmp"])
+def test_kernels_built_without_avx512_or_openmp_match_the_reference(flags, kernel_env,
+                                                                    tmp_path):
+    # the register tiles' plain C path (any CPU without AVX-512, and float64 everywhere), and
+    # a build with no threads
+    kernel_env(ENN_NATIVE_CFLAGS=flags, ENN_CACHE_DIR=tmp_path)
+    for trace in ("per_sample", "shared"):
+        engram = Engram(5, 40, batch_first=True, memory_size=8, trace=trace).float()
+        x = torch.randn(11, 9, 5, requires_grad=True)
+        results = []
+        for backend in ("native", "torch"):
+            out, final, _ = layer.engram_layer(x, engram.layer_weights(0), engram.hyper, None,
+                                               True, backend=backend)
+            loss = out.sin().sum() + final.trace.sum()
+            results.append((out, final.trace,
+                            *torch.autograd.grad(loss, [x, *engram.parameters()])))
+        for got, expected in zip(*results, strict=True):
+            torch.testing.assert_close(got, expected, atol=2e-5, rtol=2e-4)
+
+
+def test_arguments_of_the_wrong_kind_are_errors_not_misreadings():
+    z = torch.randn(9, 5, 40)
+    M, consts = torch.randn(8, 40), (0.5, 0.95, 0.05, 0.1, 1.0, 0, False)
+    with pytest.raises(ValueError, match="expected memory of shape"):
+        torch.ops.enn.per_sample_memory(z, torch.randn(8, 41), None, None, None, *consts)
+    with pytest.raises(TypeError, match="expected initial trace of dtype torch.float32"):
+        torch.ops.enn.per_sample_memory(z, M, torch.zeros(9, 8, 40, dtype=torch.double), None,
+                                        None, *consts)
+    with pytest.raises(TypeError, match="float32 or float64 CPU tensor"):
+        torch.ops.enn.per_sample_memory(z.half(), M.half(), None, None, None, *consts)
+    strided = torch.randn(40, 8).t()  # the same shape, not contiguous: read as its values
+    out = torch.ops.enn.per_sample_memory(z, strided, None, None, None, *consts)
+    expected = torch.ops.enn.per_sample_memory(z, strided.contiguous(), None, None, None,
+                                               *consts)
+    for got, want in zip(out[:3], expected[:3], strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
 @pytest.mark.parametrize("top_k", [None, 2])
-def test_native_shared_scan_matches_the_pytorch_one_and_passes_gradcheck(with_mask, top_k):
-    from enn.ops.engram.shared_scan import shared_scan
-
+def test_native_shared_scan_passes_gradcheck_with_active_clip(with_lengths, top_k):
     torch.manual_seed(0)
     B, T, N, h = 11, 6, 4, 5  # more samples than the kernel's blocks
     z = torch.randn(B, T, h, dtype=torch.double, requires_grad=True)
     M = torch.randn(N, h, dtype=torch.double, requires_grad=True)
     H0 = (0.05 * torch.randn(N, h, dtype=torch.double)).requires_grad_()
     noise = 0.01 * torch.randn(T, N, h, dtype=torch.double)
-    lengths = torch.randint(1, T + 1, (B,)).index_fill_(0, torch.tensor([0]), T)
-    mask = (torch.arange(T) < lengths[:, None]) if with_mask else None
-    n_active = (mask.sum(0) if with_mask else torch.full((T,), B)).tolist()
+    lengths = None
+    if with_lengths:  # steps 4 and 5: one sample each; no sample reaches step 6 of 7
+        lengths = torch.randint(1, T + 1, (B,)).index_fill_(0, torch.tensor([0]), T - 1)
     hyper = EngramHyper(hebbian_lr=0.5, trace_clip=0.08, trace_scale=0.5, temperature=1.3,
                         sparsity=0.0, top_k=top_k)  # the clip acts
-    native = cpu_scan.native_shared_scan(z, M, H0, noise, mask, n_active, hyper)
-    zn = z / z.norm(dim=-1, keepdim=True)
-    A, Es, H = shared_scan(z, zn, M, H0, noise, mask, n_active, 0.5, 0.5, 0.08, 1 / 1.3, top_k)
-    reference = (A, torch.einsum("btn,tnh->bth", A, Es), H)
+    _, _, H = native_shared_scan(z, M, H0, noise, lengths, hyper)
     assert (H.abs() == 0.08).any() and (H.abs() < 0.08).any()
-    for one, two in zip(native, reference, strict=True):
-        torch.testing.assert_close(one, two)
     assert torch.autograd.gradcheck(
-        lambda *a: cpu_scan.native_shared_scan(*a, noise, mask, n_active, hyper), (z, M, H0))
+        lambda *a: native_shared_scan(*a, noise, lengths, hyper), (z, M, H0))
 
 
 def test_native_shared_scan_does_not_depend_on_the_thread_count():
@@ -219,8 +275,7 @@ def test_native_shared_scan_does_not_depend_on_the_thread_count():
     z, M, H0, noise = scan_inputs(B=70, T=7)
 
     def run():
-        A, m, H = cpu_scan.native_shared_scan(z, M, H0[0], noise, None, [70] * 7,
-                                              EngramHyper(trace_mode="shared"))
+        A, m, H = native_shared_scan(z, M, H0[0], noise, None, EngramHyper())
         grads = torch.autograd.grad(m.sin().sum() + H.sum() + A[:, 3].sum(), (z, M))
         return (A, m, H, *grads)
 
@@ -241,14 +296,13 @@ def hidden_inputs(B, T, h, dtype):
 def test_native_hidden_pass_passes_gradcheck(with_mask, with_bias):
     torch.manual_seed(0)
     B, T, h = 11, 5, 4  # more samples than a register tile, and a remainder
-    lengths = torch.randint(1, T + 1, (B,))
-    mask = (torch.arange(T) < lengths[:, None]) if with_mask else None
+    lengths = torch.randint(1, T + 1, (B,)) if with_mask else None
     args = hidden_inputs(B, T, h, torch.double)
     if not with_bias:  # a layer built with bias=False
         for name in ("b_c", "b_o"):
             args[list(HIDDEN_SHAPES).index(name)] = None
     assert torch.autograd.gradcheck(
-        lambda *a: cpu_scan.native_hidden_pass(*a, 1e-6, mask), tuple(args))
+        lambda *a: native_hidden_pass(*a, 1e-6, lengths), tuple(args))
 
 
 def test_native_hidden_pass_does_not_depend_on_the_thread_count():
@@ -256,7 +310,7 @@ def test_native_hidden_pass_does_not_depend_on_the_thread_count():
     args = hidden_inputs(37, 6, 32, torch.float)
 
     def run():
-        out, h_n = cpu_scan.native_hidden_pass(*args, 1e-6, None)
+        out, h_n = native_hidden_pass(*args, 1e-6, None)
         return (out, h_n, *torch.autograd.grad(out.sin().sum() + h_n.sum(), args))
 
     assert_same_bits_with_1_and_2_threads(run)
@@ -270,7 +324,7 @@ def test_native_hidden_pass_reads_strided_inputs_as_their_values():
     strided = [z.transpose(0, 1).contiguous().transpose(0, 1),
                m.transpose(0, 1).contiguous().transpose(0, 1), *args[2:]]
     assert not strided[0].is_contiguous() and not strided[1].is_contiguous()
-    for got, expected in zip(cpu_scan.native_hidden_pass(*strided, 1e-6, None),
-                             cpu_scan.native_hidden_pass(z, m, *args[2:], 1e-6, None),
+    for got, expected in zip(native_hidden_pass(*strided, 1e-6, None),
+                             native_hidden_pass(z, m, *args[2:], 1e-6, None),
                              strict=True):
         torch.testing.assert_close(got, expected, atol=0, rtol=0)

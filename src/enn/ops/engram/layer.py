@@ -1,0 +1,123 @@
+"""One Engram layer: the encoder (1), then the memory pass (2-6, 9) and the hidden pass
+(7-8), each on the fastest backend that applies to its inputs.
+
+Backends: ``native`` (the C kernels of ``native.py``: float32/64 on the CPU), ``torch``
+(``naive.py``: everywhere, and the only one that records the trace of every step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+from . import native
+from .common import EngramHyper, EngramState, EngramWeights, MemoryOutput
+from .naive import encode, naive_hidden, naive_memory
+
+BACKENDS = ("auto", "native", "torch")
+
+
+def check_weights(weights: EngramWeights) -> None:
+    """Every parameter on the memory bank's device and in its dtype (the state's precision),
+    so that no backend misreads one."""
+    ref = weights.memory
+    for name, w in zip(EngramWeights._fields, weights, strict=True):
+        if w is None:
+            continue
+        if w.dtype != ref.dtype:
+            raise TypeError(f"enn: expected {name} of dtype {ref.dtype} (the memory bank's), "
+                            f"got {w.dtype}")
+        if w.device != ref.device:
+            raise ValueError(f"enn: expected {name} on {ref.device} (the memory bank's), "
+                             f"got {w.device}")
+
+
+def choose_backends(z: Tensor, record_traces: bool = False, backend: str = "auto"
+                    ) -> tuple[str, str]:
+    """The backends of the memory pass and of the hidden pass for encodings like ``z``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"enn: expected backend in {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return "torch", "torch"
+    fits = native.supports(z)
+    if backend == "native" and not fits:
+        raise RuntimeError(f"enn: the native backend needs float32/64 CPU tensors and built "
+                           f"kernels; got {z.dtype} on {z.device}, kernels "
+                           f"{'built' if native.available() else 'not available'}")
+    memory = "native" if fits and not record_traces else "torch"
+    hidden = "native" if fits and not _autocast(z.device.type) else "torch"
+    return memory, hidden
+
+
+def _autocast(device_type: str) -> bool:
+    return (torch.amp.is_autocast_available(device_type)
+            and torch.is_autocast_enabled(device_type))
+
+
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def memory_pass(
+    z: Tensor, memory: Tensor, hyper: EngramHyper, noise: Tensor | None,
+    initial_state: Tensor | None, lengths: Tensor | None, record_traces: bool, backend: str,
+) -> tuple[MemoryOutput, Tensor]:
+    """The paper's memory over encodings z (B, T, h): query, key and value z, decay
+    1 - eta, write strength eta. Returns (MemoryOutput, final trace)."""
+    cfg = hyper.memory
+    eta = hyper.hebbian_lr
+    if backend == "torch":
+        return naive_memory(z, None, z, memory, 1.0 - eta, eta, cfg, noise, initial_state, True,
+                            lengths, record_traces)
+    consts = (cfg.trace_scale, 1.0 - eta, eta, cfg.trace_clip, cfg.inv_temperature,
+              cfg.top_k or 0)
+    if cfg.shared:
+        H0 = z.new_zeros(memory.shape) if initial_state is None else initial_state
+        A, m, H, *_ = torch.ops.enn.shared_memory(z, memory, H0, noise, lengths, *consts)
+    else:
+        save = _needs_grad(z, memory, initial_state)
+        A, m, H, *_ = torch.ops.enn.per_sample_memory(z, memory, initial_state, noise, lengths,
+                                                      *consts, save)
+    return MemoryOutput(A, m), H
+
+
+def hidden_pass(z: Tensor, m: Tensor, h0: Tensor, w: EngramWeights, eps: float,
+                lengths: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
+    """The hidden chain (7)-(8): outputs (B, T, h) and the last state (B, h)."""
+    if backend == "torch":
+        return naive_hidden(z, m, h0, w, eps, lengths)
+    out, hT, *_ = torch.ops.enn.hidden_pass(z, m, h0, w.weight_c, w.bias_c, w.weight_o,
+                                            w.bias_o, w.ln_h_weight, w.ln_h_bias, eps, lengths)
+    return out, hT
+
+
+def engram_layer(
+    x: Tensor, weights: EngramWeights, hyper: EngramHyper,
+    initial_state: EngramState | None = None, output_final_state: bool = False,
+    lengths: Tensor | None = None, noise: Tensor | None = None, record_traces: bool = False,
+    backend: str = "auto",
+) -> tuple[Tensor, EngramState | None, MemoryOutput]:
+    """One layer over x (B, T, d). Returns (o (B, T, h), final state or None, MemoryOutput).
+
+    ``initial_state`` None stands for zeros; ``lengths`` (B,) marks padded steps (t >=
+    lengths[b]), which leave sample b's state alone and output zeros; ``noise`` (T, N, h) is
+    the trace noise of each step (one draw for the batch). The memory and the state keep the
+    parameters' precision, also under autocast.
+    """
+    check_weights(weights)
+    dtype = weights.memory.dtype
+    z = encode(x, weights, hyper.ln_eps).to(dtype)  # (B, T, h)
+    h0 = z.new_zeros(z.shape[0], z.shape[2]) if initial_state is None else initial_state.h
+    H0 = None if initial_state is None else initial_state.trace.to(dtype)
+    noise = None if noise is None else noise.to(dtype)
+    mem_backend, hidden_backend = choose_backends(z, record_traces, backend)
+    no_autocast = (torch.autocast(x.device.type, enabled=False) if _autocast(x.device.type)
+                   else contextlib.nullcontext())
+    with no_autocast:
+        mem, H = memory_pass(z, weights.memory, hyper, noise, H0, lengths, record_traces,
+                             mem_backend)
+    o, h = hidden_pass(z, mem.recall, h0.to(dtype), weights, hyper.ln_eps, lengths,
+                       hidden_backend)
+    return o.to(dtype), (EngramState(h.to(dtype), H) if output_final_state else None), mem

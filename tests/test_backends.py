@@ -1,0 +1,269 @@
+"""Every backend of the Engram layer against the reference (ops/engram/naive.py), and the
+semantics they must share: NaN, double backward, meta tensors, torch.compile, strided and
+mixed-dtype parameters, the training noise."""
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from enn import Engram, EngramState
+from enn.ops.engram import engram_layer, native
+
+needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler here")
+
+
+def make_layer(d, h, N, trace, dtype=torch.double, **kw):
+    kw.setdefault("trace_noise", 0.0)
+    return Engram(d, h, batch_first=True, memory_size=N, trace=trace, **kw).to(dtype)
+
+
+def run(layer, x, state, lengths, noise, backend, probe_seed=1):
+    """Outputs, final state, attention and the gradients of every input and parameter."""
+    weights = layer.layer_weights(0)
+    xi = x.clone().requires_grad_()
+    si = None if state is None else EngramState(*(t.clone().requires_grad_() for t in state))
+    out, final, mem = engram_layer(xi, weights, layer.hyper, si, True, lengths, noise,
+                                   backend=backend)
+    results = (out, final.h, final.trace, mem.attention, mem.recall)
+    g = torch.Generator().manual_seed(probe_seed)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=torch.double).to(t.dtype)).sum()
+               for t in results)  # the same probes in every dtype
+    wants = [xi, *([] if si is None else si), *(p for p in weights if p is not None)]
+    return (*results, *torch.autograd.grad(loss, wants))
+
+
+def random_case(B, T, d, h, N, trace, with_state, with_lengths, with_noise, dtype=torch.double):
+    x = 2 * torch.randn(B, T, d, dtype=dtype)
+    state = None
+    if with_state:
+        trace_shape = (B, N, h) if trace == "per_sample" else (N, h)
+        state = EngramState(torch.randn(B, h, dtype=dtype),
+                            0.05 * torch.randn(trace_shape, dtype=dtype))
+    lengths = None
+    if with_lengths:
+        lengths = torch.randint(1, T + 1, (B,))
+        lengths[0] = T
+    noise = 0.01 * torch.randn(T, N, h, dtype=dtype) if with_noise else None
+    return x, state, lengths, noise
+
+
+# (B, T, d, h, N): batches past the register tiles' rows (8) and the shared kernel's blocks,
+# hidden sizes that fill 8 x 32 tiles and leave edges, memory 8 and 64, odd lengths
+SHAPES = [(9, 13, 7, 40, 8), (12, 5, 3, 48, 64), (17, 19, 5, 41, 8), (1, 1, 2, 40, 64)]
+GRID = [
+    pytest.param(shape, trace, top_k, with_state, with_lengths, with_noise,
+                 id=f"B{shape[0]}T{shape[1]}h{shape[3]}N{shape[4]}-{trace}-k{top_k}-"
+                    f"{'state' if with_state else 'zeros'}-{'len' if with_lengths else 'full'}-"
+                    f"{'noise' if with_noise else 'clean'}")
+    for shape in SHAPES
+    for trace in ("per_sample", "shared")
+    for top_k, with_state, with_lengths, with_noise in (
+        (None, True, True, True), (3, False, False, False), (None, False, True, False),
+        (5, True, False, True),
+    )
+]
+
+
+@needs_native
+@pytest.mark.parametrize("shape, trace, top_k, with_state, with_lengths, with_noise", GRID)
+def test_native_matches_the_reference_with_every_gradient(shape, trace, top_k, with_state,
+                                                          with_lengths, with_noise):
+    B, T, d, h, N = shape
+    layer = make_layer(d, h, N, trace, top_k=top_k)
+    case = random_case(B, T, d, h, N, trace, with_state, with_lengths, with_noise)
+    for got, expected in zip(run(layer, *case, "native"), run(layer, *case, "torch"),
+                             strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+
+
+@needs_native
+@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+def test_native_matches_the_reference_where_the_clip_acts(trace):
+    B, T, d, h, N = 10, 21, 5, 40, 8  # 21 steps: two checkpoint chunks
+    layer = make_layer(d, h, N, trace, hebbian_lr=0.5, trace_clip=0.02)
+    case = random_case(B, T, d, h, N, trace, True, True, True)
+    ref = run(layer, *case, "torch")
+    assert (ref[2].abs() == 0.02).any() and (ref[2].abs() < 0.02).any()
+    for got, expected in zip(run(layer, *case, "native"), ref, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+
+
+@needs_native
+@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+def test_float32_at_the_paper_shapes_is_as_accurate_as_the_reference_in_float32(trace):
+    # float32 gradients of this layer are ill-conditioned (a LayerNorm over a mostly-zero
+    # ReLU output divides by a tiny deviation), so the measure is the reference's own float32
+    # error against float64: the kernels may not be worse
+    B, T, d, h, N = 128, 28, 28, 128, 64
+    layer = make_layer(d, h, N, trace)
+    case = random_case(B, T, d, h, N, trace, False, False, True)
+    exact = run(layer, *case, "torch")
+    layer.float()
+    case32 = [None if t is None else t.float() for t in case]
+    ref32, got = run(layer, *case32, "torch"), run(layer, *case32, "native")
+    names = ["output", "h", "trace", "attention", "recall", "grad x", *(
+        f"grad {n}" for n, p in zip(layer.layer_weights(0)._fields, layer.layer_weights(0),
+                                    strict=True) if p is not None)]
+    for name, g, r, e in zip(names, got, ref32, exact, strict=True):
+        err, ref_err = ((t.double() - e).abs().max().item() for t in (g, r))
+        assert err <= 2 * ref_err + 1e-6 * e.abs().max().item(), (
+            f"{name}: error {err:.2e} against the reference's {ref_err:.2e}")
+
+
+@needs_native
+@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+def test_step_by_step_equals_one_pass(trace):
+    layer = make_layer(4, 40, 8, trace).eval()
+    x = torch.randn(9, 11, 4, dtype=torch.double)
+    out, state = layer(x)
+    hx, steps = None, []
+    for t in range(11):
+        o, hx = layer(x[:, t : t + 1], hx)
+        steps.append(o)
+    torch.testing.assert_close(torch.cat(steps, dim=1), out)
+    torch.testing.assert_close(hx.trace, state.trace)
+    assert layer.last_path == ("native",)
+
+
+@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+def test_nan_input_propagates_as_nan_on_every_backend(trace):
+    layer = make_layer(4, 40, 8, trace).eval()
+    x = torch.randn(9, 7, 4, dtype=torch.double)
+    x[2, 3, 1] = float("nan")
+    x[5, 0, 0] = float("inf")
+    outs = {}
+    for backend in ["torch", "native"] if native.available() else ["torch"]:
+        out, final, _ = engram_layer(x, layer.layer_weights(0), layer.hyper, None, True,
+                                     backend=backend)
+        outs[backend] = (out.isnan(), final.h.isnan(), final.trace.isnan())
+    nan_out = outs["torch"][0]
+    if trace == "per_sample":  # like nn.LSTM: a sample's outputs from the bad step on
+        assert nan_out[2, 3:].all() and nan_out[5].all() and not nan_out[2, :3].any()
+        assert not nan_out[[0, 1, 3, 4, 6, 7, 8]].any()
+    else:  # the shared trace carries it to every sample
+        assert nan_out[:, 1:].all()
+    for masks in outs.values():
+        for got, expected in zip(masks, outs["torch"], strict=True):
+            assert torch.equal(got, expected)
+
+
+@needs_native
+@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+def test_double_backward_raises_on_native_and_works_on_torch(trace):
+    layer = make_layer(3, 40, 8, trace)
+    x = torch.randn(9, 5, 3, dtype=torch.double, requires_grad=True)
+    for backend in ("torch", "native"):
+        out, _, _ = engram_layer(x, layer.layer_weights(0), layer.hyper, backend=backend)
+        (gx,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+        if backend == "torch":
+            torch.autograd.grad(gx.sum(), x)
+        else:
+            with pytest.raises(RuntimeError):
+                torch.autograd.grad(gx.sum(), x)
+
+
+@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+def test_meta_tensors_infer_shapes(trace):
+    layer = Engram(3, 40, 2, batch_first=True, memory_size=8, trace=trace, device="meta")
+    out, state = layer(torch.empty(9, 5, 3, device="meta"))
+    assert out.shape == (9, 5, 40) and out.device.type == "meta"
+    assert state.trace.shape == ((2, 9, 8, 40) if trace == "per_sample" else (2, 8, 40))
+
+
+@needs_native
+@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+def test_fake_tensors_trace_the_native_operators(trace):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    layer = make_layer(3, 40, 8, trace, dtype=torch.float32)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        x = torch.empty(9, 30, 3)
+        out, final, mem = engram_layer(x, layer.layer_weights(0), layer.hyper, None, True,
+                                       backend="native")
+        out.sum().backward()
+    assert out.shape == (9, 30, 40) and mem.attention.shape == (9, 30, 8)
+
+
+class _Classifier(torch.nn.Module):
+    def __init__(self, trace):
+        super().__init__()
+        self.rnn = make_layer(6, 40, 8, trace, dtype=torch.float32)
+        self.head = torch.nn.Linear(40, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
+@needs_native
+@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+def test_compiled_fullgraph_training_matches_eager(trace):
+    model = _Classifier(trace)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x, y = torch.randn(9, 7, 6), torch.randint(0, 3, (9,))
+    grads = []
+    for fn in (model, compiled):
+        loss = torch.nn.functional.cross_entropy(fn(x), y)
+        grads.append((loss, *torch.autograd.grad(loss, list(model.parameters()))))
+    for got, expected in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, expected)
+
+
+@needs_native
+def test_strided_parameters_are_read_as_their_values():
+    # torch.func.functional_call may hand the layer parameters that are strided views
+    layer = make_layer(3, 40, 8, "per_sample", dtype=torch.float32)
+    x = torch.randn(9, 6, 3)
+    strided = {n: torch.stack([p, torch.zeros_like(p)], dim=-1)[..., 0]
+               for n, p in layer.named_parameters()}
+    assert not strided["bias_c_l0"].is_contiguous()
+    out, state = functional_call(layer, strided, (x,))
+    ref, ref_state = layer(x)
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    torch.testing.assert_close(state.trace, ref_state.trace, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_a_parameter_of_another_dtype_is_an_error(backend):
+    if backend == "native" and not native.available():
+        pytest.skip("no C compiler here")
+    layer = make_layer(3, 40, 8, "per_sample", dtype=torch.float32)
+    weights = layer.layer_weights(0)
+    weights = weights._replace(bias_c=weights.bias_c.double())
+    with pytest.raises(TypeError, match="expected bias_c of dtype torch.float32"):
+        engram_layer(torch.randn(2, 3, 3), weights, layer.hyper, backend=backend)
+
+
+@needs_native
+@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+def test_same_seed_same_training_run_with_or_without_the_kernels(trace, kernel_env):
+    layer = make_layer(4, 40, 8, trace, dtype=torch.float32, trace_noise=0.05).train()
+    x = torch.randn(9, 10, 4)
+    outs = []
+    for setting in ("1", "0"):  # "0": what a machine without a C compiler runs
+        kernel_env(ENN_NATIVE=setting)
+        torch.manual_seed(3)
+        out, state = layer(x)
+        outs.append((out, state.trace, layer.last_path))
+    assert outs[0][2] == ("native",) and outs[1][2] == ("torch",)
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-6, rtol=1e-5)
+
+
+def test_training_noise_is_one_draw_per_step_shared_by_the_batch():
+    layer = make_layer(4, 6, 5, "per_sample", trace_noise=0.01).train()
+    x = torch.randn(3, 7, 4, dtype=torch.double)
+    other = x.clone()
+    other[1:] = torch.randn(2, 7, 4, dtype=torch.double)
+    torch.manual_seed(5)
+    out, state = layer(x)
+    torch.manual_seed(5)
+    out2, state2 = layer(other)
+    # per-sample mode stays independent of the other samples' data, noise included
+    torch.testing.assert_close(out2[0], out[0])
+    torch.testing.assert_close(state2.trace[0, 0], state.trace[0, 0])
+    torch.manual_seed(5)
+    noise = 0.01 * torch.randn(7, 5, 6, dtype=torch.double)  # (T, N, h) from torch's generator
+    ref, _, _ = engram_layer(x, layer.layer_weights(0), layer.hyper, noise=noise,
+                             backend="torch")
+    torch.testing.assert_close(out, ref)
