@@ -284,7 +284,7 @@ def _sh_read_kernel(
     H = tl.load(hs_ptr + t * N * D + tile, mask=mask, other=0.0)
     E, en, er, nE = _rows(H, Mt, alpha)
     for b in range(pid, B, NPROG):
-        active = True
+        active = b < B
         if HAS_LEN:
             active = t < tl.load(len_ptr + b)
         row = b * T + t  # B T max(N, h) < 2**31 (checked on the host)
@@ -360,7 +360,7 @@ def _sh_bwd_read_kernel(
     ws = strength / tl.maximum(tl.load(nact_ptr + t), 1).to(ACC)  # d(write)/d(a_b z_b^T)
     dE_sum = tl.zeros((BN, BH), dtype=ACC)
     for b in range(pid, B, NPROG):
-        active = True
+        active = b < B
         if HAS_LEN:
             active = t < tl.load(len_ptr + b)
         row = b * T + t  # B T max(N, h) < 2**31 (checked on the host)
