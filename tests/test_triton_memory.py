@@ -96,6 +96,7 @@ CASES = {  # B, T, h, N, options
                                        clip=0.05)),
     "wide": (9, 6, 40, 8, dict(noise=True, h0=True, lengths=[6, 1, 5, 6, 0, 3, 6, 2, 4],
                                top_k=3)),
+    "two_sample_blocks": (17, 3, 20, 6, dict(noise=True, lengths=[3, 2, 1, 0] * 4 + [3])),
 }
 
 
