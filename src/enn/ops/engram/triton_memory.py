@@ -41,11 +41,12 @@ small enough to keep, so there is no recomputation):
 * ``_sh_bwd_write_kernel``: sums the blocks' dE, accumulates dM and carries dH to the step
   before (elementwise over the trace).
 
-Shapes: any B and T; N and h up to next_pow2(N) * next_pow2(h) <= 65536 elements per tile
-(e.g. N 128, h 256 or N 64, h 512). A (128, 256) float32 tile is 128 KB: the per-sample
-kernels then run with 16 warps (64 values per thread and tile) and the backward, which
-holds five such tiles (H, M, E, dH, dM), spills to local memory at that size; at the
-paper's N 64, h 128 it fits in registers with 8 warps.
+Shapes: any B and T with B T max(N, h) < 2**31 (int32 offsets); N and h up to
+next_pow2(N) * next_pow2(h) <= 65536 elements per tile (e.g. N 128, h 256 or N 64,
+h 512). A (128, 256) float32 tile is 128 KB: the per-sample kernels then run with 16
+warps (64 values per thread and tile) and the backward, which holds five such tiles (H,
+M, E, dH, dM), spills to local memory at that size; at the paper's N 64, h 128 it fits in
+registers with 8 warps.
 
 Precision: the trace, the softmax and every sum are computed in float32 (float64 when z is
 float64); z may be float16/bfloat16 (the bank then in z's dtype or float32). Attention,
