@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/enn demo --out runs/demo
 
 test: setup
-	$(BIN)/ruff check src tests examples scripts
+	$(BIN)/ruff check src tests examples scripts benchmarks
 	ENN_DATA_DIR=$${ENN_DATA_DIR:-$(DATA_DIR)} $(BIN)/pytest
 
 clean:

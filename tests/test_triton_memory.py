@@ -16,9 +16,6 @@ Tolerances (measured errors are 10-100 times smaller):
 from __future__ import annotations
 
 import os
-import sys
-import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,18 +23,6 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernels are defined
 pytest.importorskip("triton")
-
-try:
-    import enn.ops.engram  # noqa: F401
-except ImportError:  # the package's __init__ cannot be imported: load the ops modules alone
-    for name in [n for n in sys.modules if n == "enn" or n.startswith("enn.")]:
-        del sys.modules[name]
-    root = Path(__file__).resolve().parents[1] / "src" / "enn"
-    for name, path in (("enn", root), ("enn.ops", root / "ops"),
-                       ("enn.ops.engram", root / "ops" / "engram")):
-        module = types.ModuleType(name)
-        module.__path__ = [str(path)]
-        sys.modules[name] = module
 
 from enn.ops.engram.common import MemoryConfig  # noqa: E402
 from enn.ops.engram.naive import naive_memory  # noqa: E402
@@ -329,3 +314,21 @@ def test_cuda_large_shape(mode):
     torch.testing.assert_close(hT, ref_h, rtol=0, atol=1e-4)
     gz, gM = torch.autograd.grad(out.recall.sum() + hT.sum(), (z, M))
     assert torch.isfinite(gz).all() and torch.isfinite(gM).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_layer_runs_its_memory_pass_on_triton(mode):
+    from enn import Engram
+    from enn.ops.engram import engram_layer
+
+    layer = Engram(3, 20, batch_first=True, memory_size=6, trace=mode).double().to(DEV)
+    x = torch.randn(5, 7, 3, dtype=torch.float64, device=DEV, requires_grad=True)
+    lengths = torch.tensor([7, 3, 7, 1, 5], device=DEV)
+    results = []
+    for backend in ("triton", "torch"):
+        out, final, mem = engram_layer(x, layer.layer_weights(0), layer.hyper, None, True,
+                                       lengths, backend=backend)
+        loss = out.sin().sum() + final.trace.sum() + mem.attention[:, 2].sum()
+        results.append((out, final.trace, *torch.autograd.grad(loss, [x, *layer.parameters()])))
+    for got, expected in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)

@@ -1,13 +1,16 @@
 """One Engram layer: the encoder (1), then the memory pass (2-6, 9) and the hidden pass
 (7-8), each on the fastest backend that applies to its inputs.
 
-Backends: ``native`` (the C kernels of ``native.py``: float32/64 on the CPU), ``torch``
-(``naive.py``: everywhere, and the only one that records the trace of every step).
+Backends: ``native`` (the C kernels of ``native.py``: float32/64 on the CPU), ``triton``
+(the memory pass's fused recurrent kernels of ``triton_memory.py``, for CUDA tensors where
+Triton is installed; the hidden pass there is PyTorch's, on cuBLAS), ``torch`` (``naive.py``:
+everywhere, and the only one that records the trace of every step).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 
 import torch
 from torch import Tensor
@@ -16,7 +19,7 @@ from . import native
 from .common import EngramHyper, EngramState, EngramWeights, MemoryOutput
 from .naive import encode, naive_hidden, naive_memory
 
-BACKENDS = ("auto", "native", "torch")
+BACKENDS = ("auto", "native", "triton", "torch")
 
 
 def check_weights(weights: EngramWeights) -> None:
@@ -41,6 +44,11 @@ def choose_backends(z: Tensor, record_traces: bool = False, backend: str = "auto
         raise ValueError(f"enn: expected backend in {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return "torch", "torch"
+    if backend == "triton" or (backend == "auto" and z.device.type == "cuda"):
+        if triton_available():
+            return ("torch" if record_traces else "triton"), "torch"
+        if backend == "triton":
+            raise RuntimeError("enn: the triton backend needs the triton package")
     fits = native.supports(z)
     if backend == "native" and not fits:
         raise RuntimeError(f"enn: the native backend needs float32/64 CPU tensors and built "
@@ -49,6 +57,11 @@ def choose_backends(z: Tensor, record_traces: bool = False, backend: str = "auto
     memory = "native" if fits and not record_traces else "torch"
     hidden = "native" if fits and not _autocast(z.device.type) else "torch"
     return memory, hidden
+
+
+@torch.compiler.assume_constant_result
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
 def _autocast(device_type: str) -> bool:
@@ -71,6 +84,11 @@ def memory_pass(
     if backend == "torch":
         return naive_memory(z, None, z, memory, 1.0 - eta, eta, cfg, noise, initial_state, True,
                             lengths, record_traces)
+    if backend == "triton":
+        from .triton_memory import fused_recurrent_memory
+
+        return fused_recurrent_memory(z, memory, 1.0 - eta, eta, cfg, noise, initial_state, True,
+                                      lengths)
     consts = (cfg.trace_scale, 1.0 - eta, eta, cfg.trace_clip, cfg.inv_temperature,
               cfg.top_k or 0)
     if cfg.shared:
