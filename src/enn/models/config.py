@@ -262,7 +262,10 @@ MAX_SEED = 2**32 - 1  # numpy's seed range, which seed_everything uses
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every value's range; the first bad one is a ``ConfigError`` naming its key,
     what it expects and what it got."""
+    from .backbones import BACKBONES
+
     m, t = cfg.model, cfg.train
+    _choice("model.backbone", m.backbone, BACKBONES)
     if cfg.preset not in PRESETS:
         _bad("preset", f"one of {', '.join(PRESETS)}", cfg.preset)
     _int_range("seed", cfg.seed, 0, MAX_SEED)

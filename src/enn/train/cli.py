@@ -137,7 +137,7 @@ def run_train(args) -> int:
     from .run import RunInterrupted, train
 
     _check_names(args.task, [args.model])
-    preset = args.preset or DEFAULT_PRESET
+    preset = DEFAULT_PRESET if args.preset is None else args.preset
     seed = DEFAULT_SEED if args.seed is None else args.seed
     out = Path(args.out or f"runs/{args.task}/{args.model}-{preset}-seed{seed}")
     try:
@@ -200,7 +200,7 @@ def run_compare(args) -> int:
             models,
             seeds,
             args.out,
-            preset=args.preset or DEFAULT_PRESET,
+            preset=DEFAULT_PRESET if args.preset is None else args.preset,
             overrides=_overrides(args),
             data_dir=args.data_dir,
             match_params=args.match_params,

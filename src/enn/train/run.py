@@ -178,8 +178,9 @@ def _limit(value: float) -> float | int:
 
 def check_writable(path: str | Path, what: str, kind: str = "folder") -> None:
     """A ``RunError`` unless ``path`` can be created or written as a ``kind`` ("folder" or
-    "file"): nothing on the way may be a file, and the nearest existing folder must take a
-    new file (tried with a temporary one, removed at once)."""
+    "file"): nothing on the way may be a file, an existing folder must be writable, and where
+    something is to be created, the nearest existing folder must take a new file (tried with
+    a temporary one, removed at once: permissions alone do not tell, e.g. for root)."""
     path = Path(path)
     if path.exists() and kind == "file" and path.is_dir():
         raise RunError(f"{what} {path} is a folder, expected a file name")
@@ -190,6 +191,10 @@ def check_writable(path: str | Path, what: str, kind: str = "folder") -> None:
         base = base.parent
     if not base.is_dir():
         raise RunError(f"cannot create {what} {path}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write {what} {path} in {base} (permission denied)")
+    if base == path:
+        return
     try:
         fd, probe = tempfile.mkstemp(prefix=".enn-probe-", dir=base)
     except OSError as err:
