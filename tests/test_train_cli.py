@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from enn.cli import main
 from enn.data import resolve_data_dir
@@ -159,33 +161,171 @@ def test_wikitext_small_language_model_end_to_end(tmp_path):
     assert (tmp_path / "figures" / "probe_attention.png").is_file()
 
 
-def test_resume_after_kill_mid_epoch_ends_like_an_unbroken_run(tmp_path):
-    # one thread in both processes: torch's LayerNorm backward sums in a thread-dependent order
-    args = ["train", "--task", "digits", "--model", "engram", "--epochs", "6",
-            "train.batch_size=32", "model.hidden_sizes=8", "model.memory_size=4",
-            "train.threads=1"]
-    enn(*args, "--out", tmp_path / "unbroken")
-    epoch_seconds = read_metrics(tmp_path / "unbroken")["seconds_per_epoch"]
-    killed = tmp_path / "killed"
+# A run whose validation loss gets worse at epochs 9 and 10: the learning-rate schedule
+# (patience 1) halves the rate after epoch 10, early stopping (patience 3) counts on. After
+# epoch 9 both counters stand at 1, so a resume from there must restore them as they are
+# after that epoch. One thread: torch's LayerNorm backward sums in a thread-dependent order.
+PLATEAU = ["--task", "digits", "--model", "engram", "--epochs", "11", "model.hidden_sizes=16",
+           "model.memory_size=8", "train.batch_size=16", "train.lr=0.01", "train.lr_patience=1",
+           "train.patience=3", "train.threads=1"]
+TIMING = ("train_seconds", "seconds_per_step", "seconds_per_epoch")
+
+
+def untimed(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+def cli_process(*args, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "enn.cli", *args, "--out", str(killed)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(epoch_seconds / 2)  # half-way through the next epoch, however fast they run
+    return subprocess.Popen([sys.executable, "-m", "enn.cli", *map(str, args)], env=env, **kwargs)
+
+
+def wait_for_epoch(run: Path, epoch: int, proc: subprocess.Popen) -> None:
+    """Until last.ckpt holds ``epoch`` (1-based) or a later one."""
+    last, seen, deadline = run / "checkpoints" / "last.ckpt", None, time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        stamp = last.stat().st_mtime_ns if last.exists() else None
+        if stamp is not None and stamp != seen:
+            seen = stamp
+            if torch.load(last, weights_only=False)["epoch"] + 1 >= epoch:
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"the run never saved epoch {epoch}")
+
+
+@pytest.mark.slow
+def test_resume_after_kill_at_a_plateau_ends_like_the_unbroken_run(tmp_path):
+    assert enn("train", *PLATEAU, "--out", tmp_path / "unbroken") == 0
+    lrs = [row.split(",")[5] for row in (tmp_path / "unbroken" / "metrics.csv").read_text()
+           .splitlines()[1:]]
+    assert lrs[:10] == ["0.01"] * 10 and lrs[10] == "0.005"  # halved after epoch 10
+    killed = tmp_path / "killed"
+    proc = cli_process("train", *PLATEAU, "--out", killed, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    wait_for_epoch(killed, 9, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
-    assert enn("train", *args, "--out", killed) == 2  # unfinished run: needs --resume
-    assert enn(*args, "--out", killed, "--resume") == 0
-    a, b = read_metrics(tmp_path / "unbroken"), read_metrics(killed)
-    assert a["test_loss"] == pytest.approx(b["test_loss"], abs=1e-7)
-    assert a["best_epoch"] == b["best_epoch"] and a["epochs_run"] == b["epochs_run"]
+    ckpt = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["epoch"] + 1 == 9, "the kill came too late"
+    assert ckpt["lr_schedulers"][0]["num_bad_epochs"] == 1  # the state after epoch 9's step
+    (stopping,) = [v for k, v in ckpt["callbacks"].items() if "EarlyStopping" in k]
+    assert stopping["wait_count"] == 1
+    assert not (killed / "metrics.json").exists()
+    assert enn("train", *PLATEAU, "--out", killed) == 2  # unfinished run: needs --resume
+    # the saved run's configuration: --epochs, train.* and the seed are not given again
+    resumed = subprocess.run(
+        [sys.executable, "-m", "enn.cli", "train", "--task", "digits", "--model", "engram",
+         "--out", str(killed), "--resume"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "exists and is not empty" not in resumed.stderr
+    assert untimed(read_metrics(killed)) == untimed(read_metrics(tmp_path / "unbroken"))
+    strip = [row.rsplit(",", 2)[0] for row in (killed / "metrics.csv").read_text().splitlines()]
+    assert strip == [row.rsplit(",", 2)[0]
+                     for row in (tmp_path / "unbroken" / "metrics.csv").read_text().splitlines()]
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished two-epoch ENN run (read only)."""
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["train", "--task", "digits", "--model", "engram", "--out", str(run),
+                 "--seed", "3", *TINY, "model.hidden_sizes=8", "model.memory_size=4"]) == 0
+    return run
+
+
+@pytest.fixture
+def unfinished_run(tiny_run, tmp_path) -> Path:
+    run = tmp_path / "unfinished"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.json").unlink()  # as if killed after its last epoch
+    return run
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--seed", "4"], "with seed=3, not 4"),
+        (["train.lr=0.5"], "with train.lr=0.001, not 0.5"),
+        (["--preset", "paper"], "with preset=default, not paper"),
+        (["--epochs", "30"], "with train.epochs=2, not 30"),
+        (["train.epochs=1"], "with train.epochs=2, not 1"),
+        (["model.hidden_sizes=16"], "with model.hidden_sizes=8, not 16"),
+        (["data.k=3"], "with data.k=null, not 3"),
+    ],
+)
+def test_resume_refuses_options_that_differ_from_the_saved_run(
+    unfinished_run, capsys, option, message
+):
+    before = snapshot(unfinished_run)
+    args = ["train", "--task", "digits", "--model", "engram", "--out", unfinished_run]
+    assert enn(*args, "--resume", *option) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "--force to start over" in err and len(err.splitlines()) == 1
+    assert snapshot(unfinished_run) == before
+
+
+def test_resume_with_another_model_or_task_changes_nothing(unfinished_run, capsys):
+    before = snapshot(unfinished_run)
+    assert enn("train", "--task", "digits", "--model", "lstm", "--out", unfinished_run,
+               "--resume") == 2
+    assert "with model.backbone=engram, not lstm" in capsys.readouterr().err
+    assert enn("train", "--task", "assoc", "--model", "engram", "--out", unfinished_run,
+               "--resume") == 2
+    assert "with task=digits, not assoc" in capsys.readouterr().err
+    assert snapshot(unfinished_run) == before
+
+
+def test_epochs_option_against_train_epochs(tmp_path, monkeypatch, capsys):
+    """--epochs or train.epochs= (both is an error); either wins over --config's."""
+    from enn.train import run as run_module
+
+    seen = []
+    monkeypatch.setattr(run_module, "_train", lambda cfg, *a: seen.append(cfg) or {})
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epochs: 7\n")
+    base = ["train", "--task", "digits", "--model", "rnn", "--out", tmp_path / "r"]
+    assert enn(*base, "--config", config) == 0
+    assert enn(*base, "--config", config, "--epochs", "3") == 0
+    assert enn(*base, "--config", config, "train.epochs=4") == 0
+    assert [c.train.epochs for c in seen] == [7, 3, 4]
+    assert enn(*base, "--epochs", "3", "train.epochs=3") == 2
+    assert "given twice" in capsys.readouterr().err
+
+
+def test_evaluate_and_explain_refuse_bad_places_and_k(tiny_run, tmp_path, capsys):
+    best = tiny_run / "checkpoints" / "best.ckpt"
+    (tmp_path / "folder").mkdir()
+    assert enn("evaluate", "--checkpoint", best, "--out", tmp_path / "folder") == 2
+    assert "metrics file " in (err := capsys.readouterr().err) and "is a folder" in err
+    assert list((tmp_path).iterdir()) == [tmp_path / "folder"]  # no stray .folder.tmp
+    assert list((tmp_path / "folder").iterdir()) == []
+    assert enn("explain", "--checkpoint", best, "--index", "0", "--k", "100",
+               "--out", tmp_path / "x") == 2
+    err = capsys.readouterr().err
+    assert "--k expects 1 to 3 (the model has 4 memory slots" in err and "got 100" in err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_says_how_to_resume_and_exits_130(tmp_path):
+    run = tmp_path / "run"
+    proc = cli_process("train", *PLATEAU, "--out", run, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    wait_for_epoch(run, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    epoch = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] + 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("enn train: interrupted; ") and f"holds epoch {epoch};" in line
+    assert line.endswith(f"enn train --task digits --model engram --out {run} --resume")
+    assert "Traceback" not in err and not (run / "metrics.json").exists()
 
 
 def test_two_process_ddp_on_cpu(tmp_path):
@@ -240,6 +380,13 @@ def test_compare_summarises_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert enn(*args) == 0
     assert capsys.readouterr().err.count("done, skipped") == 4
+    before = snapshot(out)
+    assert enn(*args[:-1], "model.hidden_sizes=16") == 2
+    err = capsys.readouterr().err
+    assert "engram-seed0 holds a run made with model.hidden_sizes=8, not 16" in err
+    assert enn(*args[:2], "assoc", *args[3:]) == 2
+    assert "holds a run made with task=digits, not assoc" in capsys.readouterr().err
+    assert snapshot(out) == before
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -27,8 +28,26 @@ class CLIError(Exception):
     """A problem with the user's request, reported as one line."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (``enn train: error: ...``), without the usage;
+    the subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+NATIVE_VALUES = ("", "0", "1")
+
+
+def check_environment() -> None:
+    """Environment variables the command line reads, checked before anything runs."""
+    native = os.environ.get("ENN_NATIVE")
+    if native is not None and native not in NATIVE_VALUES:
+        raise CLIError(f"ENN_NATIVE must be 0 or 1, got {native!r}")
+
+
 def build_parser(command: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="enn", description="Engram Neural Network: train, compare, explain, benchmark."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -40,6 +59,28 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = _parse(argv)
+    except SystemExit as exit_:  # --help, or a usage error already printed
+        return exit_.code if isinstance(exit_.code, int) else 2
+    if args is None:
+        return 2
+    from .data import DataIntegrityError, DataMissingError
+    from .models import ConfigError
+
+    try:
+        check_environment()
+        return int(args.func(args) or 0)
+    except (CLIError, ConfigError, DataMissingError, DataIntegrityError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"enn {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"enn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parse(argv: list[str]) -> argparse.Namespace | None:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command)
     # Config overrides (key=value) may stand anywhere among the options.
@@ -47,22 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a.removeprefix("--") for a in extra if "=" in a and not a.startswith("-=")]
     unknown = [a for a in extra if a.removeprefix("--") not in overrides]
     if unknown or (overrides and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+        prog = f"enn {args.command}" if args.command else "enn"
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown or overrides)}\n")
     if overrides:
         args.overrides = [*args.overrides, *overrides]
     if args.command is None:
         parser.print_help()
-        return 2
-    from .data import DataIntegrityError, DataMissingError
-
-    try:
-        return int(args.func(args) or 0)
-    except (CLIError, DataMissingError, DataIntegrityError) as err:
-        print(f"enn {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"enn {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return None
+    return args
 
 
 if __name__ == "__main__":

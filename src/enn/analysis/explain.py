@@ -18,7 +18,7 @@ from torch import nn
 from ..data import get_datamodule
 from ..models import build_model
 from ..models.build import DataShape
-from ..train.run import load_checkpoint_config
+from ..train.run import check_writable, load_checkpoint_config
 from . import plots
 from .metrics import ablation, class_slot_usage, find_engram, probe, slot_attribution
 from .monitor import EXPLAIN_DIR, EXPLAIN_FILE
@@ -88,10 +88,15 @@ def explain(
             f"test index {bad[0]} is out of range: the test set has {len(test)} "
             f"inputs (0 to {len(test) - 1})"
         )
-    out = Path(out) if out else Path(checkpoint).resolve().parent.parent / EXPLAIN_DIR
-    out.mkdir(parents=True, exist_ok=True)
     n_slots = find_engram(model).memory_size
-    k = min(k, n_slots - 1)
+    if not 1 <= k <= n_slots - 1:
+        raise ExplainError(
+            f"--k expects 1 to {n_slots - 1} (the model has {n_slots} memory slots and the "
+            f"ablation keeps at least one), got {k}"
+        )
+    out = Path(out) if out else Path(checkpoint).resolve().parent.parent / EXPLAIN_DIR
+    check_writable(out, "output folder")
+    out.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     entries = []
     for i in indices:

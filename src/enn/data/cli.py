@@ -40,9 +40,14 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    paths = download(
-        args.name, args.data_dir, force=args.force, mirrors=args.mirror, files=args.file
-    )
+    from ..cli import CLIError
+
+    try:
+        paths = download(
+            args.name, args.data_dir, force=args.force, mirrors=args.mirror, files=args.file
+        )
+    except ValueError as err:  # e.g. a --file the dataset does not have
+        raise CLIError(str(err)) from err
     if not paths:
         print(f"{args.name}: nothing to download (bundled with scikit-learn or generated)")
     for path in paths:
@@ -51,10 +56,18 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """Exit 1 when a file is corrupt, or when a dataset named explicitly is incomplete."""
+    """Exit 0 when every file checked is there and intact, else 1 (missing, bad checksum or
+    bad format); without names every dataset's files are checked."""
+    from ..cli import CLIError
+
+    try:
+        results = verify(args.data_dir, args.names or None)
+    except ValueError as err:  # an unknown dataset name
+        raise CLIError(str(err)) from err
     print(f"data directory: {resolve_data_dir(args.data_dir)}")
-    results = verify(args.data_dir, args.names or None)
     for r in results:
         print(f"{r.status:12} {r.dataset:12} {r.path}: {r.message}")
-    failed = {"bad-checksum", "bad-format"} | ({"missing"} if args.names else set())
-    return int(any(r.status in failed for r in results))
+    bad = [r for r in results if r.status != "ok"]
+    if bad:
+        print(f"{len(bad)} of {len(results)} file(s) missing or damaged")
+    return int(bool(bad))

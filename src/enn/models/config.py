@@ -3,12 +3,14 @@
 A run is ``RunConfig(task, preset, seed, model=ModelConfig, train=TrainConfig, data={...})``.
 ``resolve(task, backbone, preset)`` gives the preset's config; ``apply_overrides`` changes
 fields by dotted name (``train.epochs=3``, ``model.hidden_sizes=64,64``): an unknown field or
-a value of the wrong type is a ``ConfigError`` that names it.
+a value of the wrong type is a ``ConfigError`` that names it. ``validate`` checks every value's
+range (and that a requested accelerator exists) before anything runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -107,6 +109,22 @@ class RunConfig:
         return cfg
 
 
+def config_differences(a: RunConfig, b: RunConfig) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in a, value in b)`` for every field where the two differ."""
+    flat_a, flat_b = _flatten(a.to_dict()), _flatten(b.to_dict())
+    keys = list(dict.fromkeys([*flat_a, *flat_b]))
+    return [(k, flat_a.get(k), flat_b.get(k)) for k in keys if flat_a.get(k) != flat_b.get(k)]
+
+
+def format_value(value: Any) -> str:
+    """A value as it would be written on the command line (``64,64``, ``per_sample``)."""
+    if isinstance(value, list | tuple):
+        return ",".join(format_value(v) for v in value) if value else "[]"
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def resolve(task: str, backbone: str, preset: str = "default", seed: int = 42) -> RunConfig:
     """The preset's configuration for one task and backbone (see docs/training.md)."""
     if preset not in PRESETS:
@@ -135,8 +153,19 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
 
 
 def load_yaml_overrides(path: str) -> dict[str, Any]:
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config: no such file {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config: expected a YAML file, got the folder {path}") from None
+    except OSError as err:
+        raise ConfigError(f"--config: cannot read {path} ({err.strerror})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"--config: {path} is not valid YAML{line}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
     return _flatten(data)
@@ -214,3 +243,118 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"config field {key!r} expects {hint.__name__}, got {value!r}")
     return value
+
+
+# --- ranges ---------------------------------------------------------------------------------
+# Lightning's precision names (lightning.pytorch.trainer.connectors.accelerator_connector).
+PRECISIONS = (
+    "64-true", "64", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true",
+    "bf16-true",
+)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "single_device")
+TRACE_MODES = ("per_sample", "shared")
+INIT_STATES = ("zeros", "random")
+POOLINGS = ("last", "attention")
+MAX_SEED = 2**32 - 1  # numpy's seed range, which seed_everything uses
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check every value's range; the first bad one is a ``ConfigError`` naming its key,
+    what it expects and what it got."""
+    from .backbones import BACKBONES
+
+    m, t = cfg.model, cfg.train
+    _choice("model.backbone", m.backbone, BACKBONES)
+    if cfg.preset not in PRESETS:
+        _bad("preset", f"one of {', '.join(PRESETS)}", cfg.preset)
+    _int_range("seed", cfg.seed, 0, MAX_SEED)
+    if not m.hidden_sizes:
+        _bad("model.hidden_sizes", "at least one width", list(m.hidden_sizes))
+    for width in m.hidden_sizes:
+        _int_range("model.hidden_sizes", width, 1, what=list(m.hidden_sizes))
+    if m.backbone == "engram" and len(set(m.hidden_sizes)) > 1:
+        _bad("model.hidden_sizes", "one width for all Engram layers", list(m.hidden_sizes))
+    _fraction("model.layer_dropout", m.layer_dropout)
+    _fraction("model.dropout", m.dropout)
+    _choice("model.pooling", m.pooling, POOLINGS)
+    _int_range("model.embed_dim", m.embed_dim, 1)
+    cutoffs = list(m.adaptive_cutoffs)
+    if any(c < 1 for c in cutoffs) or cutoffs != sorted(set(cutoffs)):
+        _bad("model.adaptive_cutoffs", "increasing positive integers", cutoffs)
+    _int_range("model.memory_size", m.memory_size, 1)
+    _choice("model.trace", m.trace, TRACE_MODES)
+    _choice("model.init_state", m.init_state, INIT_STATES)
+    _float_range("model.hebbian_lr", m.hebbian_lr, 0.0, 1.0)
+    for name in ("trace_scale", "sparsity", "trace_noise", "sparsity_penalty"):
+        _float_range(f"model.{name}", getattr(m, name), 0.0)
+    for name in ("temperature", "trace_clip", "layer_norm_eps"):
+        _float_range(f"model.{name}", getattr(m, name), 0.0, strict=True)
+    if m.top_k is not None:
+        _int_range("model.top_k", m.top_k, 1, m.memory_size, f"model.memory_size={m.memory_size}")
+    _int_range("train.epochs", t.epochs, 1)
+    _int_range("train.batch_size", t.batch_size, 1)
+    _float_range("train.lr", t.lr, 0.0, strict=True)
+    _float_range("train.clip_norm", t.clip_norm, 0.0)
+    _int_range("train.patience", t.patience, 0)
+    if not (math.isfinite(t.lr_factor) and 0 < t.lr_factor < 1):
+        _bad("train.lr_factor", "a number in (0, 1)", t.lr_factor)
+    _int_range("train.lr_patience", t.lr_patience, 0)
+    _float_range("train.min_lr", t.min_lr, 0.0)
+    _choice("train.precision", t.precision, PRECISIONS)
+    _choice("train.accelerator", t.accelerator, ACCELERATORS)
+    _check_accelerator(t.accelerator)
+    _int_range("train.devices", t.devices, 1)
+    _choice("train.strategy", t.strategy, STRATEGIES)
+    _int_range("train.num_workers", t.num_workers, 0)
+    _int_range("train.threads", t.threads, 0)
+    for name in ("limit_train_batches", "limit_eval_batches"):
+        value = getattr(t, name)
+        if not (math.isfinite(value) and value > 0 and (value <= 1 or value == int(value))):
+            _bad(f"train.{name}", "a fraction in (0, 1] or a whole number of batches", value)
+    return cfg
+
+
+def _bad(key: str, expected: str, got: Any) -> None:
+    raise ConfigError(f"config field {key!r} expects {expected}, got {got!r}")
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _bad(key, f"one of {', '.join(choices)}", value)
+
+
+def _int_range(
+    key: str, value: int, low: int, high: int | None = None, high_name: str | None = None,
+    what: Any = None,
+) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f"an integer >= {low}" if high is None else (
+            f"an integer from {low} to {high_name or high}"
+        )
+        _bad(key, bound, value if what is None else what)
+
+
+def _float_range(
+    key: str, value: float, low: float, high: float | None = None, strict: bool = False
+) -> None:
+    above = value > low if strict else value >= low
+    if not (math.isfinite(value) and above and (high is None or value <= high)):
+        bound = f"a number {'>' if strict else '>='} {low:g}"
+        if high is not None:
+            bound = f"a number in [{low:g}, {high:g}]"
+        _bad(key, bound, value)
+
+
+def _fraction(key: str, value: float) -> None:
+    if not (math.isfinite(value) and 0 <= value < 1):
+        _bad(key, "a probability in [0, 1)", value)
+
+
+def _check_accelerator(name: str) -> None:
+    import torch
+
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        _bad("train.accelerator", "cpu or auto on this machine (no CUDA GPU is visible)", name)
+    if name == "mps" and not torch.backends.mps.is_available():
+        _bad("train.accelerator", "cpu or auto on this machine (no MPS device)", name)

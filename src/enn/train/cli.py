@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -13,8 +14,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task", required=True, help="a task of `enn data list` (e.g. digits, mnist10k)"
     )
-    p.add_argument("--preset", default="default", help="paper | default (docs/training.md)")
-    p.add_argument("--epochs", type=int, help="shortcut for train.epochs=N")
+    p.add_argument("--preset", help="paper | default (docs/training.md; default: default)")
+    p.add_argument(
+        "--epochs", type=int, help="shortcut for train.epochs=N (give one of the two)"
+    )
     p.add_argument("--data-dir", help="data directory (else $ENN_DATA_DIR, else the user cache)")
     p.add_argument("--config", help="YAML file of config fields (nested or dotted keys)")
     p.add_argument(
@@ -32,12 +35,14 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train one model on one task")
     _common(p)
     p.add_argument("--model", required=True, help="engram | rnn | gru | lstm")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, help=f"random seed (default {DEFAULT_SEED})")
     p.add_argument("--out", help="run folder (default runs/TASK/MODEL-PRESET-seedS)")
     p.add_argument(
-        "--resume", action="store_true", help="continue the run from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with its saved configuration",
     )
-    p.add_argument("--force", action="store_true", help="overwrite a finished run")
+    p.add_argument("--force", action="store_true", help="start the run in --out over")
     p.add_argument("--download", action="store_true", help="download missing data first")
     p.set_defaults(func=run_train)
 
@@ -58,14 +63,33 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_compare)
 
 
+DEFAULT_SEED = 42
+DEFAULT_PRESET = "default"
+
+
 def _overrides(args) -> dict:
+    """The config fields the command line sets: --config's, then KEY=VALUE's (which win), then
+    --epochs (which may not be given beside train.epochs=)."""
     from ..models.config import load_yaml_overrides, parse_overrides
 
     overrides = load_yaml_overrides(args.config) if args.config else {}
-    overrides.update(parse_overrides(args.overrides))
+    given = parse_overrides(args.overrides)
+    if args.epochs is not None and "train.epochs" in given:
+        raise CLIError(
+            f"the number of epochs is given twice (--epochs {args.epochs} and "
+            f"train.epochs={given['train.epochs']}); give one of them"
+        )
+    overrides.update(given)
     if args.epochs is not None:
         overrides["train.epochs"] = args.epochs
     return overrides
+
+
+def _names(option: str, value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",")]
+    if not value.strip() or not all(items):
+        raise CLIError(f"{option} expects a comma-separated list like a,b, got {value!r}")
+    return items
 
 
 def _check_names(task: str, models: list[str]) -> None:
@@ -86,17 +110,43 @@ def _user_errors():
     return (ConfigError, RunError)
 
 
+def _resumed_config(args, out: Path):
+    """The saved run's configuration; every option given that differs from it is an error."""
+    from ..models.config import apply_overrides, config_differences, format_value
+    from .run import RunError, run_status, saved_config
+
+    if run_status(out) != "partial":
+        return None  # train() says why there is nothing to resume
+    saved = saved_config(out)
+    given = {"task": args.task, "model.backbone": args.model}
+    given.update({k: v for k, v in (("preset", args.preset), ("seed", args.seed)) if v is not None})
+    given.update(_overrides(args))
+    requested = apply_overrides(copy.deepcopy(saved), given)
+    diff = config_differences(saved, requested)
+    if diff:
+        key, was, now = diff[0]
+        raise RunError(
+            f"--resume continues the run saved in {out} with {key}={format_value(was)}, "
+            f"not {format_value(now)}; leave the option out, or use --force to start over"
+        )
+    return saved
+
+
 def run_train(args) -> int:
     from .compare import configs_for
-    from .run import train
+    from .run import RunInterrupted, train
 
     _check_names(args.task, [args.model])
+    preset = DEFAULT_PRESET if args.preset is None else args.preset
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    out = Path(args.out or f"runs/{args.task}/{args.model}-{preset}-seed{seed}")
     try:
-        (cfg,) = configs_for(
-            args.task, [args.model], [args.seed], args.preset, _overrides(args), args.data_dir,
-            args.match_params,
-        )
-        out = args.out or f"runs/{args.task}/{args.model}-{args.preset}-seed{args.seed}"
+        cfg = _resumed_config(args, out) if args.resume and not args.force else None
+        if cfg is None:
+            (cfg,) = configs_for(
+                args.task, [args.model], [seed], preset, _overrides(args), args.data_dir,
+                args.match_params,
+            )
         metrics = train(
             cfg,
             out,
@@ -107,9 +157,19 @@ def run_train(args) -> int:
         )
     except _user_errors() as err:
         raise CLIError(str(err)) from err
+    except RunInterrupted as stop:
+        if stop.epochs_done:
+            where = f"{out / 'checkpoints' / 'last.ckpt'} holds epoch {stop.epochs_done}"
+            how = f"continue with: enn train --task {cfg.task} --model {cfg.model.backbone} "
+            how += f"--out {out} --resume"
+        else:
+            where = "no epoch was complete, so nothing was saved"
+            how = "start it again with the same command"
+        print(f"enn train: interrupted; {where}; {how}", file=sys.stderr)
+        return 130
     if metrics:
         print(" ".join(f"{k}={v}" for k, v in metrics.items()))
-        print(f"run folder: {Path(out).resolve()}")
+        print(f"run folder: {out.resolve()}")
     return 0
 
 
@@ -126,10 +186,11 @@ def run_evaluate(args) -> int:
 
 def run_compare(args) -> int:
     from .compare import compare, format_table
+    from .run import RunInterrupted
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = _names("--models", args.models)
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        seeds = [int(s) for s in _names("--seeds", args.seeds)]
     except ValueError as err:
         raise CLIError(f"--seeds expects integers like 0,1,2, got {args.seeds!r}") from err
     _check_names(args.task, models)
@@ -139,7 +200,7 @@ def run_compare(args) -> int:
             models,
             seeds,
             args.out,
-            preset=args.preset,
+            preset=DEFAULT_PRESET if args.preset is None else args.preset,
             overrides=_overrides(args),
             data_dir=args.data_dir,
             match_params=args.match_params,
@@ -147,6 +208,13 @@ def run_compare(args) -> int:
         )
     except _user_errors() as err:
         raise CLIError(str(err)) from err
+    except RunInterrupted as stop:
+        print(
+            f"enn compare: interrupted in {stop.run_dir} after {stop.epochs_done} complete "
+            f"epoch(s); continue with the same enn compare command (it resumes unfinished runs)",
+            file=sys.stderr,
+        )
+        return 130
     print(format_table(summary))
     print(f"summary: {Path(args.out).resolve() / 'summary.json'}")
     return 0

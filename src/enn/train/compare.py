@@ -11,10 +11,10 @@ from pathlib import Path
 from ..analysis.report import write_report
 from ..models import RunConfig, build_model, count_parameters, match_baseline_width, resolve
 from ..models.build import DataShape
-from ..models.config import apply_overrides
+from ..models.config import apply_overrides, validate
 from . import stats
 from .callbacks import atomic_write_json, atomic_write_text
-from .run import METRICS_FILE, _datamodule, run_status, train
+from .run import METRICS_FILE, _datamodule, check_same_config, check_writable, run_status, train
 
 SUMMARY_FIELDS = (
     "params",
@@ -48,7 +48,7 @@ def configs_for(
     target = None
     for model in models:
         for seed in seeds:
-            cfg = apply_overrides(resolve(task, model, preset, seed), overrides)
+            cfg = validate(apply_overrides(resolve(task, model, preset, seed), overrides))
             if match_params and model != "engram":
                 if target is None:
                     engram = apply_overrides(resolve(task, "engram", preset, seed), overrides)
@@ -71,9 +71,18 @@ def compare(
     match_params: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
+    """Train every model x seed into ``out`` (skipping finished runs, resuming unfinished
+    ones), then write the summary and the report. The runs already there must have been made
+    with the requested configuration; that is checked before any training starts."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for cfg in configs_for(task, models, seeds, preset, overrides or {}, data_dir, match_params):
+    check_writable(out, "comparison folder")
+    cfgs = configs_for(task, models, seeds, preset, overrides or {}, data_dir, match_params)
+    for cfg in cfgs:
+        run_dir = run_dir_for(out, cfg.model.backbone, cfg.seed)
+        check_writable(run_dir, "run folder")
+        if run_status(run_dir) != "empty":
+            check_same_config(run_dir, cfg)
+    for cfg in cfgs:
         run_dir = run_dir_for(out, cfg.model.backbone, cfg.seed)
         status = run_status(run_dir)
         if status == "done":

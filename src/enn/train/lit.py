@@ -111,6 +111,15 @@ class LitSequenceModel(pl.LightningModule):
 
     def on_train_epoch_end(self):
         self._log_perplexity("train")
+        # The plateau schedule steps here, between the epoch's validation and the end-of-epoch
+        # checkpoint (which runs after this hook), so that the checkpoint holds its state after
+        # this epoch's step; Lightning would step it only after the checkpoint was written.
+        val_loss = self.trainer.callback_metrics.get("val_loss")
+        if val_loss is not None:
+            self.lr_schedulers().step(float(val_loss))
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        """Stepped in ``on_train_epoch_end`` instead."""
 
     # --- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
+import signal
 import sys
+import tempfile
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -19,14 +24,17 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ..analysis.monitor import monitor_for
 from ..data import get_datamodule
 from ..models import ConfigError, RunConfig, build_model, count_parameters
 from ..models.build import DataShape
+from ..models.config import config_differences, format_value, validate
 from .callbacks import (
     AtomicCheckpointIO,
     EpochLog,
+    LastCheckpoint,
     atomic_write_json,
     atomic_write_text,
     epoch_seeded,
@@ -39,6 +47,62 @@ METRICS_FILE = "metrics.json"
 
 class RunError(Exception):
     """A run cannot start as asked (e.g. it would overwrite a finished run)."""
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C stopped the run; ``last.ckpt`` holds its last complete epoch (if any)."""
+
+    def __init__(self, run_dir: Path, epochs_done: int) -> None:
+        super().__init__(f"interrupted after {epochs_done} complete epoch(s) in {run_dir}")
+        self.run_dir = run_dir
+        self.epochs_done = epochs_done
+
+
+class _StopOnCtrlC(pl.Callback):
+    """Set by the SIGINT handler; stops the run at the next batch boundary. Checkpoints are
+    written whole or not at all, so ``last.ckpt`` then holds the last complete epoch."""
+
+    def __init__(self, run_dir: Path, epoch_log: EpochLog) -> None:
+        self.run_dir, self.epoch_log = run_dir, epoch_log
+        self.requested = False
+
+    def stop(self) -> None:
+        raise RunInterrupted(self.run_dir, len(self.epoch_log.rows))
+
+    def _check(self, *_args) -> None:
+        if self.requested:
+            self.stop()
+
+    on_train_batch_end = on_validation_batch_end = on_test_batch_end = _check
+
+
+@contextmanager
+def _ctrl_c_stops(stopper: _StopOnCtrlC):
+    """The first Ctrl-C asks ``stopper`` to stop at the next batch; a second stops at once.
+    (Lightning's own handling of KeyboardInterrupt exits with code 1 and says nothing.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stopper.requested:
+            stopper.stop()
+        stopper.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _EarlyStopping(EarlyStopping):
+    """Early stopping that stays stopped when a run that had stopped is resumed (killed
+    between its last epoch and the test)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.wait_count > 0 and self.wait_count >= self.patience:
+            trainer.should_stop = True
 
 
 def run_status(run_dir: Path) -> str:
@@ -57,6 +121,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # a resumed run's checkpoint folder holds its checkpoints, as it should
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
 
 
 def _datamodule(cfg: RunConfig, data_dir: str | None, download: bool = False):
@@ -78,30 +144,86 @@ def _datamodule(cfg: RunConfig, data_dir: str | None, download: bool = False):
 
 
 def _trainer(cfg: RunConfig, run_dir: Path, callbacks: list, progress: bool) -> pl.Trainer:
+    """The Trainer; it creates nothing on disk until ``fit``. Settings Lightning refuses are a
+    ``ConfigError``."""
     t = cfg.train
-    return pl.Trainer(
-        max_epochs=t.epochs,
-        gradient_clip_val=t.clip_norm or None,
-        precision=t.precision,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        callbacks=callbacks,
-        logger=TensorBoardLogger(str(run_dir), name="tb", version=""),
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_train_batches=_limit(t.limit_train_batches),
-        limit_val_batches=_limit(t.limit_eval_batches),
-        limit_test_batches=_limit(t.limit_eval_batches),
-        log_every_n_steps=10,
-        default_root_dir=str(run_dir),
-    )
+    try:
+        return pl.Trainer(
+            max_epochs=t.epochs,
+            gradient_clip_val=t.clip_norm or None,
+            precision=t.precision,
+            accelerator=t.accelerator,
+            devices=t.devices,
+            strategy=t.strategy,
+            callbacks=callbacks,
+            logger=TensorBoardLogger(str(run_dir), name="tb", version=""),
+            plugins=[AtomicCheckpointIO()],
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_train_batches=_limit(t.limit_train_batches),
+            limit_val_batches=_limit(t.limit_eval_batches),
+            limit_test_batches=_limit(t.limit_eval_batches),
+            log_every_n_steps=10,
+            default_root_dir=str(run_dir),
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"train: {first}") from err
 
 
 def _limit(value: float) -> float | int:
     return int(value) if value > 1 else value
+
+
+def check_writable(path: str | Path, what: str, kind: str = "folder") -> None:
+    """A ``RunError`` unless ``path`` can be created or written as a ``kind`` ("folder" or
+    "file"): nothing on the way may be a file, an existing folder must be writable, and where
+    something is to be created, the nearest existing folder must take a new file (tried with
+    a temporary one, removed at once: permissions alone do not tell, e.g. for root)."""
+    path = Path(path)
+    if path.exists() and kind == "file" and path.is_dir():
+        raise RunError(f"{what} {path} is a folder, expected a file name")
+    if path.exists() and kind == "folder" and not path.is_dir():
+        raise RunError(f"{what} {path} is a file, expected a folder")
+    base = path if path.is_dir() else path.parent
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise RunError(f"cannot create {what} {path}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write {what} {path} in {base} (permission denied)")
+    if base == path:
+        return
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".enn-probe-", dir=base)
+    except OSError as err:
+        raise RunError(f"cannot write {what} {path} in {base} ({err.strerror or err})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def saved_config(run_dir: Path) -> RunConfig:
+    """The configuration a run folder was made with: its ``last.ckpt``'s, else ``config.yaml``."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if last.exists():
+        return load_checkpoint_config(last)[0]
+    path = Path(run_dir) / "config.yaml"
+    try:
+        return RunConfig.from_dict(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError, ConfigError, KeyError, TypeError, AttributeError) as err:
+        raise RunError(f"{run_dir} holds a run without a readable config.yaml") from err
+
+
+def check_same_config(run_dir: Path, cfg: RunConfig) -> None:
+    """A ``RunError`` naming the first differing key unless ``run_dir`` was made with ``cfg``."""
+    diff = config_differences(saved_config(run_dir), cfg)
+    if diff:
+        key, saved, given = diff[0]
+        raise RunError(
+            f"{run_dir} holds a run made with {key}={format_value(saved)}, "
+            f"not {format_value(given)}; use another folder, or --force to start it over"
+        )
 
 
 def train(
@@ -113,8 +235,17 @@ def train(
     download: bool = False,
     progress: bool | None = None,
 ) -> dict:
-    """Train, restore the best weights, test, and write the run folder; returns metrics."""
+    """Train, restore the best weights, test, and write the run folder; returns metrics.
+
+    Everything is checked (the config's ranges, the folder, the data, the model, Lightning's
+    settings) before anything is written: a run that cannot start leaves the disk untouched.
+    ``resume`` continues the run in ``run_dir``, which must have been made with ``cfg``.
+    Ctrl-C raises ``RunInterrupted`` at the next batch."""
+    validate(cfg)
     run_dir = Path(run_dir)
+    if resume and force:
+        raise RunError("--resume continues a run and --force starts it over: give one of them")
+    check_writable(run_dir, "run folder")
     status = run_status(run_dir)
     if status == "done" and not force:
         raise RunError(f"{run_dir} holds a finished run; use --force to overwrite it")
@@ -123,14 +254,19 @@ def train(
             f"{run_dir} holds an unfinished run; use --resume to continue it "
             f"or --force to start over"
         )
-    if force and not resume and run_dir.exists():
-        shutil.rmtree(run_dir)
+    if resume and status != "partial":
+        raise RunError(
+            f"nothing to resume in {run_dir} (no checkpoints/last.ckpt); "
+            f"start the run without --resume"
+        )
+    if resume:
+        check_same_config(run_dir, cfg)
     progress = sys.stderr.isatty() if progress is None else progress
     threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        return _train(cfg, run_dir, data_dir, resume, download, progress)
+        return _train(cfg, run_dir, data_dir, resume, force, download, progress)
     finally:
         torch.set_num_threads(threads)
 
@@ -140,6 +276,7 @@ def _train(
     run_dir: Path,
     data_dir: str | None,
     resume: bool,
+    force: bool,
     download: bool,
     progress: bool,
 ) -> dict:
@@ -152,44 +289,61 @@ def _train(
             "multi-process training is supported for classification tasks; "
             "language models need contiguous per-process streams (use devices=1)"
         )
-    model = build_model(cfg.model, DataShape.of(dm))
+    try:
+        model = build_model(cfg.model, DataShape.of(dm))
+    except ValueError as err:
+        raise ConfigError(f"model: {err}") from err
     lit = LitSequenceModel(model, dm.kind, cfg.train, cfg.to_dict())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     epoch_log = EpochLog(run_dir / "metrics.csv")
     ckpt_dir = run_dir / "checkpoints"
+    # Every end-of-epoch callback runs after the module's on_train_epoch_end (where the
+    # learning rate schedule steps) and the checkpoints after early stopping: last.ckpt holds
+    # the state after the whole epoch.
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
         monitor="val_loss",
         mode="min",
         save_top_k=1,
-        save_last=True,
+        save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    stop = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience)
+    last = ckpt_dir / "last.ckpt"
+    stop = _EarlyStopping(
+        monitor="val_loss", mode="min", patience=cfg.train.patience, check_on_train_epoch_end=True
+    )
+    stopper = _StopOnCtrlC(run_dir, epoch_log)
     monitor = monitor_for(model, dm, run_dir)  # memory/ for ENN runs, None for baselines
-    callbacks = [epoch_log, best, stop] + ([monitor] if monitor else [])
+    callbacks = [epoch_log, stopper, stop, best, LastCheckpoint(last)]
+    callbacks += [monitor] if monitor else []
     trainer = _trainer(cfg, run_dir, callbacks, progress)
 
     train_loader = dm.train_dataloader()
     if dm.kind == "classification":
         train_loader = epoch_seeded(train_loader, cfg.seed)
-    last = ckpt_dir / "last.ckpt"
-    trainer.fit(
-        lit,
-        train_dataloaders=train_loader,
-        val_dataloaders=dm.val_dataloader(),
-        ckpt_path=str(last) if resume and last.exists() else None,
-    )
-    # Testing from the best checkpoint restores the callbacks' state too: keep the full log.
-    epochs = summarize_epochs(epoch_log.rows)
-    # The best weights (early stopping restores them), then the test set.
-    best_path = best.best_model_path or str(last)
-    test_metrics = trainer.test(
-        lit, dataloaders=dm.test_dataloader(), ckpt_path=best_path, verbose=False
-    )[0]
+    # All checked: from here on the run folder is written.
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write_text(
+            run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+        )
+    with _ctrl_c_stops(stopper):
+        trainer.fit(
+            lit,
+            train_dataloaders=train_loader,
+            val_dataloaders=dm.val_dataloader(),
+            ckpt_path=str(last) if resume else None,
+        )
+        # Testing from the best checkpoint restores the callbacks' state too: keep the log.
+        epochs = summarize_epochs(epoch_log.rows)
+        # The best weights (early stopping restores them), then the test set.
+        best_path = best.best_model_path or str(last)
+        test_metrics = trainer.test(
+            lit, dataloaders=dm.test_dataloader(), ckpt_path=best_path, verbose=False
+        )[0]
     if not trainer.is_global_zero:
         return {}
     metrics = {
@@ -236,6 +390,8 @@ def evaluate(
     cfg, ckpt = load_checkpoint_config(checkpoint)
     if task is not None and task != cfg.task:
         raise RunError(f"checkpoint {checkpoint} was trained on task {cfg.task!r}, not {task!r}")
+    out = Path(out) if out else Path(checkpoint).resolve().parent.parent / "eval.json"
+    check_writable(out, "metrics file", kind="file")
     _quiet_lightning()
     dm = _datamodule(cfg, data_dir)
     model = build_model(cfg.model, DataShape.of(dm))
@@ -260,6 +416,5 @@ def evaluate(
         "params": count_parameters(model),
         **_test_fields(dm.kind, test_metrics),
     }
-    out = Path(out) if out else Path(checkpoint).resolve().parent.parent / "eval.json"
     atomic_write_json(out, metrics)
     return metrics
