@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 COMMANDS = {
@@ -36,14 +35,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-NATIVE_VALUES = ("", "0", "1")
-
-
 def check_environment() -> None:
     """Environment variables the command line reads, checked before anything runs."""
-    native = os.environ.get("ENN_NATIVE")
-    if native is not None and native not in NATIVE_VALUES:
-        raise CLIError(f"ENN_NATIVE must be 0 or 1, got {native!r}")
+    from .ops.engram import native
+
+    try:
+        native.setting()
+    except ValueError as err:
+        raise CLIError(str(err)) from err
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
