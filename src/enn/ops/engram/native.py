@@ -329,7 +329,7 @@ def shared_memory(
     noise = _arg("noise", noise, (T, N, h), dt)
     mask, counts, steps = _active_steps(lengths, B, T)
     saved = _shared_shapes(z[:, :steps], M)[3]
-    A, m, H = z.new_zeros(B, steps, N), z.new_zeros(B, steps, h), H0.clone()
+    A, m, H = z.new_empty(B, steps, N), z.new_empty(B, steps, h), H0.clone()
     Es, ETs, P, R, NZ = (z.new_empty(s) for s in saved)
     if steps > 0:
         _call("enn_shared_forward", dt, z[:, :steps].contiguous(), M, H0,
@@ -375,7 +375,8 @@ def shared_memory_backward(
     B, T, h = z.shape
     N = Es.shape[1]
     mask, counts, steps = _active_steps(lengths, B, T)
-    dz, dM, dH0 = torch.zeros_like(z), z.new_empty(N, h), z.new_empty(N, h)
+    dz = torch.empty_like(z) if steps == T else torch.zeros_like(z)  # (B, T, h)
+    dM, dH0 = z.new_empty(N, h), z.new_empty(N, h)
     if steps == 0:
         dM.zero_()
         dH0.copy_(gH if gH is not None else dM)
@@ -384,12 +385,13 @@ def shared_memory_backward(
     if mask is not None:  # padded steps' attention and recall are constant zeros
         gA, gm = (None if g is None else g * mask[..., None] for g in (gA, gm))
     gA, gm = (None if g is None else g.contiguous() for g in (gA, gm))
-    dz_s = z.new_empty(B, steps, h)
+    dz_s = dz if steps == T else z.new_empty(B, steps, h)
     _call("enn_shared_backward", z.dtype, z[:, :steps].contiguous(), mask, counts,
           A[:, :steps].contiguous(), Es[:steps], ETs[:steps], P[:steps], R[:steps],
           NZ[:, :steps].contiguous(), gA, gm, None if gH is None else gH.contiguous(), B, steps,
           N, h, trace_scale, decay, strength, trace_clip, inv_temperature, dz_s, dM, dH0)
-    dz[:, :steps] = dz_s
+    if steps < T:
+        dz[:, :steps] = dz_s
     return dz, dM, dH0
 
 
