@@ -1,5 +1,5 @@
 /* Native CPU kernels of the Engram layer (ENN_SPEC section 2), loaded
- * through ctypes by cpu_scan.py, which documents the arguments:
+ * through ctypes by native.py, which registers them as torch.ops.enn operators:
  *   per_sample_scan.inc: the per-sample trace, one sequence at a time so that its (N, h)
  *     trace stays in cache;
  *   shared_scan.inc: the shared trace (N, h), one step at a time over the whole batch;
