@@ -2,6 +2,8 @@
 semantics they must share: NaN, double backward, meta tensors, torch.compile, strided and
 mixed-dtype parameters, the training noise."""
 
+import shutil
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -10,6 +12,13 @@ from enn import Engram, EngramState
 from enn.ops.engram import engram_layer, native
 
 needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler here")
+
+
+def test_the_kernels_build_wherever_there_is_a_c_compiler():
+    # not skipped with the native tests: a compiler that fails to build them is a failure
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler on this machine")
+    assert native.available()
 
 
 def make_layer(d, h, N, trace, dtype=torch.double, **kw):
