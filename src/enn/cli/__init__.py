@@ -131,6 +131,3 @@ def _parse(argv: list[str]) -> argparse.Namespace | None:
         return None
     return args
 
-
-if __name__ == "__main__":
-    sys.exit(main())
