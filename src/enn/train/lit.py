@@ -36,10 +36,13 @@ class LitSequenceModel(pl.LightningModule):
             return self._lm_step(batch, split)
         x, y = batch[0], batch[1]
         lengths = batch[2] if len(batch) > 2 else None
-        logits = self.model(x, lengths)  # (B, C)
+        logits = self.model(x, lengths)  # (B, C), or (B, T, C) with a target per step
+        if logits.dim() == 3:  # steps without a target are -100, which both measures skip
+            logits, y = logits.flatten(0, 1), y.flatten()
+        asked = y != -100
         loss = F.cross_entropy(logits, y)
-        acc = (logits.argmax(-1) == y).float().mean()
-        n = y.size(0)
+        acc = (logits.argmax(-1) == y)[asked].float().mean()
+        n = int(asked.sum())
         self.log(
             f"{split}_loss",
             loss,
