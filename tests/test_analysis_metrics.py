@@ -136,3 +136,18 @@ def test_ablation_numbers_are_consistent():
     assert 0 <= d["prob_random"] <= 1 and d["draws"] == 5
     with pytest.raises(ValueError, match="k must be"):
         metrics.ablation(model, x, att.scores[0], 0, k=6)
+
+
+def test_removing_slots_keeps_every_option_and_per_slot_parameter():
+    from enn.models.config import ASSOCIATIVE
+
+    engram = Engram(5, 12, batch_first=True, memory_size=6,
+                    **{**ASSOCIATIVE, "sharpness": "slot", "write_key": "mix"}).eval()
+    with torch.no_grad():
+        engram.log_sharpness_l0.copy_(torch.arange(6.0) / 3)
+    smaller = metrics.remove_slots(engram, [1, 4])
+    assert smaller.options() == {**engram.options(), "memory_size": 4}
+    torch.testing.assert_close(smaller.log_sharpness_l0, engram.log_sharpness_l0[[0, 2, 3, 5]])
+    torch.testing.assert_close(smaller.memory_l0, engram.memory_l0[[0, 2, 3, 5]])
+    x = torch.randn(2, 7, 5)
+    torch.testing.assert_close(metrics.remove_slots(engram, [])(x)[0], engram(x)[0])

@@ -132,6 +132,23 @@ class _EngramBase(nn.Module):
     def trace_mode(self) -> str:
         return self.hyper.trace_mode
 
+    def options(self) -> dict:
+        """The ENN keyword arguments that rebuild this layer's settings:
+        ``type(layer)(input_size, hidden_size, ..., **layer.options())``."""
+        hp = self.hyper
+        return {
+            "memory_size": self.memory_size, "hebbian_lr": hp.hebbian_lr,
+            "trace_scale": hp.trace_scale, "temperature": hp.temperature,
+            "sparsity": hp.sparsity, "trace_clip": hp.trace_clip,
+            "trace_noise": self.trace_noise, "trace": hp.trace_mode,
+            "init_state": self.init_state, "top_k": hp.top_k,
+            "sparsity_penalty": self.sparsity_penalty, "layer_norm_eps": hp.ln_eps,
+            "trace_decay": hp.trace_decay, "write_key": hp.write_key,
+            "address_trace": hp.address_trace, "delta_rule": hp.delta_rule,
+            "sharpness": hp.sharpness, "neuromodulation": hp.neuromodulation,
+            "cosine_eps": hp.cosine_eps, "hidden_update": hp.hidden_update,
+        }
+
     @property
     def memory_dtype(self) -> torch.dtype:
         """The precision of the state: that of the memory bank."""
