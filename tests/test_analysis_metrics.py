@@ -61,7 +61,7 @@ def test_attribution_matches_a_hand_gradient_for_one_step(trace):
     engram = model.backbone.rnn
     w = engram.layer_weights(0)
     z = encode(x[:, 0], w, engram.hyper.ln_eps)  # (B, h)
-    m = record.retrieved[:, 0].clone().requires_grad_(True)  # (B, h)
+    m = record.recall[:, 0].clone().requires_grad_(True)  # (B, h)
     w_cz, w_cm, _ = w.weight_c.split(8, dim=1)
     c = F.relu(F.linear(z, w_cz, w.bias_c) + F.linear(m, w_cm))  # (B, 3h)
     h = F.layer_norm(
@@ -101,7 +101,7 @@ def test_remove_slots_keeps_rows_and_parameters(trace):
     torch.testing.assert_close(smaller.memory_l0, engram.memory_l0[[0, 2, 3, 5]])
     torch.testing.assert_close(smaller.weight_c_l0, engram.weight_c_l0)
     x = torch.randn(2, 3, 5)
-    _, state, record = smaller(x, return_intermediates=True)
+    _, state, record = smaller.forward_with_intermediates(x)
     assert record.attention.shape == (2, 3, 4)
     torch.testing.assert_close(record.attention.sum(-1), torch.ones(2, 3))
     assert state.trace.shape[-2] == 4

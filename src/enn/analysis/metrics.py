@@ -4,10 +4,10 @@ The statistics are pure functions of tensors or arrays. Attribution and ablation
 that contains one ``Engram`` (a ``SequenceClassifier`` with an ``EngramBackbone``, or any
 module holding one) and the inputs to explain.
 
-- Slot attribution (gradient x contribution): slot i's share of the retrieved vector at step t
+- Slot attribution (gradient x contribution): slot i's share of the recall at step t
   is ``a_t[i] * E_t[i]`` (``E_t = M + alpha * H_{t-1}``); its attribution is
   ``sum_t a_t[i] * (E_t[i] . d logit_c / d m_t)``, with c the predicted (or given) class.
-  Summed over the slots this is gradient x input of the retrieved vectors.
+  Summed over the slots this is gradient x input of the recalls.
 - Ablation removes rows of the memory bank: a copy of the Engram with ``N - k`` slots holds the
   kept rows of M (all other parameters copied), so attention renormalises over the remaining
   slots and removed slots are neither recalled nor written.
@@ -128,7 +128,7 @@ def recording(engram: Engram) -> Iterator[list[EngramIntermediates]]:
     records: list[EngramIntermediates] = []
 
     def forward(*args, **kwargs):
-        out, state, record = Engram.forward(engram, *args, return_intermediates=True, **kwargs)
+        out, state, record = Engram.forward_with_intermediates(engram, *args, **kwargs)
         records.append(record)
         return out, state
 
@@ -178,7 +178,7 @@ def slot_attribution(
         record = records[-1].layers[layer]
         target = logits.argmax(-1) if target is None else target.to(logits.device)  # (B,)
         chosen = logits.gather(1, target[:, None]).sum()
-        steps = [GradientEdge(node, nr) for node, nr in record.retrieved.grad_fn.next_functions]
+        steps = [GradientEdge(node, nr) for node, nr in record.recall.grad_fn.next_functions]
         grads = torch.autograd.grad(chosen, steps, allow_unused=True, materialize_grads=True)
     g = torch.stack(grads, dim=1)  # (B, T, h)
     k = range(engram.num_layers)[layer]

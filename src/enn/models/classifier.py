@@ -67,6 +67,7 @@ class SequenceClassifier(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.head(self.dropout(self.features(x, lengths)))  # (B, C)
 
+    @property
     def aux_loss(self) -> Tensor | None:
         """The backbone's auxiliary loss of the last forward (ENN sparsity penalty), if any."""
         return self.backbone.aux_loss

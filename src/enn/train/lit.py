@@ -61,7 +61,7 @@ class LitSequenceModel(pl.LightningModule):
             sync_dist=True,
             prog_bar=True,
         )
-        aux = self.model.aux_loss()
+        aux = self.model.aux_loss
         return loss if aux is None or split != "train" else loss + aux
 
     def _lm_step(self, batch, split: str) -> torch.Tensor:
@@ -76,7 +76,7 @@ class LitSequenceModel(pl.LightningModule):
         self.log(
             f"{split}_loss", loss, on_step=False, on_epoch=True, batch_size=y.numel(), prog_bar=True
         )
-        aux = self.model.aux_loss()
+        aux = self.model.aux_loss
         return loss if aux is None or split != "train" else loss + aux
 
     def _reset(self, split: str) -> None:
