@@ -7,11 +7,13 @@ OUT=${OUT:-runs/results}
 T="train.threads=1"
 case "${1:-}" in
   recall)
-    # 100k / 10k / 20k sequences (the data defaults), 20 hidden units, 10 epochs
+    # 20 hidden units, 50k / 5k / 10k sequences, 8 epochs; K = 4 and K = 8 side by side
     for k in 4 8; do
       enn compare --task assoc --models engram --preset associative --seeds 0,1,2 \
-        --epochs 10 --out "$OUT/recall-k$k-h20" model.hidden_sizes=20 "data.k=$k" "$T"
+        --epochs 8 --out "$OUT/recall-k$k-h20" model.hidden_sizes=20 "data.k=$k" \
+        data.n_train=50000 data.n_val=5000 data.n_test=10000 "$T" &
     done
+    wait
     ;;
   capacity)
     # 64 steps, every key queried once; the baselines sized to the ENN's parameter count

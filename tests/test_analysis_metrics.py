@@ -141,8 +141,8 @@ def test_ablation_numbers_are_consistent():
 def test_removing_slots_keeps_every_option_and_per_slot_parameter():
     from enn.models.config import ASSOCIATIVE
 
-    engram = Engram(5, 12, batch_first=True, memory_size=6,
-                    **{**ASSOCIATIVE, "sharpness": "slot", "write_key": "mix"}).eval()
+    engram = Engram(5, 12, batch_first=True, **{**ASSOCIATIVE, "memory_size": 6,
+                                                "sharpness": "slot", "write_key": "mix"}).eval()
     with torch.no_grad():
         engram.log_sharpness_l0.copy_(torch.arange(6.0) / 3)
     smaller = metrics.remove_slots(engram, [1, 4])

@@ -245,3 +245,4 @@ def test_a_two_element_state_still_continues_a_sequence():
     full, _ = layer(x[:, 3:], EngramState(*state))
     pair, _ = layer(x[:, 3:], (state.h, state.trace))
     torch.testing.assert_close(pair, full)
+

@@ -29,14 +29,14 @@ class Part:
     preset: str = "default"
 
 
-ASSOC_FULL = {"model.hidden_sizes": [32], "train.epochs": 10, "data.n_train": 20_000,
-              "data.n_val": 2_000, "data.n_test": 2_000}
+ASSOC_FULL = {"model.hidden_sizes": [32], "train.epochs": 5, "data.n_train": 10_000,
+              "data.n_val": 1_000, "data.n_test": 2_000}
 ASSOC_QUICK = {"model.hidden_sizes": [32], "train.epochs": 1, "data.n_train": 1_000,
                "data.n_val": 200, "data.n_test": 200}
 FULL = (
     Part("digits", "digits", ("engram", "lstm", "gru", "rnn"), (0, 1), {"train.epochs": 30}),
     Part("assoc", "assoc", ("engram", "lstm"), (0, 1), ASSOC_FULL, preset="associative"),
-    Part("assoc-paper-cell", "assoc", ("engram",), (0, 1), ASSOC_FULL),
+    Part("assoc-paper-cell", "assoc", ("engram",), (0,), ASSOC_FULL),
 )
 QUICK = (
     Part("digits", "digits", ("engram", "lstm"), (0, 1), {"train.epochs": 2}, explain=(0,)),
