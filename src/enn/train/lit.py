@@ -92,7 +92,13 @@ class LitSequenceModel(pl.LightningModule):
         sums[0] += float(nll.detach().sum())
         sums[1] += y.numel()
         self.log(
-            f"{split}_loss", loss, on_step=False, on_epoch=True, batch_size=y.numel(), prog_bar=True
+            f"{split}_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=y.numel(),
+            sync_dist=True,
+            prog_bar=True,
         )
         if split != "train":
             return loss
@@ -108,6 +114,9 @@ class LitSequenceModel(pl.LightningModule):
     def _log_perplexity(self, split: str) -> None:
         if self.kind == "language_model" and split in self._nll:
             total, tokens = self._nll[split]
+            if self.trainer.world_size > 1:  # every process's own rows
+                sums = torch.tensor([total, tokens], dtype=torch.float64, device=self.device)
+                total, tokens = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
             self.log(f"{split}_ppl", math.exp(min(total / max(tokens, 1), 50.0)))
 
     def training_step(self, batch, batch_idx):
