@@ -117,7 +117,8 @@ def test_attention_score_is_glorot_too_and_tied_decoders_are_left_alone():
 def test_init_range_draws_every_parameter_uniformly():
     model = build_model(config("ptb", **{"model.init_range": 0.1}).model, LM)
     values = torch.cat([p.detach().flatten() for p in model.parameters()])
-    assert values.abs().max() <= 0.1 and values.abs().max() > 0.099
+    assert -0.1 <= values.min() < -0.099 and 0.099 < values.max() <= 0.1
+    assert values.mean() == pytest.approx(0.0, abs=0.001)
     assert values.abs().mean() == pytest.approx(0.05, abs=0.002)
     default = torch.cat(
         [p.detach().flatten() for p in build_model(config("ptb").model, LM).parameters()]
