@@ -88,6 +88,17 @@ def test_step_schedule_keeps_the_rate_then_halves_it_every_epoch():
         opt.step()
         sched.step()
     assert rates == [1.0] * 4 + [0.5**k for k in range(1, 10)]
+    resumed = lit.configure_optimizers()  # a checkpoint's states after epoch 6, restored
+    opt, sched = resumed["optimizer"], resumed["lr_scheduler"]["scheduler"]
+    replay = lit.configure_optimizers()
+    for _ in range(6):
+        replay["optimizer"].step()
+        replay["lr_scheduler"]["scheduler"].step()
+    opt.load_state_dict(replay["optimizer"].state_dict())
+    sched.load_state_dict(replay["lr_scheduler"]["scheduler"].state_dict())
+    assert [opt.param_groups[0]["lr"]] == rates[6:7]
+    sched.step()
+    assert opt.param_groups[0]["lr"] == rates[7]
     cfg.train.min_lr = 0.1  # the floor holds
     sched = lit.configure_optimizers()["lr_scheduler"]["scheduler"]
     assert sched.lr_lambdas[0](12) == pytest.approx(0.1)
