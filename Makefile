@@ -9,6 +9,7 @@ DATA_DIR ?= ../shared/data
 $(BIN)/enn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: the CPU wheel these machines hold (a newer release pulls GB of CUDA)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(BIN)/enn

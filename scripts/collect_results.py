@@ -1,8 +1,7 @@
-"""Publish comparison folders into docs/results/: refresh each run's epoch fields from its
-metrics.csv (runs made before commit "metrics.json run fields from every epoch" had them
-from a truncated log), re-summarise, explain the best ENN run, rewrite the report, copy
-report + figures + summaries, and regenerate the overview table of docs/results/README.md
-(between its markers). Numbers come from the run files only.
+"""Publish comparison folders into docs/results/: recompute each run's epoch fields from its
+metrics.csv (the whole epoch log), re-summarise, explain the best ENN run, rewrite the
+report, copy report + figures + summaries, and regenerate the overview table of
+docs/results/README.md (between its markers). Numbers come from the run files only.
 
     python scripts/collect_results.py runs/results docs/results
 """
@@ -15,11 +14,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from enn.analysis.explain import explain
-from enn.analysis.monitor import EXPLAIN_DIR
+from enn.analysis.memory import EXPLAIN_DIR
 from enn.analysis.report import best_engram_run, load_runs, write_report
+from enn.analysis.summary import summarize
 from enn.train.callbacks import atomic_write_json, summarize_epochs
-from enn.train.compare import summarize, write_summary
+from enn.train.compare import write_summary
+from enn.train.explain import explain
 
 START, END = "<!-- overview:start -->", "<!-- overview:end -->"
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from enn.analysis import monitor, plots
+from enn.analysis import memory, plots
 from enn.models import ModelConfig, build_model
 from enn.models.build import DataShape
+from enn.train.callbacks import monitor_for
 
 
 def png_shape(path):
@@ -27,8 +28,8 @@ def tiny_classifier(trace: str = "per_sample"):
 def test_record_memory_files_and_statistics(tmp_path, trace):
     model = tiny_classifier(trace)
     x = torch.rand(4, 3, 5)
-    row = monitor.record_memory(model, x, tmp_path, epoch=0)
-    with np.load(monitor.epoch_file(tmp_path, 0)) as f:
+    row = memory.record_memory(model, x, tmp_path, epoch=0)
+    with np.load(memory.epoch_file(tmp_path, 0)) as f:
         traces, mean, bank, attention = f["trace"], f["trace_mean"], f["memory"], f["attention"]
     assert traces.shape == ((4, 6, 8) if trace == "per_sample" else (1, 6, 8))
     assert bank.shape == (6, 8) and attention.shape == (4, 3, 6)
@@ -38,11 +39,11 @@ def test_record_memory_files_and_statistics(tmp_path, trace):
     assert row["mean_abs"] == pytest.approx(np.abs(h).mean(), abs=1e-4)
     assert row["sparsity"] == pytest.approx((np.abs(h) < 0.01).mean(), abs=0.01)
     # a second epoch appends; recording an earlier epoch again (a resumed run) replaces
-    monitor.record_memory(model, x, tmp_path, epoch=1)
-    monitor.record_memory(model, x, tmp_path, epoch=1)
-    assert [r["epoch"] for r in monitor.read_stats(tmp_path)] == [0, 1]
-    with open(tmp_path / monitor.STATS_FILE) as f:
-        assert tuple(next(csv.reader(f))) == monitor.STAT_COLUMNS
+    memory.record_memory(model, x, tmp_path, epoch=1)
+    memory.record_memory(model, x, tmp_path, epoch=1)
+    assert [r["epoch"] for r in memory.read_stats(tmp_path)] == [0, 1]
+    with open(tmp_path / memory.STATS_FILE) as f:
+        assert tuple(next(csv.reader(f))) == memory.STAT_COLUMNS
 
 
 def test_monitor_statistics_on_a_known_trace(tmp_path, monkeypatch):
@@ -55,8 +56,8 @@ def test_monitor_statistics_on_a_known_trace(tmp_path, monkeypatch):
 
     record = Record()
     record.trace, record.attention = trace, attention
-    monkeypatch.setattr(monitor, "probe", lambda model, x: (None, record))
-    row = monitor.record_memory(tiny_classifier(), torch.zeros(2, 1, 5), tmp_path, epoch=3)
+    monkeypatch.setattr(memory, "probe", lambda model, x: (None, record))
+    row = memory.record_memory(tiny_classifier(), torch.zeros(2, 1, 5), tmp_path, epoch=3)
     expected = {
         "epoch": 3,
         "min": -0.02,
@@ -68,7 +69,7 @@ def test_monitor_statistics_on_a_known_trace(tmp_path, monkeypatch):
         "top_slot": 0,
         "top_slot_share": 1.0,
     }
-    saved = monitor.read_stats(tmp_path)[0]
+    saved = memory.read_stats(tmp_path)[0]
     for key, value in expected.items():
         assert row[key] == pytest.approx(value, abs=1e-9)
         assert saved[key] == pytest.approx(value, abs=1e-9)
@@ -78,13 +79,13 @@ def test_monitor_for_ignores_baselines(tmp_path):
     gru = build_model(
         ModelConfig(backbone="gru", hidden_sizes=(8,)), DataShape("classification", 3, 5)
     )
-    assert monitor.monitor_for(gru, None, tmp_path) is None
+    assert monitor_for(gru, None, tmp_path) is None
 
 
 def fake_memory(tmp_path):
     model = tiny_classifier()
     for epoch in range(3):
-        monitor.record_memory(model, torch.rand(4, 8, 5), tmp_path, epoch)
+        memory.record_memory(model, torch.rand(4, 8, 5), tmp_path, epoch)
     return tmp_path
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from enn.analysis import monitor
+from enn.analysis import memory
 from enn.analysis.report import write_report
 from enn.cli import main
 from enn.models import ModelConfig, build_model
@@ -82,11 +82,11 @@ def fake_comparison(root, tests=TESTS, with_memory=True):
         model = build_model(
             ModelConfig(hidden_sizes=(8,), memory_size=6), DataShape("classification", 10, 8)
         )
-        memory_dir = root / "engram-seed1" / monitor.MEMORY_DIR
+        memory_dir = root / "engram-seed1" / memory.MEMORY_DIR
         x, y = torch.rand(12, 8, 8), torch.arange(12) % 10
         for epoch in range(3):
-            monitor.record_memory(model, x, memory_dir, epoch)
-        np.savez(memory_dir / monitor.PROBE_FILE, x=x.numpy(), y=y.numpy())
+            memory.record_memory(model, x, memory_dir, epoch)
+        np.savez(memory_dir / memory.PROBE_FILE, x=x.numpy(), y=y.numpy())
     return root
 
 

@@ -30,14 +30,14 @@ def run(layer, x, state, lengths, noise, backend, probe_seed=1):
     """Outputs, final state, attention and the gradients of every input and parameter."""
     weights = layer.layer_weights(0)
     xi = x.clone().requires_grad_()
-    si = None if state is None else EngramState(*(t.clone().requires_grad_() for t in state))
+    si = None if state is None else EngramState(*(t.clone().requires_grad_() for t in state[:2]))
     out, final, mem = engram_layer(xi, weights, layer.hyper, si, True, lengths, noise,
                                    backend=backend)
     results = (out, final.h, final.trace, mem.attention, mem.recall)
     g = torch.Generator().manual_seed(probe_seed)
     loss = sum((t * torch.randn(t.shape, generator=g, dtype=torch.double).to(t.dtype)).sum()
                for t in results)  # the same probes in every dtype
-    wants = [xi, *([] if si is None else si), *(p for p in weights if p is not None)]
+    wants = [xi, *([] if si is None else si[:2]), *(p for p in weights if p is not None)]
     return (*results, *torch.autograd.grad(loss, wants))
 
 

@@ -1,11 +1,13 @@
-"""`enn bench`: the table, the breakdown and the JSON it writes (tiny shapes, no timings)."""
+"""`enn bench` (benchmarks/bench.py): the table, the breakdown and the JSON it writes (tiny
+shapes, no timings)."""
 
 import json
+import sys
 
 import pytest
 import torch
 
-from enn.bench import matmul_macs, round_ratios
+from benchmarks.bench import matmul_macs, round_ratios
 from enn.cli import main
 
 
@@ -59,11 +61,11 @@ def test_matmul_count_at_the_paper_shapes():
     macs = matmul_macs(batch=128, steps=28, input_size=28, hidden=128, memory=64)
     tokens = 128 * 28
     assert macs["lstm"] == 3 * tokens * 4 * (128 * (28 + 128) + 64 * (128 + 64))
-    assert abs(macs["enn"] / macs["lstm"] - 1.68) < 0.01  # the issue's "about 1.7x"
+    assert abs(macs["enn"] / macs["lstm"] - 1.68) < 0.01  # about 1.7x the LSTM
 
 
 def test_scaling_plots_are_written_from_sweeps_with_paths(tmp_path):
-    from enn.bench import plot_scaling
+    from benchmarks.bench import plot_scaling
 
     sweeps = {"memory": [
         {"value": 16, "enn_shared": 3.0, "lstm": 1.0, "paths": {"enn_shared": "torch/native"}},
@@ -92,3 +94,14 @@ def test_bench_runs_on_cuda(tmp_path):
     assert main(argv) == 0
     report = json.loads(out.read_text())
     assert all(r["train_ms"] > 0 and r["peak_mib"] >= 0 for r in report["rows"])
+
+
+def test_bench_outside_a_checkout_is_one_error_line(monkeypatch, capsys):
+    from enn.cli import bench
+
+    monkeypatch.delitem(sys.modules, bench.MODULE, raising=False)
+    monkeypatch.setattr(bench, "benchmark_file", lambda: None)
+    assert main(["bench", "--repeats", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("enn bench: error: the benchmark is not installed with the package")

@@ -7,6 +7,7 @@ import pytest
 import torch
 from data_fixtures import write_mnist, write_wikitext
 
+from enn.cli.data import register
 from enn.data import (
     TASKS,
     DataIntegrityError,
@@ -15,7 +16,6 @@ from enn.data import (
     task_options,
     verify,
 )
-from enn.data.cli import register
 
 
 def test_tasks_and_kinds():

@@ -33,14 +33,14 @@ def run_layer_and_reference(trace, top_k, with_lengths, B, T, dtype):
     probes = None
     results = []
     for use_reference in (False, True):
-        x_in, h0, H0 = (t.clone().requires_grad_() for t in (x, *state))
+        x_in, h0, H0 = (t.clone().requires_grad_() for t in (x, state.h, state.trace))
         if use_reference:
-            out, (h_n, H_n), _ = engram_layer(
+            out, (h_n, H_n, _), _ = engram_layer(
                 x_in, layer.layer_weights(0), layer.hyper, EngramState(h0[0], H0[0]),
                 output_final_state=True, lengths=lengths, backend="torch",
             )
         else:
-            out, (h_n, H_n) = layer(x_in, EngramState(h0, H0), lengths=lengths)
+            out, (h_n, H_n, _) = layer(x_in, EngramState(h0, H0), lengths=lengths)
             h_n, H_n = h_n[0], H_n[0]
         probes = probes or [torch.randn(t.shape, dtype=t.dtype) for t in (out, h_n, H_n)]
         loss = sum((t * p).sum() for t, p in zip((out, h_n, H_n), probes, strict=True))
@@ -152,7 +152,7 @@ def test_gradcheck_float64():
         layer.memory_l0.data, layer.weight_c_l0.data = memory, weight_c
         params = dict(layer.named_parameters())
         params.update(memory_l0=memory, weight_c_l0=weight_c)
-        out, (h, H) = torch.func.functional_call(layer, params, (x, EngramState(h0, H0)))
+        out, (h, H, _) = torch.func.functional_call(layer, params, (x, EngramState(h0, H0)))
         return out, h, H
 
     memory = layer.memory_l0.detach().clone().requires_grad_()

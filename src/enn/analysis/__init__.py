@@ -1,6 +1,6 @@
-"""Seeing the ENN's memory and explaining its decisions (docs/analysis.md).
+"""Seeing the ENN's memory and reading run folders (docs/analysis.md); no Lightning.
 
-``metrics`` (statistics, attribution, ablation), ``monitor`` (the training callback),
-``plots``, ``explain``, ``report``, ``cli``. Nothing is imported here, so that
-``enn.train`` can import ``monitor`` and ``report`` without an import cycle.
+``metrics`` (memory statistics, slot attribution, ablation), ``memory`` (a run's ``memory/``
+files), ``stats`` and ``summary`` (a comparison over seeds), ``plots``, ``report``. Nothing is
+imported here: matplotlib and SciPy load only with the modules that use them.
 """

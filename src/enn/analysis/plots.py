@@ -21,7 +21,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ..data import decode  # noqa: E402
-from .monitor import epoch_file, read_stats  # noqa: E402
+from .memory import epoch_file, read_stats  # noqa: E402
 
 DPI = 100
 SIGNED_CMAP = "RdBu_r"

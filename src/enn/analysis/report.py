@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
+from .memory import EXPLAIN_DIR, EXPLAIN_FILE, MEMORY_DIR, PROBE_FILE, epoch_file, read_stats
 from .metrics import class_slot_usage
-from .monitor import EXPLAIN_DIR, EXPLAIN_FILE, MEMORY_DIR, PROBE_FILE, epoch_file, read_stats
+from .summary import summarize
 
 ALPHA = 0.05
 FIGURES = "figures"
@@ -105,8 +106,6 @@ def load_summary(compare_dir: Path) -> dict:
     path = compare_dir / "summary.json"
     if path.is_file():
         return json.loads(path.read_text())
-    from ..train.compare import summarize  # here: enn.train.compare may import this module
-
     return summarize(compare_dir)
 
 

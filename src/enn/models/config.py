@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-PRESETS = ("paper", "default")
+PRESETS = ("paper", "default", "associative")
 LM_TASKS = ("wikitext103", "wikitext2", "wikitext103-small", "ptb")
 # The paper's epoch counts (ENN_SPEC section 4); tasks it did not run get MNIST's.
 PAPER_EPOCHS = {"cifar10": 30, "wikitext103": 10, "wikitext2": 10, "wikitext103-small": 10}
@@ -48,28 +48,39 @@ class ModelConfig:
     trace_scale: float = 0.5
     temperature: float = 1.5
     sparsity: float = 0.1
-    trace_clip: float = 0.1
+    trace_clip: float | None = 0.1
     trace_noise: float = 0.001
     top_k: int | None = None
     sparsity_penalty: float = 0.0
     layer_norm_eps: float = 1e-6
+    trace_decay: float | None = None
+    write_key: str = "current"
+    address_trace: bool = True
+    delta_rule: bool = False
+    sharpness: str = "fixed"
+    neuromodulation: bool = False
+    cosine_eps: float = 0.0
+    hidden_update: str = "paper"
 
     def engram_kwargs(self) -> dict[str, Any]:
-        names = (
-            "memory_size",
-            "trace",
-            "init_state",
-            "hebbian_lr",
-            "trace_scale",
-            "temperature",
-            "sparsity",
-            "trace_clip",
-            "trace_noise",
-            "top_k",
-            "sparsity_penalty",
-            "layer_norm_eps",
-        )
-        return {n: getattr(self, n) for n in names}
+        return {n: getattr(self, n) for n in ENGRAM_FIELDS}
+
+
+# The ModelConfig fields that are Engram arguments (the baselines ignore them).
+ENGRAM_FIELDS = (
+    "memory_size", "trace", "init_state", "hebbian_lr", "trace_scale", "temperature",
+    "sparsity", "trace_clip", "trace_noise", "top_k", "sparsity_penalty", "layer_norm_eps",
+    "trace_decay", "write_key", "address_trace", "delta_rule", "sharpness", "neuromodulation",
+    "cosine_eps", "hidden_update",
+)
+# The associative memory (docs/model.md): each value written under the key before it, both
+# addresses on the bank alone, a slow decay apart from a full-strength write, a learned
+# sharpness, a smooth cosine and the residual hidden update.
+ASSOCIATIVE = dict(
+    write_key="previous", address_trace=False, trace_clip=None, trace_decay=0.98,
+    hebbian_lr=1.0, sharpness="layer", temperature=0.1, sparsity=0.0, trace_noise=0.0,
+    cosine_eps=1e-3, layer_norm_eps=1e-5, hidden_update="residual",
+)
 
 
 @dataclass
@@ -149,6 +160,9 @@ def resolve(task: str, backbone: str, preset: str = "default", seed: int = 42) -
         model.trace, model.init_state = "shared", "random"
         # The reference's Keras recipe: clipnorm (each variable), Adam's epsilon, Dense init.
         train.clip, train.adam_eps, model.head_init = "per_variable", 1e-7, "glorot"
+    if preset == "associative":
+        for name, value in ASSOCIATIVE.items():
+            setattr(model, name, value)
     return RunConfig(task=task, preset=preset, seed=seed, model=model, train=train)
 
 
@@ -265,6 +279,9 @@ PRECISIONS = (
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "single_device")
 TRACE_MODES = ("per_sample", "shared")
+WRITE_KEYS = ("current", "previous", "mix")
+SHARPNESS = ("fixed", "layer", "slot")
+HIDDEN_UPDATES = ("paper", "residual", "gated")
 INIT_STATES = ("zeros", "random")
 POOLINGS = ("last", "attention")
 HEAD_INITS = ("torch", "glorot")
@@ -306,8 +323,16 @@ def validate(cfg: RunConfig) -> RunConfig:
     _float_range("model.hebbian_lr", m.hebbian_lr, 0.0, 1.0)
     for name in ("trace_scale", "sparsity", "trace_noise", "sparsity_penalty"):
         _float_range(f"model.{name}", getattr(m, name), 0.0)
-    for name in ("temperature", "trace_clip", "layer_norm_eps"):
+    for name in ("temperature", "layer_norm_eps"):
         _float_range(f"model.{name}", getattr(m, name), 0.0, strict=True)
+    if m.trace_clip is not None:
+        _float_range("model.trace_clip", m.trace_clip, 0.0, strict=True)
+    if m.trace_decay is not None:
+        _float_range("model.trace_decay", m.trace_decay, 0.0, 1.0)
+    _float_range("model.cosine_eps", m.cosine_eps, 0.0)
+    _choice("model.write_key", m.write_key, WRITE_KEYS)
+    _choice("model.sharpness", m.sharpness, SHARPNESS)
+    _choice("model.hidden_update", m.hidden_update, HIDDEN_UPDATES)
     if m.top_k is not None:
         _int_range("model.top_k", m.top_k, 1, m.memory_size, f"model.memory_size={m.memory_size}")
     _int_range("train.epochs", t.epochs, 1)

@@ -11,13 +11,17 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..ops.engram import (
+    HIDDEN_UPDATES,
+    SHARPNESS,
     TRACE_MODES,
+    WRITE_KEYS,
     EngramHyper,
     EngramIntermediates,
     EngramState,
     EngramWeights,
-    choose_backends,
+    OptionWeights,
     engram_layer,
+    layer_backends,
 )
 
 INIT_STATES = ("zeros", "random")
@@ -46,18 +50,26 @@ class _EngramBase(nn.Module):
         hidden_size: int,
         bias: bool,
         *,
-        memory_size: int,
-        hebbian_lr: float,
-        trace_scale: float,
-        temperature: float,
-        sparsity: float,
-        trace_clip: float,
-        trace_noise: float,
-        trace: str,
-        init_state: str,
-        top_k: int | None,
-        sparsity_penalty: float,
-        layer_norm_eps: float,
+        memory_size: int = 64,
+        hebbian_lr: float = 0.05,
+        trace_scale: float = 0.5,
+        temperature: float = 1.5,
+        sparsity: float = 0.1,
+        trace_clip: float | None = 0.1,
+        trace_noise: float = 0.001,
+        trace: str = "per_sample",
+        init_state: str = "zeros",
+        top_k: int | None = None,
+        sparsity_penalty: float = 0.0,
+        layer_norm_eps: float = 1e-6,
+        trace_decay: float | None = None,
+        write_key: str = "current",
+        address_trace: bool = True,
+        delta_rule: bool = False,
+        sharpness: str = "fixed",
+        neuromodulation: bool = False,
+        cosine_eps: float = 0.0,
+        hidden_update: str = "paper",
     ) -> None:
         super().__init__()
         for name, value in (
@@ -70,13 +82,21 @@ class _EngramBase(nn.Module):
         _check_range("sparsity", sparsity, 0.0)
         _check_range("trace_noise", trace_noise, 0.0)
         _check_range("sparsity_penalty", sparsity_penalty, 0.0)
+        _check_range("cosine_eps", cosine_eps, 0.0)
         for name, value in (
             ("temperature", temperature),
-            ("trace_clip", trace_clip),
+            ("trace_clip", 1.0 if trace_clip is None else trace_clip),
             ("layer_norm_eps", layer_norm_eps),
         ):
-            if not value > 0:
+            if not (isinstance(value, int | float) and value > 0):
                 raise ValueError(f"{name} must be > 0, got {value!r}")
+        if trace_decay is not None:
+            _check_range("trace_decay", trace_decay, 0.0, 1.0)
+        for name, value, choices in (("write_key", write_key, WRITE_KEYS),
+                                     ("sharpness", sharpness, SHARPNESS),
+                                     ("hidden_update", hidden_update, HIDDEN_UPDATES)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         if trace not in TRACE_MODES:
             raise ValueError(f"trace must be one of {TRACE_MODES}, got {trace!r}")
         if init_state not in INIT_STATES:
@@ -93,8 +113,13 @@ class _EngramBase(nn.Module):
         self.sparsity_penalty = float(sparsity_penalty)
         self.hyper = EngramHyper(
             hebbian_lr=float(hebbian_lr), trace_scale=float(trace_scale),
-            temperature=float(temperature), sparsity=float(sparsity), trace_clip=float(trace_clip),
-            trace_mode=trace, top_k=top_k, ln_eps=float(layer_norm_eps),
+            temperature=float(temperature), sparsity=float(sparsity),
+            trace_clip=None if trace_clip is None else float(trace_clip), trace_mode=trace,
+            top_k=top_k, ln_eps=float(layer_norm_eps),
+            trace_decay=None if trace_decay is None else float(trace_decay),
+            write_key=write_key, address_trace=bool(address_trace), delta_rule=bool(delta_rule),
+            sharpness=sharpness, neuromodulation=bool(neuromodulation),
+            cosine_eps=float(cosine_eps), hidden_update=hidden_update,
         )
         # Filled by forward when sparsity_penalty > 0: the weighted mean attention entropy,
         # a differentiable term for the training loss.
@@ -112,6 +137,22 @@ class _EngramBase(nn.Module):
         """The precision of the state: that of the memory bank."""
         return next(p for n, p in self.named_parameters() if n.startswith("memory")).dtype
 
+    def _option_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shapes of the parameters of the options this layer turns on."""
+        hp, h = self.hyper, self.hidden_size
+        shapes: dict[str, tuple[int, ...]] = {}
+        if hp.sharpness != "fixed":
+            shapes["log_sharpness"] = () if hp.sharpness == "layer" else (self.memory_size,)
+        if hp.write_key == "mix":
+            shapes["write_mix"] = ()
+        if hp.neuromodulation:
+            shapes.update(weight_mod=(2, h), bias_mod=(2,))
+        if hp.hidden_update == "gated":
+            shapes["weight_g"] = (h, 3 * h)
+            if self.bias:
+                shapes["bias_g"] = (h,)
+        return shapes
+
     def _add_layer_params(self, suffix: str, in_size: int, factory: dict) -> None:
         h, N = self.hidden_size, self.memory_size
         shapes = {
@@ -126,36 +167,65 @@ class _EngramBase(nn.Module):
                 self.register_parameter(
                     name + suffix, nn.Parameter(torch.empty(shapes[name], **factory))
                 )
+        for name, shape in self._option_shapes().items():
+            self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
 
     def _layer_weights(self, suffix: str) -> EngramWeights:
         return EngramWeights(*(getattr(self, name + suffix) for name in _PARAM_NAMES))
 
+    def _layer_options(self, suffix: str) -> OptionWeights:
+        return OptionWeights(**{name: getattr(self, name + suffix)
+                                for name in self._option_shapes()})
+
+    def _layer_suffixes(self) -> list[str]:
+        return [""] if isinstance(self, EngramCell) else [f"_l{k}" for k in range(self.num_layers)]
+
     def reset_parameters(self) -> None:
-        """The reference's initialisation: He-normal weights, Glorot-uniform bank, zero biases."""
-        for name, p in self.named_parameters():
-            kind = name.rsplit("_l", 1)[0] if name[-1].isdigit() else name
-            if kind in ("weight_z", "weight_c", "weight_o"):
-                _he_normal_(p)
-            elif kind == "memory":
-                _glorot_uniform_(p)
-            elif kind.startswith("ln_") and kind.endswith("weight"):
-                nn.init.ones_(p)
-            else:
-                nn.init.zeros_(p)
+        """The reference's initialisation: He-normal weights, Glorot-uniform bank, zero biases,
+        unit LayerNorm gains; the options start where their fixed counterparts are."""
+        hp = self.hyper
+        with torch.no_grad():
+            for suffix in self._layer_suffixes():
+                for name, p in self._layer_weights(suffix)._asdict().items():
+                    if p is None:
+                        continue
+                    if name in ("weight_z", "weight_c", "weight_o"):
+                        _he_normal_(p)
+                    elif name == "memory":
+                        _glorot_uniform_(p)
+                    elif name in ("ln_z_weight", "ln_h_weight"):
+                        nn.init.ones_(p)
+                    else:
+                        nn.init.zeros_(p)
+                o = self._layer_options(suffix)
+                if o.log_sharpness is not None:
+                    o.log_sharpness.fill_(-math.log(hp.effective_temperature))
+                if o.write_mix is not None:
+                    o.write_mix.zero_()  # half the previous key's address, half the read's
+                if o.weight_mod is not None:
+                    o.weight_mod.zero_()
+                    o.bias_mod.copy_(torch.tensor([_logit(hp.hebbian_lr), _logit(hp.decay)]))
+                if o.weight_g is not None:
+                    nn.init.xavier_uniform_(o.weight_g)
+                    if o.bias_g is not None:
+                        o.bias_g.zero_()
 
     def _initial_layer_state(self, batch: int, like: Tensor) -> EngramState:
-        """Default state for one layer: zeros, or the reference's random draw while training."""
+        """Default state for one layer: zeros, or the reference's random draw while training
+        (the key stays zero: no previous step)."""
         h_shape = (batch, self.hidden_size)
         trace_shape = (self.memory_size, self.hidden_size)
         if self.trace_mode == "per_sample":
             trace_shape = (batch, *trace_shape)
         factory = {"device": like.device, "dtype": self.memory_dtype}
+        key = torch.zeros(h_shape, **factory)
         if self.init_state == "random" and self.training:
             return EngramState(
                 RANDOM_INIT_STD * torch.randn(h_shape, **factory),
-                RANDOM_INIT_STD * torch.randn(trace_shape, **factory),
+                RANDOM_INIT_STD * torch.randn(trace_shape, **factory), key,
             )
-        return EngramState(torch.zeros(h_shape, **factory), torch.zeros(trace_shape, **factory))
+        return EngramState(torch.zeros(h_shape, **factory), torch.zeros(trace_shape, **factory),
+                           key)
 
     def _check_input(self, input: Tensor, batched_ranks: tuple[int, int]) -> None:
         unbatched_rank, batched_rank = batched_ranks
@@ -182,25 +252,28 @@ class _EngramBase(nn.Module):
         )
 
     def _run_layer(
-        self, x: Tensor, weights: EngramWeights, state: EngramState | None,
+        self, x: Tensor, suffix: str, state: EngramState | None,
         lengths: Tensor | None = None, return_intermediates: bool = False,
     ) -> tuple[Tensor, EngramState, Tensor | None, EngramIntermediates | None, str]:
         """One layer over x (B, T, d). The training noise is one (N, h) draw per step from
         torch's generator, shared by the batch."""
+        weights = self._layer_weights(suffix)
         noise = None
         if self.training and self.trace_noise > 0:
             shape = (x.size(1), self.memory_size, self.hidden_size)  # (T, N, h)
             noise = self.trace_noise * torch.randn(shape, device=x.device,
                                                    dtype=weights.memory.dtype)
         o, final, mem = engram_layer(x, weights, self.hyper, state, True, lengths, noise,
-                                     record_traces=return_intermediates)
+                                     record_traces=return_intermediates,
+                                     options=self._layer_options(suffix))
         entropy = None
         if self.sparsity_penalty > 0:
             entropy = _masked_entropy(mem.attention, lengths)
         record = None
         if return_intermediates:
             record = EngramIntermediates(mem.attention, mem.recall, mem.traces)
-        path = "/".join(dict.fromkeys(choose_backends(o, return_intermediates)))
+        path = "/".join(dict.fromkeys(layer_backends(o, self.hyper, noise,
+                                                     return_intermediates)))
         return o, final, entropy, record, path
 
     def extra_repr(self) -> str:
@@ -231,6 +304,20 @@ def _stack_layers(per_layer: list[Tensor]) -> Tensor:
     return per_layer[0].unsqueeze(0) if len(per_layer) == 1 else torch.stack(per_layer)
 
 
+def _unpack_state(hx) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(h, trace, key) from an EngramState or a tuple (h, trace[, key]); a missing key is None
+    (zeros: no previous step)."""
+    if not (isinstance(hx, tuple) and len(hx) in (2, 3)):
+        raise TypeError(f"expected hx to be an EngramState(h, trace, key), a tuple (h, trace) "
+                        f"or None, got {type(hx).__name__}")
+    return hx[0], hx[1], (hx[2] if len(hx) == 3 else None)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-3), 1 - 1e-3)  # a rate of exactly 0 or 1 starts its gate near there
+    return math.log(p / (1 - p))
+
+
 def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
     if not isinstance(value, int | float) or value < low or (high is not None and value > high):
         bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
@@ -255,37 +342,13 @@ class EngramCell(_EngramBase):
     the arguments.
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        *,
-        memory_size: int = 64,
-        hebbian_lr: float = 0.05,
-        trace_scale: float = 0.5,
-        temperature: float = 1.5,
-        sparsity: float = 0.1,
-        trace_clip: float = 0.1,
-        trace_noise: float = 0.001,
-        trace: str = "per_sample",
-        init_state: str = "zeros",
-        top_k: int | None = None,
-        sparsity_penalty: float = 0.0,
-        layer_norm_eps: float = 1e-6,
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__(
-            input_size, hidden_size, bias, memory_size=memory_size, hebbian_lr=hebbian_lr,
-            trace_scale=trace_scale, temperature=temperature, sparsity=sparsity,
-            trace_clip=trace_clip, trace_noise=trace_noise, trace=trace, init_state=init_state,
-            top_k=top_k, sparsity_penalty=sparsity_penalty, layer_norm_eps=layer_norm_eps,
-        )
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, device=None,
+                 dtype=None, **options) -> None:
+        super().__init__(input_size, hidden_size, bias, **options)
         self._add_layer_params("", input_size, {"device": device, "dtype": dtype})
         self.reset_parameters()
 
-    def forward(self, input: Tensor, hx: EngramState | tuple[Tensor, Tensor] | None = None
+    def forward(self, input: Tensor, hx: EngramState | tuple[Tensor, ...] | None = None
                 ) -> EngramState:
         self._check_input(input, (1, 2))
         batched = input.dim() == 2
@@ -294,25 +357,25 @@ class EngramCell(_EngramBase):
         if hx is None:
             state = self._initial_layer_state(B, x)
         else:
-            h, trace = hx
-            h = h if batched else h[None]
-            if self.trace_mode == "per_sample" and not batched:
-                trace = trace[None]
+            h, trace, key = _unpack_state(hx)
+            per_sample = self.trace_mode == "per_sample"
+            if not batched:
+                h, key = h[None], None if key is None else key[None]
+                trace = trace[None] if per_sample else trace
             _check_state_shape("hx.h", h, (B, self.hidden_size))
             expected = (self.memory_size, self.hidden_size)
-            if self.trace_mode == "per_sample":
-                expected = (B, *expected)
-            _check_state_shape("hx.trace", trace, expected)
-            state = EngramState(h, trace)
-        _, (h, trace), entropy, _, path = self._run_layer(
-            x[:, None], self._layer_weights(""), state
-        )
+            _check_state_shape("hx.trace", trace, (B, *expected) if per_sample else expected)
+            if key is None:
+                key = torch.zeros_like(h)
+            _check_state_shape("hx.key", key, (B, self.hidden_size))
+            state = EngramState(h, trace, key)
+        _, (h, trace, key), entropy, _, path = self._run_layer(x[:, None], "", state)
         self.last_path = (path,)
         self._set_aux_loss([entropy])
         if not batched:
-            h = h[0]
+            h, key = h[0], key[0]
             trace = trace[0] if self.trace_mode == "per_sample" else trace
-        return EngramState(h, trace)
+        return EngramState(h, trace, key)
 
 
 class Engram(_EngramBase):
@@ -359,27 +422,11 @@ class Engram(_EngramBase):
         batch_first: bool = False,
         dropout: float = 0.0,
         *,
-        memory_size: int = 64,
-        hebbian_lr: float = 0.05,
-        trace_scale: float = 0.5,
-        temperature: float = 1.5,
-        sparsity: float = 0.1,
-        trace_clip: float = 0.1,
-        trace_noise: float = 0.001,
-        trace: str = "per_sample",
-        init_state: str = "zeros",
-        top_k: int | None = None,
-        sparsity_penalty: float = 0.0,
-        layer_norm_eps: float = 1e-6,
         device=None,
         dtype=None,
+        **options,
     ) -> None:
-        super().__init__(
-            input_size, hidden_size, bias, memory_size=memory_size, hebbian_lr=hebbian_lr,
-            trace_scale=trace_scale, temperature=temperature, sparsity=sparsity,
-            trace_clip=trace_clip, trace_noise=trace_noise, trace=trace, init_state=init_state,
-            top_k=top_k, sparsity_penalty=sparsity_penalty, layer_norm_eps=layer_norm_eps,
-        )
+        super().__init__(input_size, hidden_size, bias, **options)
         if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
             raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
         _check_range("dropout", dropout, 0.0, 1.0)
@@ -443,7 +490,7 @@ class Engram(_EngramBase):
             if k > 0 and self.dropout > 0:
                 layer_in = F.dropout(layer_in, self.dropout, self.training)
             layer_in, final, entropy, record, path = self._run_layer(
-                layer_in, self.layer_weights(k), states[k], lengths, return_intermediates
+                layer_in, f"_l{k}", states[k], lengths, return_intermediates
             )
             paths.append(path)
             finals.append(final)
@@ -455,6 +502,7 @@ class Engram(_EngramBase):
 
         h_n = _stack_layers([s.h for s in finals])  # (L, B, h)
         trace_n = _stack_layers([s.trace for s in finals])  # (L, B, N, h) or (L, N, h)
+        key_n = _stack_layers([s.key for s in finals])  # (L, B, h)
         out = layer_in  # (B, T, h)
         if packed:
             output = pack_padded_sequence(out, lengths.cpu(), batch_first=True,
@@ -463,10 +511,10 @@ class Engram(_EngramBase):
             output = out if self.batch_first else out.transpose(0, 1)
         else:
             output = out[0]
-            h_n = h_n[:, 0]
+            h_n, key_n = h_n[:, 0], key_n[:, 0]
             if self.trace_mode == "per_sample":
                 trace_n = trace_n[:, 0]
-        state = EngramState(h_n, trace_n)
+        state = EngramState(h_n, trace_n, key_n)
         if return_intermediates:
             top = records[-1]
             return output, state, replace(top, layers=tuple(records))
@@ -491,19 +539,20 @@ class Engram(_EngramBase):
             if self.init_state == "random" and self.training:
                 return [self._initial_layer_state(B, like) for _ in range(self.num_layers)]
             return [None] * self.num_layers
-        if not (isinstance(hx, tuple) and len(hx) == 2):
-            raise TypeError(f"expected hx to be an EngramState(h, trace) or None, "
-                            f"got {type(hx).__name__}")
-        h, trace = hx
+        h, trace, key = _unpack_state(hx)
         L, hid, N = self.num_layers, self.hidden_size, self.memory_size
         per_sample = self.trace_mode == "per_sample"
+        if key is None:
+            key = torch.zeros_like(h)
         if batched:
             _check_state_shape("hx.h", h, (L, B, hid))
             _check_state_shape("hx.trace", trace, (L, B, N, hid) if per_sample else (L, N, hid))
+            _check_state_shape("hx.key", key, (L, B, hid))
         else:
             _check_state_shape("hx.h", h, (L, hid))
             _check_state_shape("hx.trace", trace, (L, N, hid))
-            h = h[:, None]
+            _check_state_shape("hx.key", key, (L, hid))
+            h, key = h[:, None], key[:, None]
             if per_sample:
                 trace = trace[:, None]
-        return [EngramState(h[k], trace[k]) for k in range(L)]
+        return [EngramState(h[k], trace[k], key[k]) for k in range(L)]

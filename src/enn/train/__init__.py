@@ -1,6 +1,4 @@
-"""Training with PyTorch Lightning (the models never import it), comparisons and statistics."""
-
-from .compare import compare, summarize
-from .run import RunError, evaluate, train
-
-__all__ = ["RunError", "compare", "evaluate", "summarize", "train"]
+"""Training runs with PyTorch Lightning (the models never import it): ``run`` (train, evaluate),
+``compare`` (models x seeds), ``explain`` (a trained classifier's decisions), ``callbacks``,
+``lit``. Nothing is imported here, so that a command loads only what it uses.
+"""

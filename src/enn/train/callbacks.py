@@ -1,4 +1,5 @@
-"""Training plumbing: atomic checkpoints, resumable epoch log and timing, epoch-seeded shuffling."""
+"""Training plumbing: atomic checkpoints, resumable epoch log and timing, epoch-seeded shuffling,
+and the memory monitor of ENN runs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,18 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler
+
+from ..analysis.memory import (
+    MEMORY_DIR,
+    PROBE_FILE,
+    epoch_file,
+    probe_batch,
+    record_memory,
+    write_probe,
+)
+from ..analysis.metrics import find_engram
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -151,3 +163,41 @@ def summarize_epochs(rows: list[dict]) -> dict:
         "seconds_per_epoch": round(seconds / max(len(rows), 1), 3),
         "val_loss": float(best["val_loss"]) if best else None,
     }
+
+
+class TraceMonitor(pl.Callback):
+    """Records the probe batch ``(x, y)`` into ``out_dir`` (``enn.analysis.memory``) before
+    training and after every validation epoch.
+
+    The model is the LightningModule's ``model`` attribute (or the module itself). Modules
+    without an Engram are left alone.
+    """
+
+    def __init__(self, out_dir: str | Path, probe: tuple[Tensor, Tensor]) -> None:
+        self.out_dir = Path(out_dir)
+        self.x, self.y = probe
+
+    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        model = getattr(pl_module, "model", pl_module)
+        if not trainer.is_global_zero or find_engram(model) is None:
+            return
+        if not (self.out_dir / PROBE_FILE).exists():
+            write_probe(self.out_dir, self.x, self.y)
+        record_memory(model, self.x.to(pl_module.device), self.out_dir, epoch)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not epoch_file(self.out_dir, 0).exists():  # a resumed run keeps its initial memory
+            self._record(trainer, pl_module, 0)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._record(trainer, pl_module, trainer.current_epoch + 1)
+
+
+def monitor_for(
+    model: nn.Module, datamodule, run_dir: str | Path, probe_size: int = 64
+) -> TraceMonitor | None:
+    """A ``TraceMonitor`` writing to ``<run_dir>/memory`` for an Engram model, else None."""
+    if find_engram(model) is None:
+        return None
+    return TraceMonitor(Path(run_dir) / MEMORY_DIR, probe_batch(datamodule, probe_size))

@@ -4,60 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from ..analysis.report import write_report
-from ..models import RunConfig, build_model, count_parameters, match_baseline_width, resolve
-from ..models.build import DataShape
-from ..models.config import apply_overrides, validate
-from . import stats
+from ..analysis.summary import SUMMARY_FIELDS, summarize
 from .callbacks import atomic_write_json, atomic_write_text
-from .run import METRICS_FILE, _datamodule, check_same_config, check_writable, run_status, train
-
-SUMMARY_FIELDS = (
-    "params",
-    "test_loss",
-    "test_acc",
-    "test_ppl",
-    "val_loss",
-    "seconds_per_epoch",
-    "seconds_per_step",
-    "epochs_run",
-    "best_epoch",
-)
+from .run import check_same_config, check_writable, configs_for, run_status, train
 
 
 def run_dir_for(out: Path, model: str, seed: int) -> Path:
     return Path(out) / f"{model}-seed{seed}"
-
-
-def configs_for(
-    task: str,
-    models: list[str],
-    seeds: list[int],
-    preset: str,
-    overrides: dict,
-    data_dir: str | None,
-    match_params: bool,
-) -> list[RunConfig]:
-    """The resolved config of every run; with ``match_params`` baselines are resized to the
-    ENN's parameter count."""
-    cfgs = []
-    target = None
-    for model in models:
-        for seed in seeds:
-            cfg = validate(apply_overrides(resolve(task, model, preset, seed), overrides))
-            if match_params and model != "engram":
-                if target is None:
-                    engram = apply_overrides(resolve(task, "engram", preset, seed), overrides)
-                    dm = _datamodule(engram, data_dir)
-                    shape = DataShape.of(dm)
-                    target = count_parameters(build_model(engram.model, shape))
-                cfg.model = match_baseline_width(cfg.model, shape, target)
-            cfgs.append(cfg)
-    return cfgs
 
 
 def compare(
@@ -100,42 +57,6 @@ def compare(
     return summary
 
 
-def collect(out: Path) -> list[dict]:
-    """The metrics of every finished run below ``out``."""
-    return [json.loads(p.read_text()) for p in sorted(Path(out).glob(f"*/{METRICS_FILE}"))]
-
-
-def summarize(out: Path) -> dict:
-    runs = collect(out)
-    if not runs:
-        raise FileNotFoundError(f"no finished runs (*/{METRICS_FILE}) under {out}")
-    task = runs[0]["task"]
-    lm = "test_ppl" in runs[0]
-    score = "test_ppl" if lm else "test_acc"
-    by_model: dict[str, list[dict]] = {}
-    for r in runs:
-        by_model.setdefault(r["model"], []).append(r)
-    table = {}
-    for model, rs in by_model.items():
-        table[model] = {"seeds": sorted(r["seed"] for r in rs), "preset": rs[0]["preset"]}
-        for f in SUMMARY_FIELDS:
-            values = [r[f] for r in rs if r.get(f) is not None]
-            if values:
-                table[model][f] = stats.describe(values)
-    scores = {m: [r[score] for r in rs] for m, rs in by_model.items()}
-    losses = {m: [r["test_loss"] for r in rs] for m, rs in by_model.items()}
-    return {
-        "task": task,
-        "score": score,
-        "models": table,
-        "tests": {
-            "anova": stats.anova(scores),
-            "kruskal": stats.kruskal(losses),
-            "tukey": stats.tukey(scores),
-        },
-    }
-
-
 def write_summary(out: Path, summary: dict) -> None:
     atomic_write_json(Path(out) / "summary.json", summary)
     buf = io.StringIO()
@@ -151,17 +72,3 @@ def write_summary(out: Path, summary: dict) -> None:
             cells += [d["mean"], d["std"], d["ci95"]] if d else ["", "", ""]
         writer.writerow(cells)
     atomic_write_text(Path(out) / "summary.csv", buf.getvalue())
-
-
-def format_table(summary: dict) -> str:
-    """A plain-text results table for the terminal."""
-    score = summary["score"]
-    lines = [f"{'model':<8} {'n':>2} {score:>18} {'test_loss':>16} {'params':>9} {'s/epoch':>8}"]
-    for model, row in summary["models"].items():
-        s, loss = row.get(score), row.get("test_loss")
-        lines.append(
-            f"{model:<8} {len(row['seeds']):>2} {s['mean']:>10.4f} ± {s['std']:<6.4f}"
-            f" {loss['mean']:>8.4f} ± {loss['std']:<6.4f} {int(row['params']['mean']):>9}"
-            f" {row['seconds_per_epoch']['mean']:>8.1f}"
-        )
-    return "\n".join(lines)

@@ -26,11 +26,18 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from ..analysis.monitor import monitor_for
+from ..analysis.summary import METRICS_FILE
 from ..data import get_datamodule
-from ..models import ConfigError, RunConfig, build_model, count_parameters
+from ..models import (
+    ConfigError,
+    RunConfig,
+    build_model,
+    count_parameters,
+    match_baseline_width,
+    resolve,
+)
 from ..models.build import DataShape
-from ..models.config import config_differences, format_value, validate
+from ..models.config import apply_overrides, config_differences, format_value, validate
 from .callbacks import (
     AtomicCheckpointIO,
     EpochLog,
@@ -38,11 +45,10 @@ from .callbacks import (
     atomic_write_json,
     atomic_write_text,
     epoch_seeded,
+    monitor_for,
     summarize_epochs,
 )
 from .lit import LitSequenceModel
-
-METRICS_FILE = "metrics.json"
 
 
 class RunError(Exception):
@@ -125,7 +131,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
 
 
-def _datamodule(cfg: RunConfig, data_dir: str | None, download: bool = False):
+def datamodule(cfg: RunConfig, data_dir: str | None, download: bool = False):
+    """The task's data module for ``cfg``, set up; bad task options are a ``ConfigError``."""
     try:
         dm = get_datamodule(
             cfg.task,
@@ -230,6 +237,33 @@ def check_same_config(run_dir: Path, cfg: RunConfig) -> None:
         )
 
 
+def configs_for(
+    task: str,
+    models: list[str],
+    seeds: list[int],
+    preset: str,
+    overrides: dict,
+    data_dir: str | None,
+    match_params: bool,
+) -> list[RunConfig]:
+    """The resolved config of every run; with ``match_params`` baselines are resized to the
+    ENN's parameter count."""
+    cfgs = []
+    target = None
+    for model in models:
+        for seed in seeds:
+            cfg = validate(apply_overrides(resolve(task, model, preset, seed), overrides))
+            if match_params and model != "engram":
+                if target is None:
+                    engram = apply_overrides(resolve(task, "engram", preset, seed), overrides)
+                    dm = datamodule(engram, data_dir)
+                    shape = DataShape.of(dm)
+                    target = count_parameters(build_model(engram.model, shape))
+                cfg.model = match_baseline_width(cfg.model, shape, target)
+            cfgs.append(cfg)
+    return cfgs
+
+
 def train(
     cfg: RunConfig,
     run_dir: str | Path,
@@ -287,7 +321,7 @@ def _train(
     _quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    dm = _datamodule(cfg, data_dir, download)
+    dm = datamodule(cfg, data_dir, download)
     try:
         model = build_model(cfg.model, DataShape.of(dm))
     except ValueError as err:
@@ -397,7 +431,7 @@ def evaluate(
     out = Path(out) if out else Path(checkpoint).resolve().parent.parent / "eval.json"
     check_writable(out, "metrics file", kind="file")
     _quiet_lightning()
-    dm = _datamodule(cfg, data_dir)
+    dm = datamodule(cfg, data_dir)
     model = build_model(cfg.model, DataShape.of(dm))
     lit = LitSequenceModel(model, dm.kind, cfg.train, cfg.to_dict())
     lit.load_state_dict(ckpt["state_dict"])

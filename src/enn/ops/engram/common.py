@@ -8,10 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+import torch
 from torch import Tensor
 
 TraceMode = Literal["per_sample", "shared"]
 TRACE_MODES: tuple[str, ...] = ("per_sample", "shared")
+WRITE_KEYS: tuple[str, ...] = ("current", "previous", "mix")
+HIDDEN_UPDATES: tuple[str, ...] = ("paper", "residual", "gated")
+SHARPNESS: tuple[str, ...] = ("fixed", "layer", "slot")
 
 # The reference normalises with TF's l2_normalize: v / sqrt(max(|v|^2, 1e-12)).
 NORM_EPS = 1e-6
@@ -33,15 +37,29 @@ class EngramWeights(NamedTuple):
     ln_h_bias: Tensor  # (h,)
 
 
+class OptionWeights(NamedTuple):
+    """The learnable tensors of the options beyond the paper's cell (None where unused)."""
+
+    log_sharpness: Tensor | None = None  # () or (N,): log of the learned 1 / tau (4)
+    write_mix: Tensor | None = None  # (): logit of the previous key's share of the write (10)
+    weight_mod: Tensor | None = None  # (2, h): write strength and decay from the encoding (11)
+    bias_mod: Tensor | None = None  # (2,)
+    weight_g: Tensor | None = None  # (h, 3h): the gate of the gated hidden update (12)
+    bias_g: Tensor | None = None  # (h,)
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
-    """The scalar settings of the memory recurrence, eqs. (2)-(6) and (9)."""
+    """The settings of the memory recurrence, eqs. (2)-(6) and (9)-(11)."""
 
     trace_scale: float  # alpha in E = M + alpha H (2)
-    inv_temperature: float  # 1 / tau_eff (4)
-    trace_clip: float  # |H| <= clip after every write (9)
+    inv_temperature: float | Tensor  # 1 / tau_eff (4); a tensor () or (N,) when learned
+    trace_clip: float | None  # |H| <= clip after every write (9); None: no clip
     top_k: int | None = None  # hard top-k recall (5); None: dense
     shared: bool = False  # one trace for the batch (the write is a batch mean) or one per sample
+    address_trace: bool = True  # address E = M + alpha H (paper) or the bank M alone (3)
+    delta_rule: bool = False  # write v - w H (what the address already holds) instead of v (9)
+    cosine_eps: float = 0.0  # 0: the paper's norm clamp; > 0: v / sqrt(|v|^2 + eps) (3)
 
 
 @dataclass(frozen=True)
@@ -52,31 +70,56 @@ class EngramHyper:
     trace_scale: float = 0.5  # alpha
     temperature: float = 1.5  # tau
     sparsity: float = 0.1  # lambda: tau_eff = tau / (1 + 10 * lambda)
-    trace_clip: float = 0.1
+    trace_clip: float | None = 0.1
     trace_mode: TraceMode = "per_sample"
     top_k: int | None = None
     ln_eps: float = 1e-6
+    # the options beyond the paper's cell (docs/model.md, eqs. 10-12); these defaults are its
+    trace_decay: float | None = None  # d in (9); None: 1 - hebbian_lr
+    write_key: str = "current"  # the write's address: the read's, the previous encoding's, a mix
+    address_trace: bool = True
+    delta_rule: bool = False
+    sharpness: str = "fixed"  # 1 / tau_eff fixed, or learned per layer or per slot
+    neuromodulation: bool = False  # write strength and decay gated by the encoding (11)
+    cosine_eps: float = 0.0
+    hidden_update: str = "paper"  # (8), or its residual or gated form (12)
 
     @property
     def effective_temperature(self) -> float:
         return self.temperature / (1.0 + 10.0 * self.sparsity)
 
     @property
+    def decay(self) -> float:
+        return 1.0 - self.hebbian_lr if self.trace_decay is None else self.trace_decay
+
+    @property
     def memory(self) -> MemoryConfig:
         return MemoryConfig(self.trace_scale, 1.0 / self.effective_temperature, self.trace_clip,
-                            self.top_k, self.trace_mode == "shared")
+                            self.top_k, self.trace_mode == "shared", self.address_trace,
+                            self.delta_rule, self.cosine_eps)
+
+    @property
+    def paper_memory(self) -> bool:
+        """Whether the memory is the paper's, which the native and Triton kernels run."""
+        return (self.write_key == "current" and self.address_trace and not self.delta_rule
+                and self.sharpness == "fixed" and not self.neuromodulation
+                and self.cosine_eps == 0.0 and self.trace_clip is not None)
 
 
 class EngramState(NamedTuple):
-    """Recurrent state: hidden vector and Hebbian trace.
+    """Recurrent state: hidden vector, Hebbian trace and the last encoding.
 
-    In a layer (``Engram``) both carry a leading ``num_layers`` dimension, like ``h_n`` of
-    ``nn.LSTM``: ``h`` is (L, B, h); ``trace`` is (L, B, N, h) per sample, (L, N, h) shared.
-    In a cell (``EngramCell``) and in the ops they have no layer dimension.
+    In a layer (``Engram``) all carry a leading ``num_layers`` dimension, like ``h_n`` of
+    ``nn.LSTM``: ``h`` is (L, B, h); ``trace`` is (L, B, N, h) per sample, (L, N, h) shared;
+    ``key`` (L, B, h) is the last step's encoding, the first write key of the next call when
+    the write is addressed by the previous encoding (None or zeros: no such write). Layers
+    always return all three. In a cell (``EngramCell``) and in the ops they have no layer
+    dimension.
     """
 
     h: Tensor
     trace: Tensor
+    key: Tensor | None = None
 
 
 class MemoryOutput(NamedTuple):
@@ -103,7 +146,11 @@ class EngramIntermediates:
     layers: tuple[EngramIntermediates, ...] = ()  # in a stacked layer: every layer's, bottom first
 
 
-def l2_normalize(v: Tensor) -> Tensor:
+def l2_normalize(v: Tensor, eps: float = 0.0) -> Tensor:
+    """v / max(|v|, 1e-6) (the paper's; its gradient near v = 0 is 1e6), or with eps > 0 the
+    smooth v / sqrt(|v|^2 + eps), whose gradient stays below 1 / sqrt(eps)."""
+    if eps > 0:
+        return v * torch.rsqrt((v * v).sum(-1, keepdim=True) + eps)
     return v / v.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
 
 

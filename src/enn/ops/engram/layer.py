@@ -4,22 +4,28 @@
 Backends: ``native`` (the C kernels of ``native.py``: float32/64 on the CPU), ``triton``
 (the memory pass's fused recurrent kernels of ``triton_memory.py``, for CUDA tensors where
 Triton is installed; the hidden pass there is PyTorch's, on cuBLAS), ``torch`` (``naive.py``:
-everywhere, and the only one that records the trace of every step).
+everywhere, and the only one that records the trace of every step). Those kernels run the
+paper's cell; a memory with the options of eqs. (10)-(11) runs in chunks (``chunk.py``)
+where it is a linear recurrence and on ``torch`` otherwise, and the residual or gated
+hidden update (12) on ``torch``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from . import native
-from .common import EngramHyper, EngramState, EngramWeights, MemoryOutput
+from . import chunk, native
+from .common import EngramHyper, EngramState, EngramWeights, MemoryOutput, OptionWeights
 from .naive import encode, naive_hidden, naive_memory
 
 BACKENDS = ("auto", "native", "triton", "torch")
+NO_OPTIONS = OptionWeights()  # the paper's cell learns nothing beyond EngramWeights
 
 
 def check_weights(weights: EngramWeights) -> None:
@@ -73,23 +79,69 @@ def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def layer_backends(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
+                   record_traces: bool = False, backend: str = "auto") -> tuple[str, str]:
+    """The backends of the memory pass and the hidden pass of a layer with these settings."""
+    memory, hidden = choose_backends(z, record_traces, backend)
+    if not hyper.paper_memory:
+        if backend in ("native", "triton"):
+            raise RuntimeError(f"enn: the {backend} backend runs the paper's memory only; "
+                               f"this layer's options need backend 'auto' or 'torch'")
+        per_step = z.new_empty(0)  # stands for the rates the encoding modulates (11)
+        decay, strength = ((per_step, per_step) if hyper.neuromodulation
+                           else (hyper.decay, hyper.hebbian_lr))
+        linear = chunk.applies(hyper.memory, decay, strength, noise)
+        memory = "chunk" if backend == "auto" and linear and not record_traces else "torch"
+    if hyper.hidden_update != "paper":
+        hidden = "torch"
+    return memory, hidden
+
+
+def memory_inputs(z: Tensor, hyper: EngramHyper, options: OptionWeights,
+                  previous_key: Tensor | None):
+    """The memory interface's inputs for a layer: the write key (10), the decay and the write
+    strength (9, 11) and the config with a learned sharpness (4)."""
+    cfg = hyper.memory
+    if options.log_sharpness is not None:
+        cfg = replace(cfg, inv_temperature=options.log_sharpness.exp())
+    k = key_mix = None
+    if hyper.write_key != "current":  # (10) the previous step's encoding
+        first = z.new_zeros(z[:, :1].shape) if previous_key is None else previous_key[:, None]
+        k = torch.cat([first.to(z.dtype), z[:, :-1]], dim=1)  # (B, T, h)
+        if hyper.write_key == "mix":
+            key_mix = torch.sigmoid(options.write_mix)
+    decay, strength = hyper.decay, hyper.hebbian_lr
+    if hyper.neuromodulation:  # (11)
+        gates = torch.sigmoid(F.linear(z, options.weight_mod, options.bias_mod))  # (B, T, 2)
+        strength, decay = gates.unbind(-1)
+    return cfg, k, key_mix, decay, strength
+
+
 def memory_pass(
     z: Tensor, memory: Tensor, hyper: EngramHyper, noise: Tensor | None,
     initial_state: Tensor | None, lengths: Tensor | None, record_traces: bool, backend: str,
+    options: OptionWeights = NO_OPTIONS, previous_key: Tensor | None = None,
 ) -> tuple[MemoryOutput, Tensor]:
-    """The paper's memory over encodings z (B, T, h): query, key and value z, decay
-    1 - eta, write strength eta. Returns (MemoryOutput, final trace)."""
+    """The memory over encodings z (B, T, h): query and value z; the paper's cell writes
+    where it reads, with strength eta and decay d (1 - eta unless ``trace_decay`` is set).
+    Returns (MemoryOutput, final trace)."""
+    if not hyper.paper_memory:
+        cfg, k, key_mix, decay, strength = memory_inputs(z, hyper, options, previous_key)
+        run = chunk.chunk_memory if backend == "chunk" else naive_memory
+        kwargs = {} if backend == "chunk" else {"record_traces": record_traces}
+        return run(z, k, z, memory, decay, strength, cfg, noise, initial_state, True, lengths,
+                   key_mix=key_mix, **kwargs)
     cfg = hyper.memory
-    eta = hyper.hebbian_lr
+    eta, decay = hyper.hebbian_lr, hyper.decay
     if backend == "torch":
-        return naive_memory(z, None, z, memory, 1.0 - eta, eta, cfg, noise, initial_state, True,
+        return naive_memory(z, None, z, memory, decay, eta, cfg, noise, initial_state, True,
                             lengths, record_traces)
     if backend == "triton":
         from .triton_memory import fused_recurrent_memory
 
-        return fused_recurrent_memory(z, memory, 1.0 - eta, eta, cfg, noise, initial_state, True,
+        return fused_recurrent_memory(z, memory, decay, eta, cfg, noise, initial_state, True,
                                       lengths)
-    consts = (cfg.trace_scale, 1.0 - eta, eta, cfg.trace_clip, cfg.inv_temperature,
+    consts = (cfg.trace_scale, decay, eta, cfg.trace_clip, cfg.inv_temperature,
               cfg.top_k or 0)
     if cfg.shared:
         H0 = z.new_zeros(memory.shape) if initial_state is None else initial_state
@@ -102,10 +154,11 @@ def memory_pass(
 
 
 def hidden_pass(z: Tensor, m: Tensor, h0: Tensor, w: EngramWeights, eps: float,
-                lengths: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
-    """The hidden chain (7)-(8): outputs (B, T, h) and the last state (B, h)."""
+                lengths: Tensor | None, backend: str, update: str = "paper",
+                options: OptionWeights = NO_OPTIONS) -> tuple[Tensor, Tensor]:
+    """The hidden chain (7)-(8), or (12): outputs (B, T, h) and the last state (B, h)."""
     if backend == "torch":
-        return naive_hidden(z, m, h0, w, eps, lengths)
+        return naive_hidden(z, m, h0, w, eps, lengths, update, (options.weight_g, options.bias_g))
     out, hT, *_ = torch.ops.enn.hidden_pass(z, m, h0, w.weight_c, w.bias_c, w.weight_o,
                                             w.bias_o, w.ln_h_weight, w.ln_h_bias, eps, lengths)
     return out, hT
@@ -115,13 +168,14 @@ def engram_layer(
     x: Tensor, weights: EngramWeights, hyper: EngramHyper,
     initial_state: EngramState | None = None, output_final_state: bool = False,
     lengths: Tensor | None = None, noise: Tensor | None = None, record_traces: bool = False,
-    backend: str = "auto",
+    backend: str = "auto", options: OptionWeights = NO_OPTIONS,
 ) -> tuple[Tensor, EngramState | None, MemoryOutput]:
     """One layer over x (B, T, d). Returns (o (B, T, h), final state or None, MemoryOutput).
 
     ``initial_state`` None stands for zeros; ``lengths`` (B,) marks padded steps (t >=
     lengths[b]), which leave sample b's state alone and output zeros; ``noise`` (T, N, h) is
-    the trace noise of each step (one draw for the batch). The memory and the state keep the
+    the trace noise of each step (one draw for the batch); ``options`` holds the learnable
+    tensors of the options that ``hyper`` turns on. The memory and the state keep the
     parameters' precision, also under autocast.
     """
     check_weights(weights)
@@ -129,13 +183,17 @@ def engram_layer(
     z = encode(x, weights, hyper.ln_eps).to(dtype)  # (B, T, h)
     h0 = z.new_zeros(z.shape[0], z.shape[2]) if initial_state is None else initial_state.h
     H0 = None if initial_state is None else initial_state.trace.to(dtype)
+    key0 = None if initial_state is None else initial_state.key
     noise = None if noise is None else noise.to(dtype)
-    mem_backend, hidden_backend = choose_backends(z, record_traces, backend)
+    mem_backend, hidden_backend = layer_backends(z, hyper, noise, record_traces, backend)
     no_autocast = (torch.autocast(x.device.type, enabled=False) if _autocast(x.device.type)
                    else contextlib.nullcontext())
     with no_autocast:
         mem, H = memory_pass(z, weights.memory, hyper, noise, H0, lengths, record_traces,
-                             mem_backend)
+                             mem_backend, options, key0)
     o, h = hidden_pass(z, mem.recall, h0.to(dtype), weights, hyper.ln_eps, lengths,
-                       hidden_backend)
-    return o.to(dtype), (EngramState(h.to(dtype), H) if output_final_state else None), mem
+                       hidden_backend, hyper.hidden_update, options)
+    if not output_final_state:
+        return o.to(dtype), None, mem
+    last = z[:, -1] if lengths is None else z[torch.arange(z.shape[0]), lengths - 1]  # (B, h)
+    return o.to(dtype), EngramState(h.to(dtype), H, last), mem

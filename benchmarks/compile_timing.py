@@ -3,7 +3,7 @@ Measures the first compiled step (the compile cost) and the median compiled and 
 interleaved in one process, at the paper's MNIST shapes (batch 128, 28 x 28, hidden 128,
 memory 64), and the largest difference of the compiled model's loss from eager's.
 
-    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python scripts/compile_timing.py --trace shared
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python -m benchmarks.compile_timing --trace shared
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from enn.bench import CPU, build, interleaved_ms, make_inputs, train_step
+from benchmarks.bench import CPU, build, interleaved_ms, make_inputs, train_step
 
 
 def main() -> None:

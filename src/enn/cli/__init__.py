@@ -1,8 +1,10 @@
 """The ``enn`` command line: one subcommand per module, imported only when used.
 
 Each module named below exposes ``register(subparsers)``, which adds its parser and sets
-``func`` (taking the parsed args, returning an exit code). Errors meant for the user are
-``CLIError`` (or data errors): one line on stderr and exit code 2, never a traceback.
+``func`` (taking the parsed args, returning an exit code). Registering imports nothing but
+argparse, so ``enn --help`` runs with torch alone; a command whose optional dependencies are
+missing says which extra to install. Errors meant for the user are ``CLIError`` (or data and
+config errors): one line on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,14 +14,29 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": "enn.train.cli",
-    "evaluate": "enn.train.cli",
-    "compare": "enn.train.cli",
-    "data": "enn.data.cli",
-    "bench": "enn.bench",
-    "report": "enn.analysis.cli",
-    "explain": "enn.analysis.cli",
-    "demo": "enn.demo",
+    "train": "enn.cli.train",
+    "evaluate": "enn.cli.train",
+    "compare": "enn.cli.train",
+    "data": "enn.cli.data",
+    "bench": "enn.cli.bench",
+    "report": "enn.cli.analysis",
+    "explain": "enn.cli.analysis",
+    "demo": "enn.cli.demo",
+}
+# The optional dependencies by the extra of pyproject.toml that installs them.
+EXTRAS = {
+    "lightning": "train",
+    "tensorboard": "train",
+    "yaml": "train",
+    "tqdm": "train",
+    "sklearn": "train",
+    "matplotlib": "analysis",
+    "scipy": "analysis",
+}
+# Errors meant for the user that the library's packages define, by module.
+USER_ERRORS = {
+    "enn.data.paths": ("DataIntegrityError", "DataMissingError"),
+    "enn.models.config": ("ConfigError",),
 }
 
 
@@ -37,7 +54,7 @@ class Parser(argparse.ArgumentParser):
 
 def check_environment() -> None:
     """Environment variables the command line reads, checked before anything runs."""
-    from .ops.engram import native
+    from ..ops.engram import native
 
     try:
         native.setting()
@@ -64,19 +81,37 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     if args is None:
         return 2
-    from .data import DataIntegrityError, DataMissingError
-    from .models import ConfigError
-
     try:
         check_environment()
         return int(args.func(args) or 0)
-    except (CLIError, ConfigError, DataMissingError, DataIntegrityError) as err:
+    except user_errors() as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"enn {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        package = (err.name or "").partition(".")[0]
+        if package not in EXTRAS:
+            raise
+        extra = EXTRAS[package]
+        print(
+            f"enn {args.command}: error: needs {package!r}, from the {extra!r} extra: "
+            f"pip install 'engram-nn[{extra}]'",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"enn {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """``CLIError`` and the user errors of the packages loaded so far: only a loaded module can
+    have raised its errors, and loading them all would need every extra for every command."""
+    errors = [CLIError]
+    for module, names in USER_ERRORS.items():
+        if module in sys.modules:
+            errors += [getattr(sys.modules[module], name) for name in names]
+    return tuple(errors)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace | None:
@@ -96,6 +131,3 @@ def _parse(argv: list[str]) -> argparse.Namespace | None:
         return None
     return args
 
-
-if __name__ == "__main__":
-    sys.exit(main())

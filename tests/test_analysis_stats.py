@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from enn.train import stats
+from enn.analysis import stats
 
 TABLE = {"engram": [0.90, 0.92, 0.94], "lstm": [0.95, 0.96, 0.97], "rnn": [0.80, 0.82, 0.84]}
 

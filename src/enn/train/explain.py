@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..analysis import plots
+from ..analysis.memory import EXPLAIN_DIR, EXPLAIN_FILE
+from ..analysis.metrics import ablation, class_slot_usage, find_engram, probe, slot_attribution
 from ..data import get_datamodule
 from ..models import build_model
 from ..models.build import DataShape
-from ..train.run import check_writable, load_checkpoint_config
-from . import plots
-from .metrics import ablation, class_slot_usage, find_engram, probe, slot_attribution
-from .monitor import EXPLAIN_DIR, EXPLAIN_FILE
+from .run import check_writable, load_checkpoint_config
 
 USAGE_PNG = "class_slot_usage.png"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import CLIError
-from ..train.run import RunError
+from . import CLIError
 
 
 def register(subparsers) -> None:
@@ -26,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from ..analysis.report import write_report
 
     if not Path(args.dir).is_dir():
         raise CLIError(f"{args.dir} is not a folder")
@@ -39,7 +38,8 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from .explain import ExplainError, explain
+    from ..train.explain import ExplainError, explain
+    from ..train.run import RunError
 
     if args.k < 1:
         raise CLIError(f"--k must be at least 1, got {args.k}")

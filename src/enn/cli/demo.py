@@ -14,10 +14,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .analysis.explain import explain
-from .analysis.report import best_engram_run, load_runs, write_report
-from .train.compare import compare, format_table
-
 
 @dataclass(frozen=True)
 class Part:
@@ -75,6 +71,11 @@ def register(subparsers) -> None:
 
 def run_part(part: Part, out: Path) -> Path:
     """Compare, explain the best ENN run, write the report; returns the report's path."""
+    from ..analysis.report import best_engram_run, load_runs, write_report
+    from ..analysis.summary import format_table
+    from ..train.compare import compare
+    from ..train.explain import explain
+
     summary = compare(
         part.task,
         list(part.models),

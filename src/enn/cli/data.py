@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .downloader import download
-from .paths import resolve_data_dir
-from .registry import TASKS, task_options
-from .sources import SOURCES, TASK_SOURCES
-from .verify import verify
+from . import CLIError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_list)
 
     p = actions.add_parser("download", help="fetch a dataset's official files")
-    p.add_argument("name", choices=sorted(set(SOURCES) | set(TASK_SOURCES)))
+    p.add_argument("name", help="a dataset (mnist, cifar10, wikitext103, wikitext2) or a task")
     p.add_argument("--data-dir", help="default: $ENN_DATA_DIR, else ~/.cache/enn/data")
     p.add_argument("--force", action="store_true", help="download again even if intact")
     p.add_argument("--mirror", action="append", help="base URL to try instead of the defaults")
@@ -33,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from ..data import TASKS, task_options
+
     for info in TASKS.values():
         print(f"{info.name:18} {info.kind:15} {info.description}")
         print(f"{'':34} options: {', '.join(task_options(info.name))}")
@@ -40,7 +38,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from ..cli import CLIError
+    from ..data import download
 
     try:
         paths = download(
@@ -58,7 +56,7 @@ def run_download(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     """Exit 0 when every file checked is there and intact, else 1 (missing, bad checksum or
     bad format); without names every dataset's files are checked."""
-    from ..cli import CLIError
+    from ..data import resolve_data_dir, verify
 
     try:
         results = verify(args.data_dir, args.names or None)

@@ -1,8 +1,8 @@
-"""Watching memory form during training: the ``TraceMonitor`` callback and its files.
+"""The ``memory/`` folder of a run: what memory looked like on a fixed probe batch, per epoch.
 
-Once before training (epoch 0, the initial state of memory) and after every validation epoch,
-a fixed probe batch runs through the model in eval mode and the run folder's ``memory/``
-receives:
+``record_memory`` runs the probe batch through the model in eval mode; during training the
+``TraceMonitor`` callback (``enn.train.callbacks``) calls it before the first epoch (epoch 0,
+the initial state of memory) and after every validation epoch. The folder holds:
 
 - ``probe.npz``: the probe's inputs ``x`` and targets ``y`` (written once);
 - ``epoch_EEE.npz``: ``trace`` (P, N, h) float16, the final Hebbian trace of every probe
@@ -20,7 +20,6 @@ import io
 import os
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -103,32 +102,9 @@ def record_memory(model: nn.Module, x: Tensor, memory_dir: Path, epoch: int) -> 
     return row
 
 
-class TraceMonitor(pl.Callback):
-    """Records the probe batch ``(x, y)`` into ``out_dir`` (see the module docstring).
-
-    The model is the LightningModule's ``model`` attribute (or the module itself). Modules
-    without an Engram are left alone.
-    """
-
-    def __init__(self, out_dir: str | Path, probe_batch: tuple[Tensor, Tensor]) -> None:
-        self.out_dir = Path(out_dir)
-        self.x, self.y = probe_batch
-
-    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
-        model = getattr(pl_module, "model", pl_module)
-        if not trainer.is_global_zero or find_engram(model) is None:
-            return
-        if not (self.out_dir / PROBE_FILE).exists():
-            _save_npz(self.out_dir / PROBE_FILE, x=self.x.numpy(), y=self.y.numpy())
-        record_memory(model, self.x.to(pl_module.device), self.out_dir, epoch)
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not epoch_file(self.out_dir, 0).exists():  # a resumed run keeps its initial memory
-            self._record(trainer, pl_module, 0)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._record(trainer, pl_module, trainer.current_epoch + 1)
+def write_probe(memory_dir: Path, x: Tensor, y: Tensor) -> None:
+    """``probe.npz``: the probe batch's inputs and targets."""
+    _save_npz(Path(memory_dir) / PROBE_FILE, x=x.numpy(), y=y.numpy())
 
 
 def probe_batch(datamodule, size: int) -> tuple[Tensor, Tensor]:
@@ -146,12 +122,3 @@ def probe_batch(datamodule, size: int) -> tuple[Tensor, Tensor]:
             if have >= size or datamodule.kind == "language_model":
                 break
     return torch.cat(xs)[:size], torch.cat(ys)[:size]
-
-
-def monitor_for(
-    model: nn.Module, datamodule, run_dir: str | Path, probe_size: int = 64
-) -> TraceMonitor | None:
-    """A ``TraceMonitor`` writing to ``<run_dir>/memory`` for an Engram model, else None."""
-    if find_engram(model) is None:
-        return None
-    return TraceMonitor(Path(run_dir) / MEMORY_DIR, probe_batch(datamodule, probe_size))

@@ -3,7 +3,7 @@
 process, median of the timed steps: does the softmax dominate, and is the ENN then as fast
 as GRU/LSTM? Default preset, one thread unless --threads.
 
-    python scripts/lm_step_timing.py --repeats 7 [--threads 1]
+    python -m benchmarks.lm_step_timing --repeats 7 [--threads 1]
 """
 
 from __future__ import annotations

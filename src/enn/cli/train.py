@@ -7,7 +7,7 @@ import copy
 import sys
 from pathlib import Path
 
-from ..cli import CLIError
+from . import CLIError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -105,7 +105,7 @@ def _check_names(task: str, models: list[str]) -> None:
 
 def _user_errors():
     from ..models import ConfigError
-    from .run import RunError
+    from ..train.run import RunError
 
     return (ConfigError, RunError)
 
@@ -113,7 +113,7 @@ def _user_errors():
 def _resumed_config(args, out: Path):
     """The saved run's configuration; every option given that differs from it is an error."""
     from ..models.config import apply_overrides, config_differences, format_value
-    from .run import RunError, run_status, saved_config
+    from ..train.run import RunError, run_status, saved_config
 
     if run_status(out) != "partial":
         return None  # train() says why there is nothing to resume
@@ -133,8 +133,7 @@ def _resumed_config(args, out: Path):
 
 
 def run_train(args) -> int:
-    from .compare import configs_for
-    from .run import RunInterrupted, train
+    from ..train.run import RunInterrupted, configs_for, train
 
     _check_names(args.task, [args.model])
     preset = DEFAULT_PRESET if args.preset is None else args.preset
@@ -174,7 +173,7 @@ def run_train(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    from .run import evaluate
+    from ..train.run import evaluate
 
     try:
         metrics = evaluate(args.checkpoint, data_dir=args.data_dir, task=args.task, out=args.out)
@@ -185,8 +184,9 @@ def run_evaluate(args) -> int:
 
 
 def run_compare(args) -> int:
-    from .compare import compare, format_table
-    from .run import RunInterrupted
+    from ..analysis.summary import format_table
+    from ..train.compare import compare
+    from ..train.run import RunInterrupted
 
     models = _names("--models", args.models)
     try:

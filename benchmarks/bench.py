@@ -1,4 +1,8 @@
-"""``enn bench``: training and inference speed of the ENN classifier against RNN baselines.
+"""Training and inference speed of the ENN classifier against RNN baselines (``enn bench``).
+
+    enn bench [options]            # from a checkout; or: python -m benchmarks.bench [options]
+
+The models are those ``enn train`` builds (``enn.models``, the ``default`` classifier head).
 
 Every model runs in the same process and the steps are interleaved (model A, B, C, A, B,
 C, ...), so that load from other jobs hits all models alike; medians are reported. Peak
@@ -9,22 +13,23 @@ saves for the backward (distinct storages, through saved-tensor hooks).
 
 On glibc the command first makes the allocator keep freed memory in the process
 (``keep_freed_memory``). By default glibc hands large freed blocks back to the system, and
-the next step that needs them pays a page fault per 4 KiB: interleaved with the ENN, the
-LSTM's step took 21-40 ms depending on how much of its memory had been handed back (up to
-10,000 faults a step). ``--system-allocator`` keeps glibc's defaults; the JSON records the
-median page faults per training step of every model either way.
+the next step that needs them pays a page fault per 4 KiB, thousands a step, so that a
+model's time would depend on what the model before it freed. ``--system-allocator`` keeps
+glibc's defaults; the JSON records the median page faults per training step of every model
+either way. The benchmark runs on Linux (it reads /proc/self).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import json
 import platform
 import resource
 import statistics
+import sys
 import time
+from argparse import RawDescriptionHelpFormatter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,44 +37,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cli import CLIError
-from .nn import Engram
-from .ops.engram import encode, layer
+from enn import Engram
+from enn.analysis.metrics import find_engram
+from enn.cli import CLIError, Parser
+from enn.models import ModelConfig, build_model
+from enn.models.build import DataShape
+from enn.ops.engram import encode, layer
 
 CLASSES = 10
 CPU = torch.device("cpu")
 USUAL_PATHS = ("torch", "native")  # the scaling plots name any other path of the layer
-
-
-class ENNClassifier(nn.Module):
-    """The paper's classifier: Engram -> last hidden state -> Dropout(0.3) -> Linear."""
-
-    def __init__(self, input_size: int, hidden: int, memory: int, trace: str) -> None:
-        super().__init__()
-        self.rnn = Engram(input_size, hidden, batch_first=True, memory_size=memory, trace=trace)
-        self.drop = nn.Dropout(0.3)
-        self.head = nn.Linear(hidden, CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(x)  # (B, T, h)
-        return self.head(self.drop(out[:, -1]))  # (B, classes)
-
-
-class StackedBaseline(nn.Module):
-    """The paper's baselines: two stacked layers (hidden -> hidden / 2) -> Linear."""
-
-    KINDS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-
-    def __init__(self, kind: str, input_size: int, hidden: int) -> None:
-        super().__init__()
-        cls = self.KINDS[kind]
-        self.first = cls(input_size, hidden, batch_first=True)
-        self.second = cls(hidden, hidden // 2, batch_first=True)
-        self.head = nn.Linear(hidden // 2, CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.second(self.first(x)[0])  # (B, T, hidden / 2)
-        return self.head(out[:, -1])  # (B, classes)
 
 
 # ENN variants whose passes run on set backends (memory, hidden), to time each native kernel
@@ -79,18 +56,26 @@ VARIANTS = {"torch-hidden": ("native", "torch"), "torch-memory": ("torch", "nati
 
 
 def build(name: str, input_size: int, hidden: int, memory: int) -> nn.Module:
+    """``enn_<trace>[:<variant>]``: the ENN classifier (one Engram layer); ``lstm``, ``gru``,
+    ``rnn``: the paper's baselines, two stacked layers (hidden, hidden / 2)."""
     if name.startswith("enn_"):
-        trace, _, variant = name[len("enn_"):].partition(":")
-        model = ENNClassifier(input_size, hidden, memory, trace)
-        model.backends = VARIANTS[variant] if variant else None
-        return model
-    return StackedBaseline(name, input_size, hidden)
+        trace = name[len("enn_"):].partition(":")[0]
+        cfg = ModelConfig("engram", (hidden,), memory_size=memory, trace=trace)
+    else:
+        cfg = ModelConfig(name, (hidden, hidden // 2))
+    return build_model(cfg, DataShape("classification", CLASSES, input_size))
+
+
+def forced_backends(name: str) -> tuple[str, str] | None:
+    """The (memory, hidden) backends an ENN variant runs on; None: the layer chooses."""
+    variant = name.partition(":")[2]
+    return VARIANTS[variant] if variant else None
 
 
 @contextlib.contextmanager
-def backends_of(model: nn.Module):
-    """Inside: the ENN's passes run on the model's set backends, if it has any."""
-    forced = getattr(model, "backends", None)
+def backends_of(name: str):
+    """Inside: the ENN's passes run on the variant's backends, if it sets any."""
+    forced = forced_backends(name)
     if forced is None:
         yield
         return
@@ -162,12 +147,12 @@ def measure(names: list[str], batch: int, steps: int, input_size: int, hidden: i
     for i in range(warmup + repeats):
         for n, m in models.items():
             m.train()
-            with backends_of(m):
+            with backends_of(n):
                 before = _page_faults()
                 t = train_step(m, opts[n], x, y)
                 faulted = _page_faults() - before
-                if isinstance(m, ENNClassifier):
-                    paths[n] = m.backends or m.rnn.last_path
+                if n.startswith("enn_"):
+                    paths[n] = forced_backends(n) or find_engram(m).last_path
                 m.eval()
                 ti = _infer(m, x)
             if i >= warmup:
@@ -283,7 +268,7 @@ def peak_memory_mib(name: str, batch: int, steps: int, input_size: int, hidden: 
     model = build(name, input_size, hidden, memory).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = make_inputs(batch, steps, input_size, device)
-    with backends_of(model):
+    with backends_of(name):
         train_step(model, opt, x, y)  # Adam's state exists from here on
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -309,7 +294,7 @@ def saved_activations_mib(name: str, batch: int, steps: int, input_size: int, hi
         seen[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), backends_of(model):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), backends_of(name):
         model(x)
     return sum(seen.values()) / 2**20
 
@@ -444,7 +429,8 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def run(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None, prog: str = "enn bench") -> int:
+    args = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -502,9 +488,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="training/inference speed of the ENN vs RNN baselines",
-                              description=__doc__)
+def parser(prog: str) -> Parser:
+    p = Parser(prog=prog, description=__doc__, formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=28, help="sequence length T")
     p.add_argument("--input-size", type=int, default=28)
@@ -532,4 +517,11 @@ def register(subparsers) -> None:
     p.add_argument("--scaling-repeats", type=int, default=3)
     p.add_argument("--plot-dir", default=None, help="write the scaling curves as PNGs here")
     p.add_argument("--out", default=None, help="write the results as JSON to this file")
-    p.set_defaults(func=run)
+    return p
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(prog="python -m benchmarks.bench"))
+    except CLIError as err:
+        sys.exit(f"python -m benchmarks.bench: error: {err}")

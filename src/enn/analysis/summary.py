@@ -1,0 +1,72 @@
+"""A comparison's summary: every finished run's ``metrics.json``, per model mean, spread and
+confidence interval, and the tests between the models (``stats``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import stats
+
+METRICS_FILE = "metrics.json"  # in a run folder; written when the run has finished
+SUMMARY_FIELDS = (
+    "params",
+    "test_loss",
+    "test_acc",
+    "test_ppl",
+    "val_loss",
+    "seconds_per_epoch",
+    "seconds_per_step",
+    "epochs_run",
+    "best_epoch",
+)
+
+
+def collect(out: Path) -> list[dict]:
+    """The metrics of every finished run below ``out``."""
+    return [json.loads(p.read_text()) for p in sorted(Path(out).glob(f"*/{METRICS_FILE}"))]
+
+
+def summarize(out: Path) -> dict:
+    runs = collect(out)
+    if not runs:
+        raise FileNotFoundError(f"no finished runs (*/{METRICS_FILE}) under {out}")
+    task = runs[0]["task"]
+    lm = "test_ppl" in runs[0]
+    score = "test_ppl" if lm else "test_acc"
+    by_model: dict[str, list[dict]] = {}
+    for r in runs:
+        by_model.setdefault(r["model"], []).append(r)
+    table = {}
+    for model, rs in by_model.items():
+        table[model] = {"seeds": sorted(r["seed"] for r in rs), "preset": rs[0]["preset"]}
+        for f in SUMMARY_FIELDS:
+            values = [r[f] for r in rs if r.get(f) is not None]
+            if values:
+                table[model][f] = stats.describe(values)
+    scores = {m: [r[score] for r in rs] for m, rs in by_model.items()}
+    losses = {m: [r["test_loss"] for r in rs] for m, rs in by_model.items()}
+    return {
+        "task": task,
+        "score": score,
+        "models": table,
+        "tests": {
+            "anova": stats.anova(scores),
+            "kruskal": stats.kruskal(losses),
+            "tukey": stats.tukey(scores),
+        },
+    }
+
+
+def format_table(summary: dict) -> str:
+    """A plain-text results table for the terminal."""
+    score = summary["score"]
+    lines = [f"{'model':<8} {'n':>2} {score:>18} {'test_loss':>16} {'params':>9} {'s/epoch':>8}"]
+    for model, row in summary["models"].items():
+        s, loss = row.get(score), row.get("test_loss")
+        lines.append(
+            f"{model:<8} {len(row['seeds']):>2} {s['mean']:>10.4f} ± {s['std']:<6.4f}"
+            f" {loss['mean']:>8.4f} ± {loss['std']:<6.4f} {int(row['params']['mean']):>9}"
+            f" {row['seconds_per_epoch']['mean']:>8.1f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""The memory as a linear recurrence, in chunks: the fast path where no address reads the trace.
+
+When the read and the write are addressed by the bank M alone (``address_trace=False``), no
+clip acts and each write is a plain outer product (no delta rule), every step's addresses
+are known up front and the per-sample trace is a decayed sum of outer products,
+
+    H_t = d_t H_{t-1} + s_t outer(w_t, v_t),
+    a_t H_{t-1} = sum_{j<t} (d_{j+1} ... d_{t-1}) s_j (a_t . w_j) v_j,
+
+the form of linear attention with a scalar gate. Within a chunk of C steps the recall is one
+masked (C, C) product; only the chunk-start states are walked in order. Every equation is the
+reference's (``naive.py``); the tests hold this path against it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .common import MemoryConfig, MemoryOutput
+from .naive import Scalar, address, write_address
+
+CHUNK_SIZE = 64
+
+
+def applies(cfg: MemoryConfig, decay: Scalar, strength: Scalar, noise: Tensor | None) -> bool:
+    """Whether the chunked form computes this memory exactly."""
+    scalar_rates = isinstance(decay, float | int) and isinstance(strength, float | int)
+    return (not cfg.shared and not cfg.address_trace and not cfg.delta_rule
+            and cfg.trace_clip is None and (noise is None or scalar_rates)
+            and (not isinstance(decay, float | int) or decay > 0))
+
+
+def chunk_memory(
+    q: Tensor, k: Tensor | None, v: Tensor, memory: Tensor, decay: Scalar, strength: Scalar,
+    cfg: MemoryConfig, noise: Tensor | None = None, initial_state: Tensor | None = None,
+    output_final_state: bool = False, lengths: Tensor | None = None,
+    key_mix: Tensor | None = None, chunk_size: int = CHUNK_SIZE,
+) -> tuple[MemoryOutput, Tensor | None]:
+    """``naive_memory``'s signature and results, for a memory where ``applies`` holds."""
+    B, T, n_hidden = q.shape
+    a = address(q, memory, cfg)  # (3)-(5) (B, T, N)
+    w = write_address(a, k, memory, cfg, key_mix)  # (10) (B, T, N)
+    log_d = _per_step(math.log(decay) if isinstance(decay, float | int) else decay.log(), q)
+    s = _per_step(strength, q)  # (B, T)
+    if lengths is not None:  # padded steps: decay 1, no write, zero outputs
+        active = torch.arange(T, device=q.device) < lengths[:, None]  # (B, T)
+        log_d, s, a = log_d * active, s * active, a * active[..., None]
+    sw = w * s[..., None]  # (B, T, N) the scaled write address
+
+    C = min(chunk_size, T)
+    n_chunks = -(-T // C)
+    pad = n_chunks * C - T
+
+    def chunks(t: Tensor) -> Tensor:  # (B, T, ...) -> (B, n_chunks, C, ...)
+        t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad))
+        return t.reshape(B, n_chunks, C, *t.shape[2:])
+
+    a_c, sw_c, v_c = chunks(a), chunks(sw), chunks(v)  # (B, n, C, N), (B, n, C, N), (B, n, C, h)
+    g = chunks(log_d).cumsum(2)  # (B, n, C) log of the decay since the chunk's start
+    g_before = g - chunks(log_d)  # the same, before the step's own decay
+    # (B, n, C, C): step t reads the writes j < t of its chunk, decayed from j to t - 1
+    strictly_lower = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
+    gap = (g_before[..., :, None] - g[..., None, :]).masked_fill(~strictly_lower, -math.inf)
+    within = (a_c @ sw_c.transpose(-1, -2)) * gap.exp() @ v_c  # (B, n, C, h)
+    # what each chunk adds to the trace, decayed to the chunk's end
+    to_end = (g[..., -1:] - g).exp()[..., None]  # (B, n, C, 1)
+    added = (sw_c * to_end).transpose(-1, -2) @ v_c  # (B, n, N, h)
+
+    H = initial_state if initial_state is not None else q.new_zeros(B, memory.shape[0], n_hidden)
+    earlier = []
+    for c in range(n_chunks):
+        earlier.append(a_c[:, c] @ H)  # (B, C, h) the reads of the chunk-start trace
+        H = g[:, c, -1, None, None].exp() * H + added[:, c]
+    from_start = torch.stack(earlier, 1) * g_before.exp()[..., None]  # (B, n, C, h)
+    read = (within + from_start).reshape(B, n_chunks * C, n_hidden)[:, :T]  # a_t H_{t-1}
+    if noise is not None:
+        noise_trace = _noise_trace(noise, float(decay), float(strength))  # (T, N, h)
+        before = F.pad(noise_trace[:-1], (0, 0, 0, 0, 1, 0))  # H^noise_{t-1}
+        read = read + torch.einsum("btn,tnh->bth", a, before)
+        last = (torch.full((B,), T - 1, device=q.device) if lengths is None
+                else lengths.to(q.device) - 1)  # (B,) each sample's last real step
+        H = H + noise_trace[last]
+    m = a @ memory + cfg.trace_scale * read  # (6) (B, T, h)
+    if lengths is not None:
+        m = m * active[..., None]
+    return MemoryOutput(a, m), (H if output_final_state else None)
+
+
+def _per_step(value: Scalar, like: Tensor) -> Tensor:
+    """A rate as a (B, T) tensor."""
+    if isinstance(value, float | int):
+        return like.new_full(like.shape[:2], float(value))
+    return value
+
+
+def _noise_trace(noise: Tensor, decay: float, strength: float) -> Tensor:
+    """The noise's share of the trace after each step, (T, N, h): the same for every sample."""
+    out, total = [], torch.zeros_like(noise[0])
+    for step in noise:
+        total = decay * total + strength * step
+        out.append(total)
+    return torch.stack(out)

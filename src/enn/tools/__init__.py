@@ -1,0 +1,1 @@
+"""Developer tools that run on the sources (``python -m enn.tools.imports``)."""

@@ -1,0 +1,247 @@
+"""The options beyond the paper's cell (eqs. 10-12 of docs/model.md): the chunked linear
+memory against the reference, the layer's paths against each other, and what each option
+means."""
+
+import math
+
+import pytest
+import torch
+
+from enn import Engram, EngramCell, EngramState
+from enn.ops.engram import MemoryConfig, chunk_memory, encode, engram_layer, naive_memory
+from enn.ops.engram.naive import memory_step
+
+LINEAR = dict(address_trace=False, trace_clip=None)
+
+
+def memory_case(B, T, h, N, per_step_rates, with_lengths, with_state, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.double)
+
+    z = randn(B, T, h)
+    z[1, 2] = 0  # an exactly zero encoding
+    memory = randn(N, h)
+    if per_step_rates:
+        decay = torch.sigmoid(2 + randn(B, T))
+        strength = torch.sigmoid(randn(B, T))
+    else:
+        decay, strength = 0.9, 0.7
+    lengths = torch.randint(1, T + 1, (B,), generator=g) if with_lengths else None
+    if lengths is not None:
+        lengths[0] = T
+    H0 = 0.3 * randn(B, N, h) if with_state else None
+    return z, memory, decay, strength, lengths, H0
+
+
+# (B, T, h, N, chunk size): one chunk, several with a ragged end, memory 8 and 64
+SHAPES = [(9, 13, 40, 8, 64), (9, 13, 40, 8, 4), (10, 17, 41, 64, 5)]
+
+
+@pytest.mark.parametrize("B,T,h,N,C", SHAPES)
+@pytest.mark.parametrize("write_key", ["current", "previous", "mix"])
+@pytest.mark.parametrize("variant", ["plain", "rates+lengths", "state+noise", "slot+topk"])
+def test_chunked_memory_matches_the_reference_with_every_gradient(B, T, h, N, C, write_key,
+                                                                  variant):
+    z, memory, decay, strength, lengths, H0 = memory_case(
+        B, T, h, N, per_step_rates=variant == "rates+lengths",
+        with_lengths=variant == "rates+lengths", with_state=variant == "state+noise")
+    noise = 0.05 * torch.randn(T, N, h, dtype=torch.double) if variant == "state+noise" else None
+    inv_temperature = (torch.linspace(1.0, 5.0, N, dtype=torch.double) if variant == "slot+topk"
+                       else 2.0)
+    leaves = [z, memory, *(t for t in (decay, strength, H0) if isinstance(t, torch.Tensor))]
+    if isinstance(inv_temperature, torch.Tensor):
+        leaves.append(inv_temperature)
+    key_mix = torch.tensor(0.3, dtype=torch.double) if write_key == "mix" else None
+    if key_mix is not None:
+        leaves.append(key_mix)
+    for t in leaves:
+        t.requires_grad_()
+    cfg = MemoryConfig(0.5, inv_temperature, None, 3 if variant == "slot+topk" else None,
+                       address_trace=False, cosine_eps=1e-3 if variant == "plain" else 0.0)
+    k = None if write_key == "current" else torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], 1)
+
+    results = []
+    for run in (naive_memory, lambda *a, **kw: chunk_memory(*a, **kw, chunk_size=C)):
+        out, H = run(z, k, z, memory, decay, strength, cfg, noise, H0, True, lengths,
+                     key_mix=key_mix)
+        values = (out.attention, out.recall, H)
+        probe = torch.Generator().manual_seed(1)
+        loss = sum((v * torch.randn(v.shape, generator=probe, dtype=v.dtype)).sum()
+                   for v in values)
+        results.append((*values, *torch.autograd.grad(loss, leaves)))
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+
+
+def test_the_chunked_path_is_what_the_layer_runs_and_matches_the_torch_path():
+    torch.manual_seed(0)
+    layer = Engram(7, 40, batch_first=True, memory_size=8, write_key="mix", trace_decay=0.95,
+                   hebbian_lr=1.0, sharpness="slot", neuromodulation=True,
+                   hidden_update="residual", cosine_eps=1e-3, trace_noise=0.0,
+                   **LINEAR).double()
+    x = torch.randn(9, 11, 7, dtype=torch.double)
+    lengths = torch.randint(1, 12, (9,))
+    layer(x, lengths=lengths)
+    assert layer.last_path == ("chunk/torch",)
+
+    def run(backend):
+        layer.zero_grad()
+        out, final, _ = engram_layer(x, layer.layer_weights(0), layer.hyper, None, True, lengths,
+                                     backend=backend, options=layer._layer_options("_l0"))
+        (out.sum() + final.trace.square().sum() + final.key.sum()).backward()
+        return (out, *final, *(p.grad.clone() for p in layer.parameters()))
+
+    for got, expected in zip(run("auto"), run("torch"), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("options", [
+    dict(write_key="previous", **LINEAR),
+    dict(write_key="previous", delta_rule=True, hidden_update="gated"),
+    dict(write_key="mix", neuromodulation=True, sharpness="layer"),
+])
+def test_steps_one_at_a_time_equal_one_pass(options):
+    torch.manual_seed(0)
+    layer = Engram(5, 16, batch_first=True, memory_size=8, trace_noise=0.0, **options).double()
+    x = torch.randn(3, 9, 5, dtype=torch.double)
+    out, state = layer(x)
+    cell = EngramCell(5, 16, memory_size=8, trace_noise=0.0, **options).double()
+    cell.load_state_dict({name.removesuffix("_l0"): p for name, p in layer.state_dict().items()})
+    step_state, outs = None, []
+    for t in range(x.size(1)):
+        step_state = cell(x[:, t], step_state)
+        outs.append(step_state.h)
+    torch.testing.assert_close(torch.stack(outs, 1), out)
+    for got, expected in zip(step_state, state, strict=True):
+        torch.testing.assert_close(got, expected[0])
+
+
+def test_the_previous_key_writes_each_value_under_the_key_before_it():
+    # one-hot encodings and a bank equal to them: key e_i at step t, value e_j at t + 1
+    h = N = 4
+    memory = torch.eye(N, dtype=torch.double)
+    z = torch.eye(h, dtype=torch.double)[[0, 1, 2, 3]][None]  # (1, 4, 4): a b c d
+    k = torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], 1)
+    cfg = MemoryConfig(1.0, 50.0, None, address_trace=False)
+    _, H = naive_memory(z, k, z, memory, 1.0, 1.0, cfg, output_final_state=True)
+    # row i (the address of key i) holds the value that followed it
+    torch.testing.assert_close(H[0], torch.eye(4, dtype=torch.double).roll(1, 1).triu(),
+                               atol=1e-6, rtol=0)
+
+
+def test_the_delta_rule_replaces_a_key_s_value_where_the_plain_write_adds():
+    h = N = 3
+    memory = torch.eye(N, dtype=torch.double)
+    key = torch.tensor([[1.0, 0, 0]], dtype=torch.double)
+    v1, v2 = torch.tensor([[0, 1.0, 0]], dtype=torch.double), torch.tensor([[0, 0, 1.0]],
+                                                                           dtype=torch.double)
+    for delta, expected in ((False, v1 + v2), (True, v2)):
+        cfg = MemoryConfig(1.0, 50.0, None, address_trace=False, delta_rule=delta)
+        H = torch.zeros(1, N, h, dtype=torch.double)
+        for v in (v1, v2):
+            _, _, H = memory_step(key, key, v, H, memory, 1.0, 1.0, None, cfg)
+        torch.testing.assert_close(H[0, 0:1], expected, atol=1e-6, rtol=0)
+
+
+def test_the_options_start_where_their_fixed_counterparts_are():
+    torch.manual_seed(0)
+    fixed = Engram(6, 12, batch_first=True, memory_size=8, trace_noise=0.0, trace_decay=0.9,
+                   hebbian_lr=0.2).double()
+    learned = Engram(6, 12, batch_first=True, memory_size=8, trace_noise=0.0, trace_decay=0.9,
+                     hebbian_lr=0.2, sharpness="slot", neuromodulation=True).double()
+    learned.load_state_dict(fixed.state_dict(), strict=False)
+    assert torch.allclose(learned.log_sharpness_l0.exp(),
+                          torch.full((8,), 1 / fixed.hyper.effective_temperature,
+                                     dtype=torch.double))
+    x = torch.randn(2, 5, 6, dtype=torch.double)
+    torch.testing.assert_close(learned(x)[0], fixed(x)[0])
+
+
+def test_hidden_updates_residual_and_gated_follow_their_equations():
+    torch.manual_seed(0)
+    paper = Engram(4, 8, batch_first=True, memory_size=4, trace_noise=0.0).double()
+    residual = Engram(4, 8, batch_first=True, memory_size=4, trace_noise=0.0,
+                      hidden_update="residual").double()
+    gated = Engram(4, 8, batch_first=True, memory_size=4, trace_noise=0.0,
+                   hidden_update="gated").double()
+    for other in (residual, gated):
+        other.load_state_dict(paper.state_dict(), strict=False)
+    x = torch.randn(2, 3, 4, dtype=torch.double)
+    h0 = torch.randn(1, 2, 8, dtype=torch.double)
+    state = (h0, torch.zeros(1, 2, 4, 8, dtype=torch.double))
+    w = paper.layer_weights(0)
+    with torch.no_grad():
+        out_p, _ = paper(x[:, :1], state)
+        out_r, _ = residual(x[:, :1], state)
+        gated.weight_g_l0.zero_()
+        gated.bias_g_l0.fill_(40.0)  # gate open: the new candidate
+        out_open, _ = gated(x[:, :1], state)
+        gated.bias_g_l0.fill_(-40.0)  # gate shut: h_prev
+        out_shut, _ = gated(x[:, :1], state)
+        # the residual form by hand: LN(h_prev + u), u the paper's output before its LayerNorm
+        z = encode(x[:, 0], w, 1e-6)
+        m = (torch.softmax(cosines(z, w.memory) / paper.hyper.effective_temperature, -1)
+             @ w.memory)
+        c = torch.relu(torch.cat([z, m, h0[0]], -1) @ w.weight_c.t() + w.bias_c)
+        u = torch.relu(c @ w.weight_o.t() + w.bias_o)
+    ln = torch.nn.functional.layer_norm
+    torch.testing.assert_close(out_open, out_p)
+    torch.testing.assert_close(out_shut[:, 0], ln(h0[0], (8,), w.ln_h_weight, w.ln_h_bias, 1e-6))
+    torch.testing.assert_close(out_r[:, 0], ln(h0[0] + u, (8,), w.ln_h_weight, w.ln_h_bias, 1e-6))
+    torch.testing.assert_close(out_p[:, 0], ln(u, (8,), w.ln_h_weight, w.ln_h_bias, 1e-6))
+
+
+def cosines(z, memory):
+    return torch.nn.functional.normalize(z, dim=-1) @ torch.nn.functional.normalize(
+        memory, dim=-1).t()
+
+
+def test_a_zero_encoding_gives_a_bounded_cosine_gradient_with_cosine_eps():
+    memory = torch.randn(8, 16, dtype=torch.double)
+    for eps, bound in ((0.0, None), (1e-3, 1 / math.sqrt(1e-3))):
+        z = torch.zeros(1, 1, 16, dtype=torch.double, requires_grad=True)
+        cfg = MemoryConfig(0.5, 4.0, None, address_trace=False, cosine_eps=eps)
+        out, _ = naive_memory(z, None, z, memory, 0.9, 0.1, cfg)
+        (out.attention * torch.arange(8.0, dtype=torch.double)).sum().backward()
+        largest = z.grad.abs().max().item()
+        if bound is None:
+            assert largest > 1e5  # the paper's clamp at 1e-6
+        else:
+            assert largest < 4.0 * bound
+
+
+def test_the_paper_defaults_keep_the_paper_s_memory_and_parameters():
+    layer = Engram(4, 8)
+    assert layer.hyper.paper_memory and layer.hyper.hidden_update == "paper"
+    assert len(list(layer.parameters())) == 11
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(write_key="next"), "write_key must be one of"),
+    (dict(sharpness="global"), "sharpness must be one of"),
+    (dict(hidden_update="lstm"), "hidden_update must be one of"),
+    (dict(trace_decay=1.5), "trace_decay must be in"),
+    (dict(cosine_eps=-1.0), "cosine_eps must be"),
+    (dict(trace_clip=0.0), "trace_clip must be > 0"),
+])
+def test_bad_option_values_raise_one_clear_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Engram(4, 8, **kwargs)
+
+
+def test_the_kernel_backends_refuse_the_options():
+    layer = Engram(4, 8, batch_first=True, write_key="previous")
+    with pytest.raises(RuntimeError, match="paper's memory only"):
+        engram_layer(torch.randn(2, 3, 4), layer.layer_weights(0), layer.hyper, backend="native")
+
+
+def test_a_two_element_state_still_continues_a_sequence():
+    torch.manual_seed(0)
+    layer = Engram(4, 8, batch_first=True, trace_noise=0.0)
+    x = torch.randn(2, 6, 4)
+    _, state = layer(x[:, :3])
+    full, _ = layer(x[:, 3:], EngramState(*state))
+    pair, _ = layer(x[:, 3:], (state.h, state.trace))
+    torch.testing.assert_close(pair, full)
