@@ -2,6 +2,7 @@
 uniform initialisation, SGD with a step schedule, the summed LM loss, the Penn Treebank task,
 the Zaremba et al. config, and language models under two-process DDP."""
 
+import csv
 import hashlib
 import math
 import subprocess
@@ -14,6 +15,7 @@ import torch
 from data_fixtures import PTB_SPLITS, serve, wiki_text, write_ptb, write_wikitext
 from torch import nn
 
+from enn.cli import main
 from enn.data import DataIntegrityError, get_datamodule, sources
 from enn.data.downloader import download
 from enn.models import build_model, resolve
@@ -257,6 +259,18 @@ def write_corpus(root: Path, seed: int = 0) -> None:
                 )
             lines.append(" ".join(line))
         (out / f"wiki.{name}.tokens").write_text(wiki_text(lines), encoding="utf-8")
+
+
+def test_epoch_log_has_each_epochs_own_train_perplexity(tmp_path):
+    write_corpus(tmp_path / "data")
+    args = ["train", "--task", "wikitext2", "--model", "lstm", "--data-dir", tmp_path / "data",
+            "--out", tmp_path / "run", "--epochs", "2", "model.hidden_sizes=8",
+            "model.embed_dim=8", "train.batch_size=8", "data.verify_checksums=false"]
+    assert main([str(a) for a in args]) == 0
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert len(rows) == 2
+    for row in rows:  # the token-weighted mean loss of the same epoch
+        assert float(row["train_ppl"]) == pytest.approx(math.exp(float(row["train_loss"])))
 
 
 @pytest.mark.slow

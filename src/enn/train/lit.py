@@ -139,12 +139,14 @@ class LitSequenceModel(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         self._log_perplexity("val")
+        # The epoch's training tokens are all counted by now: logged here, train_ppl reaches
+        # the epoch log (a callback, whose on_train_epoch_end runs before this module's).
+        self._log_perplexity("train")
 
     def on_test_epoch_end(self):
         self._log_perplexity("test")
 
     def on_train_epoch_end(self):
-        self._log_perplexity("train")
         # The plateau schedule steps here, between the epoch's validation and the end-of-epoch
         # checkpoint (which runs after this hook), so that the checkpoint holds its state after
         # this epoch's step; Lightning would step it only after the checkpoint was written.
