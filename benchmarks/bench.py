@@ -42,6 +42,7 @@ from enn.analysis.metrics import find_engram
 from enn.cli import CLIError, Parser
 from enn.models import ModelConfig, build_model
 from enn.models.build import DataShape
+from enn.models.config import ASSOCIATIVE
 from enn.ops.engram import encode, layer
 
 CLASSES = 10
@@ -56,9 +57,12 @@ VARIANTS = {"torch-hidden": ("native", "torch"), "torch-memory": ("torch", "nati
 
 
 def build(name: str, input_size: int, hidden: int, memory: int) -> nn.Module:
-    """``enn_<trace>[:<variant>]``: the ENN classifier (one Engram layer); ``lstm``, ``gru``,
+    """``enn_<trace>[:<variant>]``: the ENN classifier (one Engram layer of the paper's cell);
+    ``enn_associative``: the same with the associative preset's layer; ``lstm``, ``gru``,
     ``rnn``: the paper's baselines, two stacked layers (hidden, hidden / 2)."""
-    if name.startswith("enn_"):
+    if name == "enn_associative":
+        cfg = ModelConfig("engram", (hidden,), memory_size=memory, **ASSOCIATIVE)
+    elif name.startswith("enn_"):
         trace = name[len("enn_"):].partition(":")[0]
         cfg = ModelConfig("engram", (hidden,), memory_size=memory, trace=trace)
     else:
@@ -439,6 +443,7 @@ def main(argv: list[str] | None = None, prog: str = "enn bench") -> int:
     names = [f"enn_{m}" for m in args.trace]
     if args.backends:
         names += [f"enn_{m}:{v}" for m in args.trace for v in VARIANTS]
+    names += [f"enn_{p}" for p in args.presets]
     names += ["lstm", *[b for b in args.baselines if b != "lstm"]]
     shape = {"batch": args.batch, "steps": args.steps, "input_size": args.input_size,
              "hidden": args.hidden, "memory": args.memory}
@@ -497,6 +502,8 @@ def parser(prog: str) -> Parser:
     p.add_argument("--memory", type=int, default=64, help="memory size N")
     p.add_argument("--trace", nargs="+", default=["per_sample", "shared"],
                    choices=["per_sample", "shared"])
+    p.add_argument("--presets", nargs="*", default=[], choices=["associative"],
+                   help="also time the ENN with this preset's layer (one per-sample layer)")
     p.add_argument("--baselines", nargs="*", default=["lstm", "gru", "rnn"],
                    choices=["lstm", "gru", "rnn"], help="the LSTM always runs (the ratio's base)")
     p.add_argument("--repeats", type=int, default=7, help="timed steps per model (median)")

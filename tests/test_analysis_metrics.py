@@ -61,7 +61,7 @@ def test_attribution_matches_a_hand_gradient_for_one_step(trace):
     engram = model.backbone.rnn
     w = engram.layer_weights(0)
     z = encode(x[:, 0], w, engram.hyper.ln_eps)  # (B, h)
-    m = record.retrieved[:, 0].clone().requires_grad_(True)  # (B, h)
+    m = record.recall[:, 0].clone().requires_grad_(True)  # (B, h)
     w_cz, w_cm, _ = w.weight_c.split(8, dim=1)
     c = F.relu(F.linear(z, w_cz, w.bias_c) + F.linear(m, w_cm))  # (B, 3h)
     h = F.layer_norm(
@@ -101,7 +101,7 @@ def test_remove_slots_keeps_rows_and_parameters(trace):
     torch.testing.assert_close(smaller.memory_l0, engram.memory_l0[[0, 2, 3, 5]])
     torch.testing.assert_close(smaller.weight_c_l0, engram.weight_c_l0)
     x = torch.randn(2, 3, 5)
-    _, state, record = smaller(x, return_intermediates=True)
+    _, state, record = smaller.forward_with_intermediates(x)
     assert record.attention.shape == (2, 3, 4)
     torch.testing.assert_close(record.attention.sum(-1), torch.ones(2, 3))
     assert state.trace.shape[-2] == 4
@@ -136,3 +136,18 @@ def test_ablation_numbers_are_consistent():
     assert 0 <= d["prob_random"] <= 1 and d["draws"] == 5
     with pytest.raises(ValueError, match="k must be"):
         metrics.ablation(model, x, att.scores[0], 0, k=6)
+
+
+def test_removing_slots_keeps_every_option_and_per_slot_parameter():
+    from enn.models.config import ASSOCIATIVE
+
+    engram = Engram(5, 12, batch_first=True, memory_size=6,
+                    **{**ASSOCIATIVE, "sharpness": "slot", "write_key": "mix"}).eval()
+    with torch.no_grad():
+        engram.log_sharpness_l0.copy_(torch.arange(6.0) / 3)
+    smaller = metrics.remove_slots(engram, [1, 4])
+    assert smaller.options() == {**engram.options(), "memory_size": 4}
+    torch.testing.assert_close(smaller.log_sharpness_l0, engram.log_sharpness_l0[[0, 2, 3, 5]])
+    torch.testing.assert_close(smaller.memory_l0, engram.memory_l0[[0, 2, 3, 5]])
+    x = torch.randn(2, 7, 5)
+    torch.testing.assert_close(metrics.remove_slots(engram, [])(x)[0], engram(x)[0])

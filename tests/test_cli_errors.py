@@ -61,7 +61,7 @@ CASES = [
     (["model.hidden_sizes=8,16"], "one width for all Engram layers"),
     (["model.memory_size=0"], "'model.memory_size' expects an integer >= 1, got 0"),
     (["model.trace=bogus"], "'model.trace' expects one of per_sample, shared, got 'bogus'"),
-    (["model.pooling=bogus"], "'model.pooling' expects one of last, attention, got 'bogus'"),
+    (["model.pooling=bogus"], "'model.pooling' expects one of last, attention, each, got 'bogus'"),
     (["model.dropout=2"], "'model.dropout' expects a probability in [0, 1), got 2.0"),
     (["model.top_k=100"], "'model.top_k' expects an integer from 1 to model.memory_size=64"),
     (["train.lr=-1"], "'train.lr' expects a number > 0, got -1.0"),

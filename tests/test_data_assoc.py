@@ -92,3 +92,19 @@ def test_bad_options_are_named():
         get_datamodule("assoc", k=27)
     with pytest.raises(ValueError, match="n_train"):
         get_datamodule("assoc", n_train=0)
+
+
+def test_repeated_keys_target_the_last_value_and_leave_the_plain_task_unchanged():
+    from enn.data.assoc import generate
+
+    plain = generate(500, 4, np.random.default_rng(3))
+    again = generate(500, 4, np.random.default_rng(3), repeats=0)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, again, strict=True))
+    tokens, targets = generate(500, 6, np.random.default_rng(3), repeats=2)
+    for row, target in zip(tokens, targets, strict=True):
+        text = decode(row)
+        pairs = [(text[i], text[i + 1]) for i in range(0, 12, 2)]
+        assert len({key for key, _ in pairs}) <= 4 and text[-1] in {key for key, _ in pairs[:4]}
+        assert int([v for key, v in pairs if key == text[-1]][-1]) == target
+    with pytest.raises(ValueError, match="repeats must be below k=4"):
+        get_datamodule("assoc", k=4, repeats=4)

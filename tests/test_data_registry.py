@@ -30,6 +30,7 @@ def test_tasks_and_kinds():
         "ptb",
         "digits",
         "assoc",
+        "mqar",
     }
     lm = {name for name, info in TASKS.items() if info.kind == "language_model"}
     assert lm == {"wikitext103", "wikitext2", "wikitext103-small", "ptb"}

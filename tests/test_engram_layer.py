@@ -1,6 +1,7 @@
 """The Engram layer against the naive reference of the spec, and its torch.nn behaviour."""
 
 import io
+import warnings
 
 import pytest
 import torch
@@ -87,7 +88,7 @@ def test_per_sample_output_does_not_depend_on_other_samples():
 def test_shared_trace_is_the_clipped_batch_mean_hebbian_write():
     layer = make("shared", trace_clip=1.0).eval()
     x = torch.randn(4, 1, D)
-    _, state, inter = layer(x, return_intermediates=True)
+    _, state, inter = layer.forward_with_intermediates(x)
     a = inter.attention[:, 0]  # (B, N)
     z = torch.nn.functional.layer_norm(
         torch.relu(x[:, 0] @ layer.weight_z_l0.t() + layer.bias_z_l0), (HID,),
@@ -136,7 +137,7 @@ def test_cell_steps_equal_the_layer():
 def test_trace_stays_within_clip_and_long_large_sequences_stay_finite():
     layer = make(trace_clip=0.1, hebbian_lr=0.9).eval()
     x = 1000 * torch.randn(2, 2000, D)
-    out, state, inter = layer(x, return_intermediates=True)
+    out, state, inter = layer.forward_with_intermediates(x)
     assert torch.isfinite(out).all() and torch.isfinite(state.trace).all()
     assert inter.trace.abs().max() <= 0.1 + 1e-7
     assert inter.trace.abs().max() > 0.09  # the bound is reached, so clipping did act
@@ -192,7 +193,7 @@ def test_random_initial_state_only_in_training():
 
 def test_top_k_zeroes_all_but_k_weights():
     layer = make(top_k=2).eval()
-    _, _, inter = layer(torch.randn(3, 5, D), return_intermediates=True)
+    _, _, inter = layer.forward_with_intermediates(torch.randn(3, 5, D))
     assert ((inter.attention > 0).sum(-1) == 2).all()
     torch.testing.assert_close(inter.attention.sum(-1), torch.ones(3, 5))
 
@@ -200,7 +201,7 @@ def test_top_k_zeroes_all_but_k_weights():
 def test_sparsity_penalty_is_weighted_attention_entropy_and_differentiable():
     layer = make(sparsity_penalty=0.5).eval()
     x = torch.randn(3, 5, D)
-    _, _, inter = layer(x, return_intermediates=True)
+    _, _, inter = layer.forward_with_intermediates(x)
     torch.testing.assert_close(layer.aux_loss, 0.5 * attention_entropy(inter.attention))
     layer.aux_loss.backward()
     assert layer.memory_l0.grad.abs().sum() > 0
@@ -212,15 +213,15 @@ def test_sparsity_penalty_is_weighted_attention_entropy_and_differentiable():
 def test_intermediates_are_consistent_with_the_state():
     layer = make().eval()
     x = torch.randn(2, 4, D)
-    out, state, inter = layer(x, return_intermediates=True)
+    out, state, inter = layer.forward_with_intermediates(x)
     assert inter.attention.shape == (2, 4, N)
-    assert inter.retrieved.shape == (2, 4, HID)
+    assert inter.recall.shape == (2, 4, HID)
     assert inter.trace.shape == (2, 4, N, HID)
     torch.testing.assert_close(inter.trace[:, -1], state.trace[0])
     out_plain, _ = layer(x)
     torch.testing.assert_close(out, out_plain)
     two = Engram(D, HID, 2, memory_size=N).eval()
-    _, _, inter2 = two(x.transpose(0, 1), return_intermediates=True)
+    _, _, inter2 = two.forward_with_intermediates(x.transpose(0, 1))
     assert len(inter2.layers) == 2 and inter2.layers[-1].attention is inter2.attention
 
 
@@ -325,3 +326,34 @@ def test_cuda_matches_cpu():
     out, _ = layer(x)
     out_cuda, _ = layer.cuda()(x.cuda())
     torch.testing.assert_close(out_cuda.cpu(), out, atol=1e-4, rtol=1e-4)
+
+
+def test_forward_returns_two_values_and_settings_read_as_attributes():
+    layer = Engram(D, HID, batch_first=True, memory_size=N, hebbian_lr=0.2, write_key="mix")
+    result = layer(torch.randn(2, 3, D))
+    assert len(result) == 2 and isinstance(result[1], EngramState)
+    assert (layer.hebbian_lr, layer.write_key, layer.trace_clip) == (0.2, "mix", 0.1)
+    rebuilt = Engram(D, HID, batch_first=True, **layer.options())
+    assert rebuilt.hyper == layer.hyper and rebuilt.trace_noise == layer.trace_noise
+    with pytest.raises(AttributeError):
+        layer.hebbian_lr = 0.3
+
+
+def test_dropout_with_one_layer_warns_as_lstm_does():
+    with pytest.warns(UserWarning, match="num_layers greater than 1"):
+        Engram(D, HID, dropout=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Engram(D, HID, num_layers=2, dropout=0.5)
+
+
+def test_the_models_expose_the_auxiliary_loss_as_one_attribute():
+    from enn.models import ModelConfig, build_model
+    from enn.models.build import DataShape
+
+    shape = DataShape("classification", 3, input_size=D)
+    enn = build_model(ModelConfig(hidden_sizes=(HID,), sparsity_penalty=0.5), shape)
+    lstm = build_model(ModelConfig("lstm", (HID,)), shape)
+    enn(torch.randn(2, 4, D))
+    assert enn.aux_loss is enn.backbone.rnn.aux_loss and enn.aux_loss.requires_grad
+    assert lstm.aux_loss is None

@@ -4,10 +4,10 @@ The statistics are pure functions of tensors or arrays. Attribution and ablation
 that contains one ``Engram`` (a ``SequenceClassifier`` with an ``EngramBackbone``, or any
 module holding one) and the inputs to explain.
 
-- Slot attribution (gradient x contribution): slot i's share of the retrieved vector at step t
+- Slot attribution (gradient x contribution): slot i's share of the recall at step t
   is ``a_t[i] * E_t[i]`` (``E_t = M + alpha * H_{t-1}``); its attribution is
   ``sum_t a_t[i] * (E_t[i] . d logit_c / d m_t)``, with c the predicted (or given) class.
-  Summed over the slots this is gradient x input of the retrieved vectors.
+  Summed over the slots this is gradient x input of the recalls.
 - Ablation removes rows of the memory bank: a copy of the Engram with ``N - k`` slots holds the
   kept rows of M (all other parameters copied), so attention renormalises over the remaining
   slots and removed slots are neither recalled nor written.
@@ -128,7 +128,7 @@ def recording(engram: Engram) -> Iterator[list[EngramIntermediates]]:
     records: list[EngramIntermediates] = []
 
     def forward(*args, **kwargs):
-        out, state, record = Engram.forward(engram, *args, return_intermediates=True, **kwargs)
+        out, state, record = Engram.forward_with_intermediates(engram, *args, **kwargs)
         records.append(record)
         return out, state
 
@@ -178,7 +178,7 @@ def slot_attribution(
         record = records[-1].layers[layer]
         target = logits.argmax(-1) if target is None else target.to(logits.device)  # (B,)
         chosen = logits.gather(1, target[:, None]).sum()
-        steps = [GradientEdge(node, nr) for node, nr in record.retrieved.grad_fn.next_functions]
+        steps = [GradientEdge(node, nr) for node, nr in record.recall.grad_fn.next_functions]
         grads = torch.autograd.grad(chosen, steps, allow_unused=True, materialize_grads=True)
     g = torch.stack(grads, dim=1)  # (B, T, h)
     k = range(engram.num_layers)[layer]
@@ -213,31 +213,16 @@ def remove_slots(engram: Engram, slots: Iterable[int]) -> Engram:
         raise ValueError("cannot remove every memory slot")
     hp = engram.hyper
     memory = engram.layer_weights(0).memory
-    smaller = Engram(
-        engram.input_size,
-        engram.hidden_size,
-        engram.num_layers,
-        engram.bias,
-        engram.batch_first,
-        engram.dropout,
-        memory_size=len(keep),
-        hebbian_lr=hp.hebbian_lr,
-        trace_scale=hp.trace_scale,
-        temperature=hp.temperature,
-        sparsity=hp.sparsity,
-        trace_clip=hp.trace_clip,
-        trace_noise=engram.trace_noise,
-        trace=hp.trace_mode,
-        init_state=engram.init_state,
-        top_k=None if hp.top_k is None else min(hp.top_k, len(keep)),
-        sparsity_penalty=engram.sparsity_penalty,
-        layer_norm_eps=hp.ln_eps,
-        device=memory.device,
-        dtype=memory.dtype,
-    )
+    options = {**engram.options(), "memory_size": len(keep),
+               "top_k": None if hp.top_k is None else min(hp.top_k, len(keep))}
+    smaller = Engram(engram.input_size, engram.hidden_size, engram.num_layers, engram.bias,
+                     engram.batch_first, engram.dropout, device=memory.device,
+                     dtype=memory.dtype, **options)
     index = torch.tensor(keep, device=memory.device)
+    per_slot = {name for name, p in engram.named_parameters()
+                if name.startswith(("memory", "log_sharpness")) and p.dim() > 0}
     state = {
-        name: value.index_select(0, index) if name.startswith("memory") else value
+        name: value.index_select(0, index) if name in per_slot else value
         for name, value in engram.state_dict().items()
     }
     smaller.load_state_dict(state)
@@ -248,7 +233,7 @@ def remove_slots(engram: Engram, slots: Iterable[int]) -> Engram:
 def keep_state_slots(state: EngramState, keep: Sequence[int]) -> EngramState:
     """An initial state for the smaller Engram: the trace rows ``keep`` (slot dim is -2)."""
     index = torch.tensor(list(keep), device=state.trace.device)
-    return EngramState(state.h, state.trace.index_select(state.trace.dim() - 2, index))
+    return EngramState(state.h, state.trace.index_select(state.trace.dim() - 2, index), state.key)
 
 
 def without_slots(model: nn.Module, slots: Iterable[int]) -> nn.Module:

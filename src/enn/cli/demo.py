@@ -1,8 +1,9 @@
 """``enn demo``: the whole pipeline in a few minutes on a CPU, nothing to download.
 
 1. ``digits`` (scikit-learn's 8x8 digits): ENN, LSTM, GRU and RNN, two seeds each;
-2. associative recall: ENN vs LSTM at a small hidden size;
-then ``enn explain`` on each task's best ENN run and a report per task. ``--quick`` is a
+2. associative recall at a small hidden size: the ENN of the ``associative`` preset and an
+   LSTM, then the paper's cell (``default`` preset);
+then ``enn explain`` on each comparison's best ENN run and a report per comparison. ``--quick`` is a
 reduced setting (under a minute) for the end-to-end test. Finished runs are reused, so a second
 call only rewrites the reports.
 """
@@ -19,44 +20,29 @@ from pathlib import Path
 class Part:
     """One comparison of the demo."""
 
+    name: str  # the comparison's folder
     task: str
     models: tuple[str, ...]
     seeds: tuple[int, ...]
     overrides: dict = field(default_factory=dict)
     explain: tuple[int, ...] = (0, 1, 2)
+    preset: str = "default"
 
 
-ASSOC_SMALL = {"model.hidden_sizes": [32], "model.memory_size": 16}
+ASSOC_FULL = {"model.hidden_sizes": [32], "train.epochs": 10, "data.n_train": 20_000,
+              "data.n_val": 2_000, "data.n_test": 2_000}
+ASSOC_QUICK = {"model.hidden_sizes": [32], "train.epochs": 1, "data.n_train": 1_000,
+               "data.n_val": 200, "data.n_test": 200}
 FULL = (
-    Part("digits", ("engram", "lstm", "gru", "rnn"), (0, 1), {"train.epochs": 30}),
-    Part(
-        "assoc",
-        ("engram", "lstm"),
-        (0, 1),
-        {
-            **ASSOC_SMALL,
-            "train.epochs": 10,
-            "data.n_train": 20_000,
-            "data.n_val": 2_000,
-            "data.n_test": 2_000,
-        },
-    ),
+    Part("digits", "digits", ("engram", "lstm", "gru", "rnn"), (0, 1), {"train.epochs": 30}),
+    Part("assoc", "assoc", ("engram", "lstm"), (0, 1), ASSOC_FULL, preset="associative"),
+    Part("assoc-paper-cell", "assoc", ("engram",), (0, 1), ASSOC_FULL),
 )
 QUICK = (
-    Part("digits", ("engram", "lstm"), (0, 1), {"train.epochs": 2}, explain=(0,)),
-    Part(
-        "assoc",
-        ("engram", "lstm"),
-        (0, 1),
-        {
-            **ASSOC_SMALL,
-            "train.epochs": 1,
-            "data.n_train": 1_000,
-            "data.n_val": 200,
-            "data.n_test": 200,
-        },
-        explain=(0,),
-    ),
+    Part("digits", "digits", ("engram", "lstm"), (0, 1), {"train.epochs": 2}, explain=(0,)),
+    Part("assoc", "assoc", ("engram", "lstm"), (0, 1), ASSOC_QUICK, explain=(0,),
+         preset="associative"),
+    Part("assoc-paper-cell", "assoc", ("engram",), (0,), ASSOC_QUICK, explain=(0,)),
 )
 
 
@@ -81,11 +67,11 @@ def run_part(part: Part, out: Path) -> Path:
         list(part.models),
         list(part.seeds),
         out,
-        preset="default",
+        preset=part.preset,
         # The demo's models are small: one thread is faster, and far faster on a busy machine.
         overrides={"train.threads": 1, **part.overrides},
     )
-    print(f"\n{part.task}:\n{format_table(summary)}")
+    print(f"\n{part.task}, {part.preset} preset ({out}):\n{format_table(summary)}")
     best = best_engram_run(summary, load_runs(out))
     if best is not None:
         explain(best[0] / "checkpoints" / "best.ckpt", list(part.explain))
@@ -95,7 +81,7 @@ def run_part(part: Part, out: Path) -> Path:
 def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     start = time.perf_counter()
-    reports = [run_part(part, out / part.task) for part in (QUICK if args.quick else FULL)]
+    reports = [run_part(part, out / part.name) for part in (QUICK if args.quick else FULL)]
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; reports:")
     for path in reports:
         print(f"  {path}  ({path.with_suffix('.html')})")

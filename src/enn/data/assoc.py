@@ -3,7 +3,10 @@
 A sequence is K key-value pairs (K distinct letters a-z as keys, digits 0-9 as values),
 then ``??``, then one of the K keys as the query; the target is the digit stored with that
 key: ``c9k8j3f1??c`` -> 9. Sequences have 2K + 3 symbols from a vocabulary of 37: ids
-0-25 are the letters, 26-35 the digits, 36 is ``?``. Values may repeat; keys may not.
+0-25 are the letters, 26-35 the digits, 36 is ``?``. Values may repeat; keys may not, unless
+``repeats`` = r > 0: then the last r pairs write a new value under a key of an earlier pair
+(``c9k8c3f1??c`` -> 3), and the target is the key's last value, which a memory that only
+adds what it writes blurs.
 
 Inputs are one-hot floats (T, 37) by default (``encoding="onehot"``) or int64 ids for an
 embedding (``encoding="tokens"``); targets are the digit, 0-9 (10 classes).
@@ -39,18 +42,26 @@ QUERY = VOCAB_SIZE - 1  # id of "?"
 SPLITS = ("train", "val", "test")
 
 
-def generate(n: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` sequences with ``k`` pairs: token ids (n, 2k + 3) int64 and targets (n,) int64."""
+def generate(n: int, k: int, rng: np.random.Generator, repeats: int = 0
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` sequences with ``k`` pairs: token ids (n, 2k + 3) int64 and targets (n,) int64.
+    With ``repeats`` > 0 the last ``repeats`` pairs give a new value to a key of an earlier
+    pair, and the target is the key's last value."""
     rows = np.arange(n)
+    distinct = k - repeats
     keys = np.argsort(rng.random((n, len(LETTERS))), axis=1)[:, :k]  # (n, k) distinct letters
+    for j in range(distinct, k):  # a repeated pair reuses one of the first keys
+        keys[:, j] = keys[rows, rng.integers(0, distinct, size=n)]
     values = rng.integers(0, 10, size=(n, k))  # (n, k)
-    which = rng.integers(0, k, size=n)  # (n,) index of the queried pair
+    which = rng.integers(0, distinct, size=n)  # (n,) the queried key (one of the first pairs)
     tokens = np.empty((n, 2 * k + 3), dtype=np.int64)  # (n, T)
     tokens[:, 0 : 2 * k : 2] = keys
     tokens[:, 1 : 2 * k : 2] = DIGIT0 + values
     tokens[:, 2 * k : 2 * k + 2] = QUERY
-    tokens[:, 2 * k + 2] = keys[rows, which]
-    return tokens, values[rows, which].astype(np.int64)
+    query = keys[rows, which]
+    tokens[:, 2 * k + 2] = query
+    last = k - 1 - np.argmax((keys == query[:, None])[:, ::-1], axis=1)  # its last pair
+    return tokens, values[rows, last].astype(np.int64)
 
 
 def encode(text: str) -> np.ndarray:
@@ -82,6 +93,7 @@ class AssocDataModule(ClassificationDataModule):
         self,
         k: int = 4,
         encoding: str = "onehot",
+        repeats: int = 0,
         n_train: int = 100_000,
         n_val: int = 10_000,
         n_test: int = 20_000,
@@ -95,6 +107,10 @@ class AssocDataModule(ClassificationDataModule):
         if encoding not in ("onehot", "tokens"):
             raise ValueError(f"option encoding must be 'onehot' or 'tokens', got {encoding!r}")
         self.encoding = encoding
+        self.repeats = check_int("repeats", repeats, 0)
+        if self.repeats >= self.k:
+            raise ValueError(f"option repeats must be below k={self.k} (a key to repeat), "
+                             f"got {repeats}")
         self.sizes = {
             "train": check_int("n_train", n_train, 1),
             "val": check_int("n_val", n_val, 1),
@@ -112,11 +128,13 @@ class AssocDataModule(ClassificationDataModule):
     def tokens(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Token ids (n, T) and targets (n,) of one split, generated or read from the cache."""
         n = self.sizes[split]
-        path = self.data_dir / "assoc" / f"assoc-k{self.k}-seed{self.data_seed}-{split}-{n}.npz"
+        repeats = f"-r{self.repeats}" if self.repeats else ""
+        name = f"assoc-k{self.k}{repeats}-seed{self.data_seed}-{split}-{n}.npz"
+        path = self.data_dir / "assoc" / name
         if self.cache and path.is_file():
             return _load_cached(path, n, self.seq_len)
         seed = np.random.SeedSequence(self.data_seed, spawn_key=(SPLITS.index(split),))
-        tokens, targets = generate(n, self.k, np.random.default_rng(seed))
+        tokens, targets = generate(n, self.k, np.random.default_rng(seed), self.repeats)
         if self.cache:
             _save_atomic(path, tokens=tokens, targets=targets)
         return tokens, targets

@@ -11,6 +11,7 @@ from .base import BaseDataModule
 from .cifar10 import CIFAR10DataModule
 from .digits import DigitsDataModule
 from .mnist import MNIST10kDataModule, MNISTDataModule, MNISTPixelDataModule
+from .mqar import MQARDataModule
 from .wikitext import (
     PTBDataModule,
     WikiText2DataModule,
@@ -47,6 +48,10 @@ _MODULES: dict[str, tuple[type[BaseDataModule], str]] = {
     "assoc": (
         AssocDataModule,
         "associative recall (fast weights): K key-value pairs, ??, query -> value; 100k/10k/20k",
+    ),
+    "mqar": (
+        MQARDataModule,
+        "multi-query associative recall: pairs, then every key queried once; 20k/2k/4k",
     ),
 }
 

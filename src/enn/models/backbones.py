@@ -63,7 +63,11 @@ class StackedRNN(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.output_size = hidden_sizes[-1]
-        self.aux_loss = None
+
+    @property
+    def aux_loss(self) -> None:
+        """No auxiliary loss: the torch RNNs have no sparsity penalty."""
+        return None
 
     def forward(self, x: Tensor, state: list | None = None, lengths: Tensor | None = None):
         state = state or [None] * len(self.layers)

@@ -1,4 +1,5 @@
-"""The paper's classifier: backbone -> last state (or attention pooling) -> dropout -> linear."""
+"""The paper's classifier: backbone -> last state (or attention pooling) -> dropout -> linear;
+with ``pooling="each"`` a prediction at every step instead (tasks with a target per step)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from torch import Tensor, nn
 
 from .backbones import last_step
 
-POOLINGS = ("last", "attention")
+POOLINGS = ("last", "attention", "each")
 
 
 class TemporalAttentionPool(nn.Module):
@@ -27,7 +28,8 @@ class TemporalAttentionPool(nn.Module):
 
 
 class SequenceClassifier(nn.Module):
-    """A plain ``nn.Module``: ``forward(x, lengths=None) -> logits (B, num_classes)``.
+    """A plain ``nn.Module``: ``forward(x, lengths=None) -> logits (B, num_classes)``, or
+    (B, T, num_classes) with ``pooling="each"``.
 
     ``x`` is float (B, T, D), or int64 token ids (B, T) when ``vocab_size`` is given (an
     embedding of ``embed_dim`` comes first).
@@ -51,16 +53,21 @@ class SequenceClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.output_size, num_classes)
 
+        self.each_step = pooling == "each"
+
     def features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """The pooled representation before dropout and the head; (B, H)."""
+        """The pooled representation before dropout and the head; (B, H), or (B, T, H)."""
         if self.embedding is not None:
             x = self.embedding(x)  # (B, T, E)
         out, _ = self.backbone(x, lengths=lengths)  # (B, T, H)
+        if self.each_step:
+            return out
         return last_step(out, lengths) if self.pool is None else self.pool(out, lengths)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.head(self.dropout(self.features(x, lengths)))  # (B, C)
 
+    @property
     def aux_loss(self) -> Tensor | None:
         """The backbone's auxiliary loss of the last forward (ENN sparsity penalty), if any."""
         return self.backbone.aux_loss

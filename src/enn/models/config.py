@@ -20,6 +20,7 @@ import yaml
 
 PRESETS = ("paper", "default", "associative")
 LM_TASKS = ("wikitext103", "wikitext2", "wikitext103-small", "ptb")
+PER_STEP_TASKS = ("mqar",)  # a target at some steps of each sequence: pooling "each"
 # The paper's epoch counts (ENN_SPEC section 4); tasks it did not run get MNIST's.
 PAPER_EPOCHS = {"cifar10": 30, "wikitext103": 10, "wikitext2": 10, "wikitext103-small": 10}
 
@@ -34,7 +35,7 @@ class ModelConfig:
     hidden_sizes: tuple[int, ...] = (128,)
     layer_dropout: float = 0.0  # between stacked recurrent layers
     dropout: float = 0.3  # before the output layer
-    pooling: str = "last"  # classifier: "last" or "attention"
+    pooling: str = "last"  # classifier: "last", "attention" or "each" (a target per step)
     embed_dim: int = 128  # token inputs (language models, assoc with encoding=tokens)
     tie_weights: bool = False
     adaptive_cutoffs: tuple[int, ...] = ()  # language model: adaptive softmax when set
@@ -155,6 +156,8 @@ def resolve(task: str, backbone: str, preset: str = "default", seed: int = 42) -
         model.hidden_sizes = (128, 128) if lm else (128, 64)
     if lm:
         model.sparsity = 0.3
+    if task in PER_STEP_TASKS:
+        model.pooling = "each"
     train = TrainConfig(epochs=PAPER_EPOCHS.get(task, 15))
     if preset == "paper":
         model.trace, model.init_state = "shared", "random"
@@ -283,7 +286,7 @@ WRITE_KEYS = ("current", "previous", "mix")
 SHARPNESS = ("fixed", "layer", "slot")
 HIDDEN_UPDATES = ("paper", "residual", "gated")
 INIT_STATES = ("zeros", "random")
-POOLINGS = ("last", "attention")
+POOLINGS = ("last", "attention", "each")
 HEAD_INITS = ("torch", "glorot")
 CLIPS = ("global", "per_variable")
 OPTIMIZERS = ("adam", "sgd")
@@ -311,6 +314,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _fraction("model.layer_dropout", m.layer_dropout)
     _fraction("model.dropout", m.dropout)
     _choice("model.pooling", m.pooling, POOLINGS)
+    if (m.pooling == "each") != (cfg.task in PER_STEP_TASKS):
+        expected = "each (a target per step)" if cfg.task in PER_STEP_TASKS else "last or attention"
+        _bad("model.pooling", f"{expected} for task {cfg.task}", m.pooling)
     _int_range("model.embed_dim", m.embed_dim, 1)
     cutoffs = list(m.adaptive_cutoffs)
     if any(c < 1 for c in cutoffs) or cutoffs != sorted(set(cutoffs)):

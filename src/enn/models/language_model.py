@@ -63,5 +63,6 @@ class LanguageModel(nn.Module):
         logits = self.decoder(hidden)  # (B, T, V)
         return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T)
 
+    @property
     def aux_loss(self):
         return self.backbone.aux_loss

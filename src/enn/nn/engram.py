@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 
 import torch
@@ -132,6 +133,31 @@ class _EngramBase(nn.Module):
     def trace_mode(self) -> str:
         return self.hyper.trace_mode
 
+    hebbian_lr = property(lambda self: self.hyper.hebbian_lr)
+    trace_scale = property(lambda self: self.hyper.trace_scale)
+    temperature = property(lambda self: self.hyper.temperature)
+    sparsity = property(lambda self: self.hyper.sparsity)
+    trace_clip = property(lambda self: self.hyper.trace_clip)
+    top_k = property(lambda self: self.hyper.top_k)
+    layer_norm_eps = property(lambda self: self.hyper.ln_eps)
+    trace_decay = property(lambda self: self.hyper.trace_decay)
+    write_key = property(lambda self: self.hyper.write_key)
+    address_trace = property(lambda self: self.hyper.address_trace)
+    delta_rule = property(lambda self: self.hyper.delta_rule)
+    sharpness = property(lambda self: self.hyper.sharpness)
+    neuromodulation = property(lambda self: self.hyper.neuromodulation)
+    cosine_eps = property(lambda self: self.hyper.cosine_eps)
+    hidden_update = property(lambda self: self.hyper.hidden_update)
+
+    def options(self) -> dict:
+        """The ENN keyword arguments that rebuild this layer's settings:
+        ``type(layer)(input_size, hidden_size, ..., **layer.options())``."""
+        names = ("memory_size", "hebbian_lr", "trace_scale", "temperature", "sparsity",
+                 "trace_clip", "trace_noise", "init_state", "top_k", "sparsity_penalty",
+                 "layer_norm_eps", "trace_decay", "write_key", "address_trace", "delta_rule",
+                 "sharpness", "neuromodulation", "cosine_eps", "hidden_update")
+        return {"trace": self.trace_mode, **{name: getattr(self, name) for name in names}}
+
     @property
     def memory_dtype(self) -> torch.dtype:
         """The precision of the state: that of the memory bank."""
@@ -253,7 +279,7 @@ class _EngramBase(nn.Module):
 
     def _run_layer(
         self, x: Tensor, suffix: str, state: EngramState | None,
-        lengths: Tensor | None = None, return_intermediates: bool = False,
+        lengths: Tensor | None = None, keep_steps: bool = False,
     ) -> tuple[Tensor, EngramState, Tensor | None, EngramIntermediates | None, str]:
         """One layer over x (B, T, d). The training noise is one (N, h) draw per step from
         torch's generator, shared by the batch."""
@@ -264,16 +290,15 @@ class _EngramBase(nn.Module):
             noise = self.trace_noise * torch.randn(shape, device=x.device,
                                                    dtype=weights.memory.dtype)
         o, final, mem = engram_layer(x, weights, self.hyper, state, True, lengths, noise,
-                                     record_traces=return_intermediates,
+                                     record_traces=keep_steps,
                                      options=self._layer_options(suffix))
         entropy = None
         if self.sparsity_penalty > 0:
             entropy = _masked_entropy(mem.attention, lengths)
         record = None
-        if return_intermediates:
+        if keep_steps:
             record = EngramIntermediates(mem.attention, mem.recall, mem.traces)
-        path = "/".join(dict.fromkeys(layer_backends(o, self.hyper, noise,
-                                                     return_intermediates)))
+        path = "/".join(dict.fromkeys(layer_backends(o, self.hyper, noise, keep_steps)))
         return o, final, entropy, record, path
 
     def extra_repr(self) -> str:
@@ -397,16 +422,22 @@ class Engram(_EngramBase):
         top_k: hard top-k retrieval (other attention weights exactly 0); None = dense.
         sparsity_penalty: weight of the mean attention entropy; when > 0, every forward sets
             ``self.aux_loss`` to that weighted entropy, for the training loss.
+        Beyond the paper (docs/model.md, eqs. 10-12; the defaults are the paper's):
+        trace_decay (None: 1 - hebbian_lr), write_key ("current", "previous", "mix"),
+        address_trace (True), delta_rule (False), sharpness ("fixed", "layer", "slot"),
+        neuromodulation (False), cosine_eps (0.0), hidden_update ("paper", "residual",
+        "gated"); trace_clip=None removes the clip.
+        The settings are readable as attributes (``rnn.hebbian_lr``); ``rnn.options()`` gives
+        them as keyword arguments.
 
-    ``forward(input, hx=None, lengths=None, return_intermediates=False)``:
+    ``forward(input, hx=None, lengths=None) -> (output, EngramState(h, trace, key))``:
         input (T, B, input_size), (B, T, input_size) if batch_first, (T, input_size)
         unbatched, or a PackedSequence. ``lengths`` (B,) marks padded steps, which change
-        neither the state nor the real steps and output zeros. Returns
-        ``(output, EngramState(h, trace))`` with h (num_layers, B, hidden_size) and trace
-        (num_layers, B, N, hidden_size) per sample or (num_layers, N, hidden_size) shared;
-        with ``return_intermediates`` a third element, :class:`EngramIntermediates` of the top
-        layer (attention (B, T, N), retrieved (B, T, h), trace after each step), whose
-        ``layers`` holds every layer's, bottom first.
+        neither the state nor the real steps and output zeros. h is (num_layers, B,
+        hidden_size), trace (num_layers, B, N, hidden_size) per sample or (num_layers, N,
+        hidden_size) shared, key (num_layers, B, hidden_size). ``hx`` may also be a pair
+        (h, trace). ``forward_with_intermediates`` also returns :class:`EngramIntermediates`
+        (attention (B, T, N), recall (B, T, h), the trace after each step).
 
     Parameters of layer k: ``weight_z_lk``, ``bias_z_lk``, ``ln_z_weight_lk``, ``ln_z_bias_lk``,
     ``memory_lk``, ``weight_c_lk``, ``bias_c_lk``, ``weight_o_lk``, ``bias_o_lk``,
@@ -430,6 +461,10 @@ class Engram(_EngramBase):
         if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
             raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
         _check_range("dropout", dropout, 0.0, 1.0)
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(f"dropout option adds dropout after all but last recurrent layer, so "
+                          f"non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={dropout} and num_layers={num_layers}", stacklevel=2)
         self.num_layers = num_layers
         self.batch_first = batch_first
         self.dropout = float(dropout)
@@ -451,10 +486,24 @@ class Engram(_EngramBase):
     def forward(
         self,
         input: Tensor | PackedSequence,
-        hx: EngramState | tuple[Tensor, Tensor] | None = None,
+        hx: EngramState | tuple[Tensor, ...] | None = None,
         lengths: Tensor | None = None,
-        return_intermediates: bool = False,
-    ):
+    ) -> tuple[Tensor | PackedSequence, EngramState]:
+        output, state, _ = self._forward(input, hx, lengths, record=False)
+        return output, state
+
+    def forward_with_intermediates(
+        self,
+        input: Tensor | PackedSequence,
+        hx: EngramState | tuple[Tensor, ...] | None = None,
+        lengths: Tensor | None = None,
+    ) -> tuple[Tensor | PackedSequence, EngramState, EngramIntermediates]:
+        """``forward``, and what the memory did at every step: :class:`EngramIntermediates`
+        of the top layer, whose ``layers`` holds every layer's, bottom first. It runs the
+        memory on the PyTorch path (the only one that keeps every step's trace)."""
+        return self._forward(input, hx, lengths, record=True)
+
+    def _forward(self, input, hx, lengths, record: bool):
         packed = isinstance(input, PackedSequence)
         if packed:
             if lengths is not None:
@@ -490,7 +539,7 @@ class Engram(_EngramBase):
             if k > 0 and self.dropout > 0:
                 layer_in = F.dropout(layer_in, self.dropout, self.training)
             layer_in, final, entropy, record, path = self._run_layer(
-                layer_in, f"_l{k}", states[k], lengths, return_intermediates
+                layer_in, f"_l{k}", states[k], lengths, record
             )
             paths.append(path)
             finals.append(final)
@@ -515,10 +564,9 @@ class Engram(_EngramBase):
             if self.trace_mode == "per_sample":
                 trace_n = trace_n[:, 0]
         state = EngramState(h_n, trace_n, key_n)
-        if return_intermediates:
-            top = records[-1]
-            return output, state, replace(top, layers=tuple(records))
-        return output, state
+        if record:
+            return output, state, replace(records[-1], layers=tuple(records))
+        return output, state, None
 
     def _check_lengths(self, lengths: Tensor, B: int, T: int, device) -> Tensor:
         lengths = torch.as_tensor(lengths)

@@ -57,10 +57,13 @@ class LitSequenceModel(pl.LightningModule):
             return self._lm_step(batch, split)
         x, y = batch[0], batch[1]
         lengths = batch[2] if len(batch) > 2 else None
-        logits = self.model(x, lengths)  # (B, C)
+        logits = self.model(x, lengths)  # (B, C), or (B, T, C) with a target per step
+        if logits.dim() == 3:  # steps without a target are -100, which both measures skip
+            logits, y = logits.flatten(0, 1), y.flatten()
+        asked = y != -100
         loss = F.cross_entropy(logits, y)
-        acc = (logits.argmax(-1) == y).float().mean()
-        n = y.size(0)
+        acc = (logits.argmax(-1) == y)[asked].float().mean()
+        n = int(asked.sum())
         self.log(
             f"{split}_loss",
             loss,
@@ -79,7 +82,7 @@ class LitSequenceModel(pl.LightningModule):
             sync_dist=True,
             prog_bar=True,
         )
-        aux = self.model.aux_loss()
+        aux = self.model.aux_loss
         return loss if aux is None or split != "train" else loss + aux
 
     def _lm_step(self, batch, split: str) -> torch.Tensor:
@@ -104,7 +107,7 @@ class LitSequenceModel(pl.LightningModule):
             return loss
         if self.train_cfg.lm_loss == "sum_steps":
             loss = nll.sum(1).mean()  # the logged loss stays the mean token NLL
-        aux = self.model.aux_loss()
+        aux = self.model.aux_loss
         return loss if aux is None else loss + aux
 
     def _reset(self, split: str) -> None:

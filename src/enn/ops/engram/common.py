@@ -136,12 +136,12 @@ class MemoryOutput(NamedTuple):
 class EngramIntermediates:
     """What one layer did at every step; filled only when asked for.
 
-    attention (B, T, N), retrieved (B, T, h) and trace (B, T, N, h) per sample or (T, N, h)
+    attention (B, T, N), recall (B, T, h) and trace (B, T, N, h) per sample or (T, N, h)
     shared (the trace after each step).
     """
 
     attention: Tensor
-    retrieved: Tensor
+    recall: Tensor
     trace: Tensor
     layers: tuple[EngramIntermediates, ...] = ()  # in a stacked layer: every layer's, bottom first
 
