@@ -158,3 +158,19 @@ def serve(directory: Path, honour_range: bool = True) -> Iterator[tuple[str, Thr
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+# Penn Treebank lines as in Mikolov's files: lower case, numbers as N, rare words as <unk>.
+PTB_SPLITS = {
+    "train": ["no it was n't black monday", "the <unk> fell N points", "the market fell"],
+    "valid": ["the market was n't <unk>"],
+    "test": ["black monday fell", "zebra N"],  # zebra: unseen in training -> <unk>
+}
+
+
+def write_ptb(root: Path) -> Path:
+    out = root / "ptb"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, lines in PTB_SPLITS.items():
+        (out / f"ptb.{name}.txt").write_text(wiki_text(lines), encoding="utf-8")
+    return out

@@ -19,10 +19,17 @@ def test_paper_preset_matches_the_spec():
     assert resolve("cifar10", "rnn", "paper").train.epochs == 30
 
 
-def test_default_preset_differs_only_in_trace_and_initial_state():
+def test_default_preset_differs_in_trace_initial_state_and_the_keras_recipe():
     paper, default = resolve("mnist", "engram", "paper"), resolve("mnist", "engram", "default")
     assert default.model.trace == "per_sample" and default.model.init_state == "zeros"
+    assert (paper.train.clip, paper.train.adam_eps, paper.model.head_init) == (
+        "per_variable", 1e-7, "glorot"
+    )
+    assert (default.train.clip, default.train.adam_eps, default.model.head_init) == (
+        "global", 1e-8, "torch"
+    )
     paper.model.trace, paper.model.init_state, paper.preset = "per_sample", "zeros", "default"
+    paper.train.clip, paper.train.adam_eps, paper.model.head_init = "global", 1e-8, "torch"
     assert paper == default
 
 

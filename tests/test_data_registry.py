@@ -27,12 +27,13 @@ def test_tasks_and_kinds():
         "wikitext103",
         "wikitext2",
         "wikitext103-small",
+        "ptb",
         "digits",
         "assoc",
         "mqar",
     }
     lm = {name for name, info in TASKS.items() if info.kind == "language_model"}
-    assert lm == {"wikitext103", "wikitext2", "wikitext103-small"}
+    assert lm == {"wikitext103", "wikitext2", "wikitext103-small", "ptb"}
     assert all(info.name == name and info.description for name, info in TASKS.items())
     for name in TASKS:
         dm = get_datamodule(name)
@@ -97,7 +98,8 @@ def test_verify_reports_each_status(tmp_path):
     assert "38 tokens" in results["wiki.train.tokens"].message
     assert results["wiki.test.tokens"].status == "bad-format"
     assert "empty token file" in results["wiki.test.tokens"].message
-    assert {r.dataset for r in verify(tmp_path)} == {"mnist", "cifar10", "wikitext103", "wikitext2"}
+    datasets = {"mnist", "cifar10", "wikitext103", "wikitext2", "ptb"}
+    assert {r.dataset for r in verify(tmp_path)} == datasets
     assert [r.path.name for r in verify(tmp_path, ["mnist10k", "digits"])] == [
         "t10k-images-idx3-ubyte.gz",
         "t10k-labels-idx1-ubyte.gz",

@@ -6,7 +6,9 @@ faster than any per-item decoding. Two families:
 - ``ClassificationDataModule``: (x, y) pairs; the train loader is shuffled by a generator
   seeded with ``seed`` (same seed, same order), val/test loaders are not shuffled.
 - ``LanguageModelDataModule``: one token stream per split, cut into ``B`` parallel rows;
-  batch ``i + 1`` continues batch ``i`` row by row, so no loader is ever shuffled.
+  batch ``i + 1`` continues batch ``i`` row by row, so no loader is ever shuffled. Under
+  data parallel training (``shard(rank, world_size)``) the stream is cut into
+  ``world_size * B`` rows and each process reads its own ``B`` of them.
 
 ``data_seed`` (default: ``seed``) drives everything about the data itself (split
 membership, generated sequences); ``seed`` drives the shuffling. Fixing ``data_seed`` while
@@ -184,6 +186,7 @@ class LanguageModelDataModule(BaseDataModule):
         self.unk_id = 0
         self.eos_id = 1
         self.pad_id: int | None = None
+        self.rank, self.world_size = 0, 1
 
     def _corpus(self) -> tuple[list[str], dict[str, torch.Tensor]]:
         """The vocabulary (index = id) and ``{"train"|"val"|"test": 1-D int64 stream}``."""
@@ -193,10 +196,26 @@ class LanguageModelDataModule(BaseDataModule):
         self.vocab, streams = self._corpus()
         self.vocab_size = self.num_classes = len(self.vocab)
         self.streams = streams
-        self.rows = {
-            name: batchify(ids, self.batch_size if name == "train" else self.eval_batch_size)
-            for name, ids in streams.items()
-        }
+        self._batchify()
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Read only process ``rank``'s rows: each split is cut into ``world_size * B`` rows
+        (``B`` the batch size of the split) and this process takes rows ``[rank * B, (rank +
+        1) * B)``, each still read in order. Every process gets as many windows of as many
+        tokens, and the union of the processes' rows is exactly what one process with batch
+        ``world_size * B`` reads."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of the {world_size} processes")
+        self.rank, self.world_size = rank, world_size
+        if self._ready:
+            self._batchify()
+
+    def _batchify(self) -> None:
+        self.rows = {}
+        for name, ids in self.streams.items():
+            rows = self.batch_size if name == "train" else self.eval_batch_size
+            every = batchify(ids, rows * self.world_size)
+            self.rows[name] = every[self.rank * rows : (self.rank + 1) * rows]
 
     def _windows(self, name: str) -> DataLoader:
         self.setup()

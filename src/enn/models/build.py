@@ -28,6 +28,27 @@ class DataShape:
 
 
 def build_model(cfg: ModelConfig, shape: DataShape) -> nn.Module:
+    model = _build(cfg, shape)
+    if cfg.init_range > 0:
+        for p in model.parameters():
+            nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+    if cfg.head_init == "glorot":
+        for layer in output_layers(model):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return model
+
+
+def output_layers(model: nn.Module) -> list[nn.Linear]:
+    """The dense layers after the recurrent backbone (the reference's Keras ``Dense``):
+    the classifier's head and attention score, the language model's decoder (unless tied)."""
+    if isinstance(model, LanguageModel):
+        tied = model.decoder is not None and model.decoder.weight is model.embedding.weight
+        return [] if model.decoder is None or tied else [model.decoder]
+    return [model.head] + ([model.pool.score] if model.pool is not None else [])
+
+
+def _build(cfg: ModelConfig, shape: DataShape) -> nn.Module:
     tokens = shape.vocab_size is not None
     backbone = make_backbone(
         cfg.backbone,

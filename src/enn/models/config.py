@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 PRESETS = ("paper", "default", "associative")
-LM_TASKS = ("wikitext103", "wikitext2", "wikitext103-small")
+LM_TASKS = ("wikitext103", "wikitext2", "wikitext103-small", "ptb")
 PER_STEP_TASKS = ("mqar",)  # a target at some steps of each sequence: pooling "each"
 # The paper's epoch counts (ENN_SPEC section 4); tasks it did not run get MNIST's.
 PAPER_EPOCHS = {"cifar10": 30, "wikitext103": 10, "wikitext2": 10, "wikitext103-small": 10}
@@ -39,6 +39,8 @@ class ModelConfig:
     embed_dim: int = 128  # token inputs (language models, assoc with encoding=tokens)
     tie_weights: bool = False
     adaptive_cutoffs: tuple[int, ...] = ()  # language model: adaptive softmax when set
+    head_init: str = "torch"  # output layers: torch's default, or "glorot" (Keras' Dense)
+    init_range: float = 0.0  # > 0: every parameter drawn from U(-r, r) first (Zaremba et al.)
     # Engram only (ignored by the baselines)
     memory_size: int = 64
     trace: str = "per_sample"
@@ -88,6 +90,13 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     clip_norm: float = 1.0
+    clip: str = "global"  # "global" norm, or "per_variable" (Keras' clipnorm: each tensor)
+    optimizer: str = "adam"  # "adam" or "sgd" (plain, no momentum)
+    adam_eps: float = 1e-8  # torch's default; Keras' is 1e-7
+    schedule: str = "plateau"  # ReduceLROnPlateau, or "step": x lr_factor each epoch after
+    decay_after: int = 4  # step schedule: epochs at the full rate
+    lm_loss: str = "mean"  # language models: "mean" token NLL, or "sum_steps" (summed over
+    # the window's steps, averaged over the batch rows: Zaremba et al.'s loss)
     patience: int = 3  # early stopping on validation loss, best weights restored
     lr_factor: float = 0.5  # ReduceLROnPlateau
     lr_patience: int = 2
@@ -149,12 +158,14 @@ def resolve(task: str, backbone: str, preset: str = "default", seed: int = 42) -
         model.sparsity = 0.3
     if task in PER_STEP_TASKS:
         model.pooling = "each"
+    train = TrainConfig(epochs=PAPER_EPOCHS.get(task, 15))
     if preset == "paper":
         model.trace, model.init_state = "shared", "random"
+        # The reference's Keras recipe: clipnorm (each variable), Adam's epsilon, Dense init.
+        train.clip, train.adam_eps, model.head_init = "per_variable", 1e-7, "glorot"
     if preset == "associative":
         for name, value in ASSOCIATIVE.items():
             setattr(model, name, value)
-    train = TrainConfig(epochs=PAPER_EPOCHS.get(task, 15))
     return RunConfig(task=task, preset=preset, seed=seed, model=model, train=train)
 
 
@@ -276,6 +287,11 @@ SHARPNESS = ("fixed", "layer", "slot")
 HIDDEN_UPDATES = ("paper", "residual", "gated")
 INIT_STATES = ("zeros", "random")
 POOLINGS = ("last", "attention", "each")
+HEAD_INITS = ("torch", "glorot")
+CLIPS = ("global", "per_variable")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("plateau", "step")
+LM_LOSSES = ("mean", "sum_steps")
 MAX_SEED = 2**32 - 1  # numpy's seed range, which seed_everything uses
 
 
@@ -305,6 +321,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     cutoffs = list(m.adaptive_cutoffs)
     if any(c < 1 for c in cutoffs) or cutoffs != sorted(set(cutoffs)):
         _bad("model.adaptive_cutoffs", "increasing positive integers", cutoffs)
+    _choice("model.head_init", m.head_init, HEAD_INITS)
+    _float_range("model.init_range", m.init_range, 0.0)
     _int_range("model.memory_size", m.memory_size, 1)
     _choice("model.trace", m.trace, TRACE_MODES)
     _choice("model.init_state", m.init_state, INIT_STATES)
@@ -327,6 +345,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     _int_range("train.batch_size", t.batch_size, 1)
     _float_range("train.lr", t.lr, 0.0, strict=True)
     _float_range("train.clip_norm", t.clip_norm, 0.0)
+    _choice("train.clip", t.clip, CLIPS)
+    _choice("train.optimizer", t.optimizer, OPTIMIZERS)
+    _float_range("train.adam_eps", t.adam_eps, 0.0, strict=True)
+    _choice("train.schedule", t.schedule, SCHEDULES)
+    _int_range("train.decay_after", t.decay_after, 0)
+    _choice("train.lm_loss", t.lm_loss, LM_LOSSES)
     _int_range("train.patience", t.patience, 0)
     if not (math.isfinite(t.lr_factor) and 0 < t.lr_factor < 1):
         _bad("train.lr_factor", "a number in (0, 1)", t.lr_factor)

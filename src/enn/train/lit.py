@@ -18,6 +18,27 @@ from torch import nn
 from ..models import TrainConfig, detach_state
 
 
+@torch.no_grad()
+def clip_per_variable(parameters, max_norm: float) -> None:
+    """Scale each gradient ``g`` by ``min(1, max_norm / ||g||)``, every tensor on its own."""
+    for p in parameters:
+        if p.grad is not None:
+            norm = torch.linalg.vector_norm(p.grad)
+            p.grad.mul_((max_norm / norm.clamp_min(max_norm)).to(p.grad.dtype))
+
+
+class StepDecay:
+    """The step schedule's factor at 0-based epoch ``e``: ``lr_factor ** max(0, e + 1 -
+    decay_after)`` (full rate for ``decay_after`` epochs, then x ``lr_factor`` per epoch), kept
+    at or above ``min_lr / lr``. An object, not a lambda: ``LambdaLR`` saves its state."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.factor, self.after, self.floor = cfg.lr_factor, cfg.decay_after, cfg.min_lr / cfg.lr
+
+    def __call__(self, epoch: int) -> float:
+        return max(self.factor ** max(0, epoch + 1 - self.after), self.floor)
+
+
 class LitSequenceModel(pl.LightningModule):
     def __init__(
         self, model: nn.Module, kind: str, train_cfg: TrainConfig, config_dict: dict | None = None
@@ -74,10 +95,20 @@ class LitSequenceModel(pl.LightningModule):
         sums[0] += float(nll.detach().sum())
         sums[1] += y.numel()
         self.log(
-            f"{split}_loss", loss, on_step=False, on_epoch=True, batch_size=y.numel(), prog_bar=True
+            f"{split}_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=y.numel(),
+            sync_dist=True,
+            prog_bar=True,
         )
+        if split != "train":
+            return loss
+        if self.train_cfg.lm_loss == "sum_steps":
+            loss = nll.sum(1).mean()  # the logged loss stays the mean token NLL
         aux = self.model.aux_loss
-        return loss if aux is None or split != "train" else loss + aux
+        return loss if aux is None else loss + aux
 
     def _reset(self, split: str) -> None:
         self._state.pop(split, None)
@@ -86,6 +117,9 @@ class LitSequenceModel(pl.LightningModule):
     def _log_perplexity(self, split: str) -> None:
         if self.kind == "language_model" and split in self._nll:
             total, tokens = self._nll[split]
+            if self.trainer.world_size > 1:  # every process's own rows
+                sums = torch.tensor([total, tokens], dtype=torch.float64, device=self.device)
+                total, tokens = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
             self.log(f"{split}_ppl", math.exp(min(total / max(tokens, 1), 50.0)))
 
     def training_step(self, batch, batch_idx):
@@ -108,15 +142,20 @@ class LitSequenceModel(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         self._log_perplexity("val")
+        # The epoch's training tokens are all counted by now: logged here, train_ppl reaches
+        # the epoch log (a callback, whose on_train_epoch_end runs before this module's).
+        self._log_perplexity("train")
 
     def on_test_epoch_end(self):
         self._log_perplexity("test")
 
     def on_train_epoch_end(self):
-        self._log_perplexity("train")
         # The plateau schedule steps here, between the epoch's validation and the end-of-epoch
         # checkpoint (which runs after this hook), so that the checkpoint holds its state after
         # this epoch's step; Lightning would step it only after the checkpoint was written.
+        if self.train_cfg.schedule == "step":
+            self.lr_schedulers().step()
+            return
         val_loss = self.trainer.callback_metrics.get("val_loss")
         if val_loss is not None:
             self.lr_schedulers().step(float(val_loss))
@@ -124,13 +163,34 @@ class LitSequenceModel(pl.LightningModule):
     def lr_scheduler_step(self, scheduler, metric) -> None:
         """Stepped in ``on_train_epoch_end`` instead."""
 
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """``train.clip=global`` clips the norm of all gradients together (Lightning's
+        ``gradient_clip_val``); ``per_variable`` clips each parameter's gradient on its own,
+        Keras' ``clipnorm`` rule: ``g * c / max(||g||, c)``."""
+        if self.train_cfg.clip == "per_variable" and gradient_clip_val:
+            clip_per_variable(self.model.parameters(), gradient_clip_val)
+        else:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+
     # --- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self):
         cfg = self.train_cfg
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
-        )
+        params = self.model.parameters()
+        if cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=cfg.lr)
+        else:
+            opt = torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps)
+        if cfg.schedule == "step":
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, StepDecay(cfg))
+        else:
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience,
+                min_lr=cfg.min_lr,
+            )
         return {
             "optimizer": opt,
             "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"},

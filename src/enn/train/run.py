@@ -150,9 +150,12 @@ def datamodule(cfg: RunConfig, data_dir: str | None, download: bool = False):
     return dm
 
 
-def _trainer(cfg: RunConfig, run_dir: Path, callbacks: list, progress: bool) -> pl.Trainer:
+def _trainer(
+    cfg: RunConfig, run_dir: Path, callbacks: list, progress: bool, kind: str
+) -> pl.Trainer:
     """The Trainer; it creates nothing on disk until ``fit``. Settings Lightning refuses are a
-    ``ConfigError``."""
+    ``ConfigError``. Language models shard their rows themselves (``dm.shard``): Lightning's
+    distributed sampler would deal whole windows out to the processes instead."""
     t = cfg.train
     try:
         return pl.Trainer(
@@ -173,6 +176,7 @@ def _trainer(cfg: RunConfig, run_dir: Path, callbacks: list, progress: bool) -> 
             limit_test_batches=_limit(t.limit_eval_batches),
             log_every_n_steps=10,
             default_root_dir=str(run_dir),
+            use_distributed_sampler=kind != "language_model",
         )
     except (MisconfigurationException, ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -318,11 +322,6 @@ def _train(
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = datamodule(cfg, data_dir, download)
-    if dm.kind == "language_model" and cfg.train.devices > 1:
-        raise RunError(
-            "multi-process training is supported for classification tasks; "
-            "language models need contiguous per-process streams (use devices=1)"
-        )
     try:
         model = build_model(cfg.model, DataShape.of(dm))
     except ValueError as err:
@@ -351,7 +350,12 @@ def _train(
     monitor = monitor_for(model, dm, run_dir)  # memory/ for ENN runs, None for baselines
     callbacks = [epoch_log, stopper, stop, best, LastCheckpoint(last)]
     callbacks += [monitor] if monitor else []
-    trainer = _trainer(cfg, run_dir, callbacks, progress)
+    trainer = _trainer(cfg, run_dir, callbacks, progress, dm.kind)
+    if dm.kind == "language_model":
+        try:
+            dm.shard(trainer.global_rank, trainer.world_size)  # each process its own rows
+        except ValueError as err:  # a split too short for world_size x batch rows
+            raise ConfigError(f"data: {err}") from err
 
     train_loader = dm.train_dataloader()
     if dm.kind == "classification":
