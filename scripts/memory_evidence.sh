@@ -16,14 +16,16 @@ case "${1:-}" in
     wait
     ;;
   capacity)
-    # 64 steps, every key queried once; the baselines sized to the ENN's parameter count
+    # 64 steps, every key queried once; the baselines sized to the ENN's parameter count;
+    # one stream per number of pairs, side by side
     for p in 4 12 20; do
-      enn compare --task mqar --models engram,lstm,gru --preset associative --seeds 0 \
-        --match-params --epochs 5 --out "$OUT/capacity-p$p" model.hidden_sizes=64 \
-        "data.pairs=$p" "$T"
-      enn compare --task mqar --models engram --preset default --seeds 0 --epochs 5 \
-        --out "$OUT/capacity-p$p-paper-cell" model.hidden_sizes=64 "data.pairs=$p" "$T"
+      (enn compare --task mqar --models engram,lstm,gru --preset associative --seeds 0 \
+         --match-params --epochs 4 --out "$OUT/capacity-p$p" model.hidden_sizes=64 \
+         "data.pairs=$p" "$T"
+       enn compare --task mqar --models engram --preset default --seeds 0 --epochs 4 \
+         --out "$OUT/capacity-p$p-paper-cell" model.hidden_sizes=64 "data.pairs=$p" "$T") &
     done
+    wait
     ;;
   *) echo "usage: $0 recall|capacity" >&2; exit 2 ;;
 esac
