@@ -203,15 +203,12 @@ class _EngramBase(nn.Module):
         return OptionWeights(**{name: getattr(self, name + suffix)
                                 for name in self._option_shapes()})
 
-    def _layer_suffixes(self) -> list[str]:
-        return [""] if isinstance(self, EngramCell) else [f"_l{k}" for k in range(self.num_layers)]
-
     def reset_parameters(self) -> None:
         """The reference's initialisation: He-normal weights, Glorot-uniform bank, zero biases,
         unit LayerNorm gains; the options start where their fixed counterparts are."""
         hp = self.hyper
         with torch.no_grad():
-            for suffix in self._layer_suffixes():
+            for suffix in self._suffixes:
                 for name, p in self._layer_weights(suffix)._asdict().items():
                     if p is None:
                         continue
@@ -370,6 +367,7 @@ class EngramCell(_EngramBase):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, device=None,
                  dtype=None, **options) -> None:
         super().__init__(input_size, hidden_size, bias, **options)
+        self._suffixes = [""]
         self._add_layer_params("", input_size, {"device": device, "dtype": dtype})
         self.reset_parameters()
 
@@ -469,8 +467,9 @@ class Engram(_EngramBase):
         self.batch_first = batch_first
         self.dropout = float(dropout)
         factory = {"device": device, "dtype": dtype}
-        for k in range(num_layers):
-            self._add_layer_params(f"_l{k}", input_size if k == 0 else hidden_size, factory)
+        self._suffixes = [f"_l{k}" for k in range(num_layers)]  # per-layer parameter names
+        for k, suffix in enumerate(self._suffixes):
+            self._add_layer_params(suffix, input_size if k == 0 else hidden_size, factory)
         self.reset_parameters()
 
     def layer_weights(self, layer: int) -> EngramWeights:

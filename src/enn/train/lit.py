@@ -58,12 +58,13 @@ class LitSequenceModel(pl.LightningModule):
         x, y = batch[0], batch[1]
         lengths = batch[2] if len(batch) > 2 else None
         logits = self.model(x, lengths)  # (B, C), or (B, T, C) with a target per step
+        loss = F.cross_entropy(logits.flatten(0, -2), y.flatten())
+        hits = logits.argmax(-1) == y
         if logits.dim() == 3:  # steps without a target are -100, which both measures skip
-            logits, y = logits.flatten(0, 1), y.flatten()
-        asked = y != -100
-        loss = F.cross_entropy(logits, y)
-        acc = (logits.argmax(-1) == y)[asked].float().mean()
-        n = int(asked.sum())
+            asked = y != -100
+            acc, n = hits[asked].float().mean(), int(asked.sum())
+        else:  # one target per sequence: no count to read back from the device
+            acc, n = hits.float().mean(), y.size(0)
         self.log(
             f"{split}_loss",
             loss,

@@ -26,12 +26,12 @@ from .naive import Scalar, address, write_address
 CHUNK_SIZE = 64
 
 
-def applies(cfg: MemoryConfig, decay: Scalar, strength: Scalar, noise: Tensor | None) -> bool:
-    """Whether the chunked form computes this memory exactly."""
-    scalar_rates = isinstance(decay, float | int) and isinstance(strength, float | int)
+def applies(cfg: MemoryConfig, decay: float | None, noisy: bool) -> bool:
+    """Whether the chunked form computes this memory exactly; ``decay`` is the fixed decay,
+    None where the encoding modulates the rates (its sigmoid is never 0)."""
     return (not cfg.shared and not cfg.address_trace and not cfg.delta_rule
-            and cfg.trace_clip is None and (noise is None or scalar_rates)
-            and (not isinstance(decay, float | int) or decay > 0))
+            and cfg.trace_clip is None and not (noisy and decay is None)
+            and (decay is None or decay > 0))
 
 
 def chunk_memory(

@@ -87,10 +87,8 @@ def layer_backends(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
         if backend in ("native", "triton"):
             raise RuntimeError(f"enn: the {backend} backend runs the paper's memory only; "
                                f"this layer's options need backend 'auto' or 'torch'")
-        per_step = z.new_empty(0)  # stands for the rates the encoding modulates (11)
-        decay, strength = ((per_step, per_step) if hyper.neuromodulation
-                           else (hyper.decay, hyper.hebbian_lr))
-        linear = chunk.applies(hyper.memory, decay, strength, noise)
+        decay = None if hyper.neuromodulation else hyper.decay
+        linear = chunk.applies(hyper.memory, decay, noise is not None)
         memory = "chunk" if backend == "auto" and linear and not record_traces else "torch"
     if hyper.hidden_update != "paper":
         hidden = "torch"
