@@ -2,6 +2,7 @@
 # The runs behind docs/results/memory.md besides the ablation (scripts/memory_ablation.sh):
 #   bash scripts/memory_evidence.sh recall     # associative recall, Ba et al.'s protocol
 #   bash scripts/memory_evidence.sh capacity   # MQAR: accuracy against the number of pairs
+#   bash scripts/memory_evidence.sh hidden     # the hidden update on MNIST-10k and digits
 set -euo pipefail
 OUT=${OUT:-runs/results}
 T="train.threads=1"
@@ -27,5 +28,21 @@ case "${1:-}" in
     done
     wait
     ;;
-  *) echo "usage: $0 recall|capacity" >&2; exit 2 ;;
+  hidden)
+    # the paper's update (the default preset's runs of reproduce.sh b) against the residual and
+    # gated forms (12); the associative preset, with and without its residual update
+    for task in digits mnist10k; do
+      epochs=$([ "$task" = digits ] && echo 300 || echo 15)
+      for update in residual gated; do
+        enn compare --task "$task" --models engram --preset default --seeds 0,1,2 \
+          --epochs "$epochs" --out "$OUT/$task-hidden-$update" "model.hidden_update=$update" "$T"
+      done
+      enn compare --task "$task" --models engram --preset associative --seeds 0,1,2 \
+        --epochs "$epochs" --out "$OUT/$task-associative" "$T"
+      enn compare --task "$task" --models engram --preset associative --seeds 0,1,2 \
+        --epochs "$epochs" --out "$OUT/$task-associative-paper-update" \
+        model.hidden_update=paper "$T"
+    done
+    ;;
+  *) echo "usage: $0 recall|capacity|hidden" >&2; exit 2 ;;
 esac

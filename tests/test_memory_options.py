@@ -1,6 +1,6 @@
 """The options beyond the paper's cell (eqs. 10-12 of docs/model.md): the chunked linear
-memory against the reference, the layer's paths against each other, and what each option
-means."""
+memory and the native clipped scan against the reference, the layer's paths against each
+other, and what each option means."""
 
 import math
 
@@ -8,8 +8,19 @@ import pytest
 import torch
 
 from enn import Engram, EngramCell, EngramState
-from enn.ops.engram import MemoryConfig, chunk_memory, encode, engram_layer, naive_memory
+from enn.models.config import ASSOCIATIVE
+from enn.ops.engram import (
+    MemoryConfig,
+    chunk_memory,
+    encode,
+    engram_layer,
+    naive_memory,
+    native,
+    scan_memory,
+)
 from enn.ops.engram.naive import memory_step
+
+needs_native = pytest.mark.skipif(not native.available(), reason="native kernels not built")
 
 LINEAR = dict(address_trace=False, trace_clip=None)
 
@@ -75,16 +86,90 @@ def test_chunked_memory_matches_the_reference_with_every_gradient(B, T, h, N, C,
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
 
 
-def test_the_chunked_path_is_what_the_layer_runs_and_matches_the_torch_path():
+def outputs_and_gradients(run, inputs, leaves, key_mix):
+    """Attention, recall, final trace and the gradients of a random probe of all three."""
+    z, k, memory, decay, strength, cfg, H0, lengths = inputs
+    out, H = run(z, k, z, memory, decay, strength, cfg, None, H0, True, lengths, key_mix=key_mix)
+    values = (out.attention, out.recall, H)
+    probe = torch.Generator().manual_seed(1)
+    loss = sum((v * torch.randn(v.shape, generator=probe, dtype=v.dtype)).sum() for v in values)
+    return (*values, *torch.autograd.grad(loss, leaves))
+
+
+# (B, T, h, N): several checkpoint chunks with a ragged end, memory 8 and 64, batch and hidden
+# beyond a vector's lanes
+SCAN_SHAPES = [(9, 37, 40, 8), (10, 17, 41, 64)]
+
+
+@needs_native
+@pytest.mark.parametrize("B,T,h,N", SCAN_SHAPES)
+@pytest.mark.parametrize("write_key", ["current", "previous", "mix"])
+@pytest.mark.parametrize("variant", ["plain", "rates+lengths", "state", "slot+topk"])
+def test_clipped_scan_matches_the_reference_with_every_gradient(B, T, h, N, write_key, variant):
+    z, memory, decay, strength, lengths, H0 = memory_case(
+        B, T, h, N, per_step_rates=variant == "rates+lengths",
+        with_lengths=variant == "rates+lengths", with_state=variant == "state")
+    inv_temperature = (torch.linspace(1.0, 5.0, N, dtype=torch.double) if variant == "slot+topk"
+                       else 2.0)
+    key_mix = torch.tensor(0.3, dtype=torch.double) if write_key == "mix" else None
+    leaves = [z, memory, *(t for t in (decay, strength, H0, key_mix)
+                           if isinstance(t, torch.Tensor))]
+    if isinstance(inv_temperature, torch.Tensor):
+        leaves.append(inv_temperature)
+    for t in leaves:
+        t.requires_grad_()
+    clip = 1.2 / N  # one that acts: a good share of the written entries end at it
+    cfg = MemoryConfig(0.5, inv_temperature, clip, 3 if variant == "slot+topk" else None,
+                       address_trace=False, cosine_eps=1e-3 if variant == "plain" else 0.0)
+    k = None if write_key == "current" else torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], 1)
+    inputs = (z, k, memory, decay, strength, cfg, H0, lengths)
+    _, _, H, *_ = expected = outputs_and_gradients(naive_memory, inputs, leaves, key_mix)
+    assert (H.abs() == clip).sum() > 0.05 * (H != 0).sum()
+    got = outputs_and_gradients(scan_memory, inputs, leaves, key_mix)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-10)
+
+
+@needs_native
+def test_clipped_scan_in_float32_at_the_paper_shapes_is_as_close_as_the_reference():
+    # the associative preset at batch 32, 28 steps, hidden 128, memory 64: float32 scan and
+    # float32 reference against the float64 reference
+    z64, memory64, *_ = memory_case(32, 28, 128, 64, False, False, False)
+    cfg = MemoryConfig(0.5, 10.0, 1.0, address_trace=False, cosine_eps=1e-3)
+    results = {}
+    for name, run, dtype in [("ref64", naive_memory, torch.double),
+                             ("ref32", naive_memory, torch.float), ("scan32", scan_memory,
+                                                                    torch.float)]:
+        z, memory = (t.to(dtype).requires_grad_() for t in (z64, memory64))
+        k = torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], 1)
+        results[name] = outputs_and_gradients(run, (z, k, memory, 0.98, 1.0, cfg, None, None),
+                                              [z, memory], None)
+    for ref64, ref32, scan32 in zip(*results.values(), strict=True):
+        scale = ref64.abs().max()
+        ref_error = (ref32.double() - ref64).abs().max() / scale
+        scan_error = (scan32.double() - ref64).abs().max() / scale
+        assert scan_error <= 4 * ref_error + 1e-6
+
+
+MODULATED = dict(write_key="mix", trace_decay=0.95, hebbian_lr=1.0, sharpness="slot",
+                 neuromodulation=True, hidden_update="residual", cosine_eps=1e-3,
+                 trace_noise=0.0)
+
+
+@pytest.mark.parametrize("options,path", [
+    (dict(MODULATED, **LINEAR), "chunk"),
+    pytest.param(dict(MODULATED, address_trace=False, trace_clip=0.2), "scan",
+                 marks=needs_native),
+    pytest.param(ASSOCIATIVE, "scan", marks=needs_native),
+])
+def test_the_layer_runs_the_fast_path_and_it_matches_the_torch_path(options, path):
     torch.manual_seed(0)
-    layer = Engram(7, 40, batch_first=True, memory_size=8, write_key="mix", trace_decay=0.95,
-                   hebbian_lr=1.0, sharpness="slot", neuromodulation=True,
-                   hidden_update="residual", cosine_eps=1e-3, trace_noise=0.0,
-                   **LINEAR).double()
-    x = torch.randn(9, 11, 7, dtype=torch.double)
-    lengths = torch.randint(1, 12, (9,))
+    layer = Engram(7, 40, batch_first=True, memory_size=8, **options).double()
+    x = torch.randn(9, 19, 7, dtype=torch.double)
+    lengths = torch.randint(1, 20, (9,))
     layer(x, lengths=lengths)
-    assert layer.last_path == ("chunk/torch",)
+    hidden = "native" if native.available() else "torch"  # the residual update
+    assert layer.last_path == (f"{path}/{hidden}",)
 
     def run(backend):
         layer.zero_grad()

@@ -28,8 +28,9 @@ def native_shared_scan(z, M, H0, noise, lengths, hyper):
     return mem.attention, mem.recall, H
 
 
-def native_hidden_pass(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths):
-    return torch.ops.enn.hidden_pass(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths)[:2]
+def native_hidden_pass(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths, residual=False):
+    return torch.ops.enn.hidden_pass(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths,
+                                     residual)[:2]
 
 
 def scan_inputs(B=3, T=9, N=4, h=5, dtype=torch.double, seed=0):

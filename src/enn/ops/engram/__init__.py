@@ -1,7 +1,8 @@
 """The Engram ops: the reference (``naive.py``), the native CPU backend (``native.py``), the
-chunked linear memory (``chunk.py``) and the layer that picks one per pass (``layer.py``)."""
+memory addressed by its bank alone (``bank.py``: chunked, or the clipped scan) and the layer
+that picks one per pass (``layer.py``)."""
 
-from .chunk import chunk_memory
+from .bank import chunk_memory, scan_memory
 from .common import (
     HIDDEN_UPDATES,
     SHARPNESS,
@@ -42,4 +43,5 @@ __all__ = [
     "layer_backends",
     "naive_hidden",
     "naive_memory",
+    "scan_memory",
 ]

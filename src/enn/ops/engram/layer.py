@@ -5,9 +5,10 @@ Backends: ``native`` (the C kernels of ``native.py``: float32/64 on the CPU), ``
 (the memory pass's fused recurrent kernels of ``triton_memory.py``, for CUDA tensors where
 Triton is installed; the hidden pass there is PyTorch's, on cuBLAS), ``torch`` (``naive.py``:
 everywhere, and the only one that records the trace of every step). Those kernels run the
-paper's cell; a memory with the options of eqs. (10)-(11) runs in chunks (``chunk.py``)
-where it is a linear recurrence and on ``torch`` otherwise, and the residual or gated
-hidden update (12) on ``torch``.
+paper's cell. A memory with the options of eqs. (10)-(11) whose addresses do not read the
+trace runs on ``bank.py``'s paths: in chunks (``chunk``) where it is a linear recurrence,
+on the native clipped scan (``scan``) where the clip acts; elsewhere on ``torch``. The
+native hidden pass also runs the residual update (12); the gated one runs on ``torch``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import chunk, native
+from . import bank, native
 from .common import EngramHyper, EngramState, EngramWeights, MemoryOutput, OptionWeights
 from .naive import encode, naive_hidden, naive_memory
 
@@ -87,10 +88,15 @@ def layer_backends(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
         if backend in ("native", "triton"):
             raise RuntimeError(f"enn: the {backend} backend runs the paper's memory only; "
                                f"this layer's options need backend 'auto' or 'torch'")
+        cfg, noisy = hyper.memory, noise is not None
         decay = None if hyper.neuromodulation else hyper.decay
-        linear = chunk.applies(hyper.memory, decay, noise is not None)
-        memory = "chunk" if backend == "auto" and linear and not record_traces else "torch"
-    if hyper.hidden_update != "paper":
+        memory = "torch"
+        if backend == "auto" and not record_traces:
+            if bank.chunk_applies(cfg, decay, noisy):
+                memory = "chunk"
+            elif bank.scan_applies(cfg, noisy, z):
+                memory = "scan"
+    if hyper.hidden_update == "gated":
         hidden = "torch"
     return memory, hidden
 
@@ -125,8 +131,8 @@ def memory_pass(
     Returns (MemoryOutput, final trace)."""
     if not hyper.paper_memory:
         cfg, k, key_mix, decay, strength = memory_inputs(z, hyper, options, previous_key)
-        run = chunk.chunk_memory if backend == "chunk" else naive_memory
-        kwargs = {} if backend == "chunk" else {"record_traces": record_traces}
+        run = {"chunk": bank.chunk_memory, "scan": bank.scan_memory}.get(backend, naive_memory)
+        kwargs = {"record_traces": record_traces} if backend == "torch" else {}
         return run(z, k, z, memory, decay, strength, cfg, noise, initial_state, True, lengths,
                    key_mix=key_mix, **kwargs)
     cfg = hyper.memory
@@ -158,7 +164,8 @@ def hidden_pass(z: Tensor, m: Tensor, h0: Tensor, w: EngramWeights, eps: float,
     if backend == "torch":
         return naive_hidden(z, m, h0, w, eps, lengths, update, (options.weight_g, options.bias_g))
     out, hT, *_ = torch.ops.enn.hidden_pass(z, m, h0, w.weight_c, w.bias_c, w.weight_o,
-                                            w.bias_o, w.ln_h_weight, w.ln_h_bias, eps, lengths)
+                                            w.bias_o, w.ln_h_weight, w.ln_h_bias, eps, lengths,
+                                            update == "residual")
     return out, hT
 
 

@@ -1,6 +1,6 @@
 """The native CPU backend: C kernels registered as PyTorch operators (``torch.ops.enn``).
 
-Three passes, each an operator with a fake (shape) implementation and a hand-written
+Four passes, each an operator with a fake (shape) implementation and a hand-written
 backward, so that ``torch.compile(fullgraph=True)`` traces a layer that uses them:
 
 - ``enn::per_sample_memory``: the memory (eqs. 2-6, 9) with one trace per sequence
@@ -12,6 +12,10 @@ backward, so that ``torch.compile(fullgraph=True)`` traces a layer that uses the
 - ``enn::shared_memory``: the memory with one trace for the batch (``csrc/shared_scan.inc``):
   each step runs over blocks of samples, then over the trace's rows, which sum the write
   over the batch in a fixed order.
+- ``enn::clipped_trace``: the per-sample trace of a memory whose addresses do not read it,
+  with the clip (``csrc/clipped_trace.inc``): given every step's addresses it only walks
+  the writes and the reads, one sequence per thread; the backward rewrites each chunk from
+  its checkpoint.
 - ``enn::hidden_pass``: the hidden chain (eqs. 7-8) given the recalls
   (``csrc/hidden_scan.inc``); samples are independent, so each thread runs its own through
   every step, and the weights' gradients are register-tiled products in the same call.
@@ -137,8 +141,10 @@ def _library() -> ctypes.CDLL | None:
         "enn_scan_backward": [p] * 15 + [i64] * 4 + [f64] * 5 + [p] * 3 + [i64] * 2,
         "enn_shared_forward": [p] * 6 + [i64] * 4 + [f64] * 5 + [i64] + [p] * 8 + [i64],
         "enn_shared_backward": [p] * 12 + [i64] * 4 + [f64] * 5 + [p] * 3 + [i64],
-        "enn_hidden_forward": [p] * 10 + [f64] + [p] + [i64] * 3 + [p] * 6 + [i64],
-        "enn_hidden_backward": [p] * 13 + [i64] * 3 + [p] * 8 + [i64],
+        "enn_hidden_forward": [p] * 10 + [f64, i64, p] + [i64] * 3 + [p] * 6 + [i64],
+        "enn_hidden_backward": [p] * 5 + [i64] + [p] * 8 + [i64] * 3 + [p] * 8 + [i64],
+        "enn_clipped_forward": [p] * 6 + [i64] * 4 + [f64] * 2 + [p] * 3 + [i64] * 2,
+        "enn_clipped_backward": [p] * 9 + [i64] * 4 + [f64] * 2 + [p] * 5 + [i64] * 2,
     }
     for name, types in argtypes.items():
         for sfx in _SUFFIX.values():
@@ -421,15 +427,108 @@ def _shared_backward(ctx, gA, gm, gH, *_):
 shared_memory.register_autograd(_shared_backward, setup_context=_shared_setup)
 
 
+# --- clipped trace ------------------------------------------------------------------------
+
+def _clipped_shapes(a: Tensor, v: Tensor, save: bool):
+    B, T, N = a.shape
+    h = v.shape[2]
+    n_chunks = -(-T // checkpoint_spacing(T))
+    return (B, T, h), (B, N, h), ((B, n_chunks - 1, N, h) if save else _EMPTY)
+
+
+@torch.library.custom_op("enn::clipped_trace", mutates_args=())
+def clipped_trace(
+    a: Tensor, w: Tensor, v: Tensor, decays: Tensor | None, H0: Tensor | None,
+    lengths: Tensor | None, decay: float, trace_clip: float, save: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The reads a_t H_{t-1} (B, T, h) and the final trace (B, N, h) of the per-sample trace
+    H_t = clip(d_t H_{t-1} + outer(w_t, v_t)) (``csrc/clipped_trace.inc``), from read and
+    scaled write addresses a, w (B, T, N), values v (B, T, h), the decays (B, T) or None
+    (``decay`` for every step), the initial trace (B, N, h) or None (zeros) and lengths (B,)
+    or None; then the checkpoints the backward needs (``save``)."""
+    _check_z(v)
+    B, T, h = v.shape
+    N = a.shape[2] if a.dim() == 3 else -1
+    dt = v.dtype
+    a, w = _arg("read address", a, (B, T, N), dt), _arg("write address", w, (B, T, N), dt)
+    decays, H0 = _arg("decays", decays, (B, T), dt), _arg("initial trace", H0, (B, N, h), dt)
+    if lengths is not None:
+        lengths = _arg("lengths", lengths.to(torch.int64), (B,), torch.int64).clamp(0, T)
+    shape_r, shape_H, shape_ck = _clipped_shapes(a, v, save)
+    read, H, ckpt = v.new_zeros(shape_r), v.new_empty(shape_H), v.new_empty(shape_ck)
+    _call("enn_clipped_forward", dt, a, w, v.contiguous(), decays, H0, lengths, T, N, h,
+          checkpoint_spacing(T), decay, trace_clip, read, H, ckpt if save else None, B)
+    return read, H, ckpt
+
+
+@clipped_trace.register_fake
+def _(a, w, v, decays, H0, lengths, decay, trace_clip, save):
+    return tuple(v.new_empty(s) for s in _clipped_shapes(a, v, save))
+
+
+@torch.library.custom_op("enn::clipped_trace_backward", mutates_args=())
+def clipped_trace_backward(
+    a: Tensor, w: Tensor, v: Tensor, decays: Tensor | None, H0: Tensor | None,
+    lengths: Tensor | None, ckpt: Tensor, g_read: Tensor | None, g_HT: Tensor | None,
+    decay: float, trace_clip: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    B, T, N = a.shape
+    h = v.shape[2]
+    g_a, g_w, g_v = torch.zeros_like(a), torch.zeros_like(a), torch.zeros_like(v)
+    g_d = v.new_zeros(B, T) if decays is not None else _empty(v)
+    g_H0 = v.new_empty(B, N, h)
+    g_read = v.new_zeros(B, T, h) if g_read is None else g_read.contiguous()
+    if lengths is not None:
+        lengths = lengths.to(torch.int64).clamp(0, T).contiguous()
+    _call("enn_clipped_backward", v.dtype, a.contiguous(), w.contiguous(), v.contiguous(),
+          None if decays is None else decays.contiguous(),
+          None if H0 is None else H0.contiguous(), lengths, ckpt, g_read,
+          None if g_HT is None else g_HT.contiguous(), T, N, h, checkpoint_spacing(T), decay,
+          trace_clip, g_a, g_w, g_v, g_d if decays is not None else None, g_H0, B)
+    return g_a, g_w, g_v, g_d, g_H0
+
+
+@clipped_trace_backward.register_fake
+def _(a, w, v, decays, H0, lengths, ckpt, g_read, g_HT, decay, trace_clip):
+    B, T, _ = a.shape
+    return (torch.empty_like(a), torch.empty_like(a), torch.empty_like(v),
+            v.new_empty((B, T) if decays is not None else _EMPTY),
+            v.new_empty(B, a.shape[2], v.shape[2]))
+
+
+def _clipped_setup(ctx, inputs, output):
+    a, w, v, decays, H0, lengths, decay, trace_clip, _save = inputs
+    ctx.save_for_backward(a, w, v, decays, H0, lengths, output[2])
+    ctx.consts = decay, trace_clip
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(output[2])
+
+
+def _clipped_backward(ctx, g_read, g_HT, _):
+    a, w, v, decays, H0, lengths, ckpt = ctx.saved_tensors
+    if ckpt.dim() != 4:
+        raise RuntimeError("enn: this clipped trace ran without saving for the backward "
+                           "(save=False)")
+    g_a, g_w, g_v, g_d, g_H0 = torch.ops.enn.clipped_trace_backward(
+        a, w, v, decays, H0, lengths, ckpt, g_read, g_HT, *ctx.consts)
+    return (g_a, g_w, g_v, g_d if decays is not None else None,
+            g_H0 if H0 is not None else None, None, None, None, None)
+
+
+clipped_trace.register_autograd(_clipped_backward, setup_context=_clipped_setup)
+
+
 # --- hidden pass --------------------------------------------------------------------------
 
 @torch.library.custom_op("enn::hidden_pass", mutates_args=())
 def hidden_pass(
     z: Tensor, m: Tensor, h0: Tensor, w_c: Tensor, b_c: Tensor | None, w_o: Tensor,
     b_o: Tensor | None, ln_w: Tensor, ln_b: Tensor, eps: float, lengths: Tensor | None,
+    residual: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Outputs (B, T, h), zero at padded steps, and the last state (B, h) of the hidden chain
-    (7)-(8) given encodings z and recalls m (B, T, h); then what the backward needs."""
+    (7)-(8), or with ``residual`` the residual update (12), given encodings z and recalls m
+    (B, T, h); then what the backward needs."""
     _check_z(z)
     B, T, h = z.shape
     dt = z.dtype
@@ -441,12 +540,12 @@ def hidden_pass(
     S, out, C, U = (z.new_empty(s) for s in ((B, T, h), (B, T, h), (B, T, 3 * h), (B, T, h)))
     hT, MU, RS = z.new_empty(B, h), z.new_empty(B, T), z.new_empty(B, T)
     _call("enn_hidden_forward", dt, z.contiguous(), m, S, h0, w_c, w_o, b_c, b_o, ln_w, ln_b,
-          eps, mask, B, T, h, out, hT, C, U, MU, RS)
+          eps, int(residual), mask, B, T, h, out, hT, C, U, MU, RS)
     return out, hT, S, C, U, MU, RS
 
 
 @hidden_pass.register_fake
-def _(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths):
+def _(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths, residual):
     B, T, h = z.shape
     return (z.new_empty(B, T, h), z.new_empty(B, h), z.new_empty(B, T, h),
             z.new_empty(B, T, 3 * h), z.new_empty(B, T, h), z.new_empty(B, T), z.new_empty(B, T))
@@ -455,8 +554,8 @@ def _(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths):
 @torch.library.custom_op("enn::hidden_pass_backward", mutates_args=())
 def hidden_pass_backward(
     g_out: Tensor | None, g_hT: Tensor | None, w_c: Tensor, w_o: Tensor, ln_w: Tensor,
-    lengths: Tensor | None, z: Tensor, m: Tensor, S: Tensor, C: Tensor, U: Tensor, MU: Tensor,
-    RS: Tensor,
+    residual: bool, lengths: Tensor | None, z: Tensor, m: Tensor, S: Tensor, C: Tensor,
+    U: Tensor, MU: Tensor, RS: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     B, T, h = z.shape
     mask = None if lengths is None else (torch.arange(T) < lengths[:, None]).to(torch.uint8)
@@ -468,35 +567,37 @@ def hidden_pass_backward(
     g_vec = z.new_empty(6 * h)  # the gradients of ln_w, ln_b, b_o and b_c
     g_w_c, g_w_o = z.new_empty(3 * h, 3 * h), z.new_empty(h, 3 * h)
     _call("enn_hidden_backward", z.dtype, g_out, g_hT, w_c.contiguous(), w_o.contiguous(),
-          ln_w.contiguous(), mask, z.contiguous(), m.contiguous(), S, C, U, MU, RS, B, T, h,
-          G_pre, g_z, g_m, G_u, g_h0, g_w_c, g_w_o, g_vec)
+          ln_w.contiguous(), int(residual), mask, z.contiguous(), m.contiguous(), S, C, U, MU,
+          RS, B, T, h, G_pre, g_z, g_m, G_u, g_h0, g_w_c, g_w_o, g_vec)
     return g_z, g_m, g_h0, g_w_c, g_w_o, g_vec
 
 
 @hidden_pass_backward.register_fake
-def _(g_out, g_hT, w_c, w_o, ln_w, lengths, z, m, S, C, U, MU, RS):
+def _(g_out, g_hT, w_c, w_o, ln_w, residual, lengths, z, m, S, C, U, MU, RS):
     B, T, h = z.shape
     return (torch.empty_like(z), torch.empty_like(z), z.new_empty(B, h),
             z.new_empty(3 * h, 3 * h), z.new_empty(h, 3 * h), z.new_empty(6 * h))
 
 
 def _hidden_setup(ctx, inputs, output):
-    z, m, _h0, w_c, b_c, w_o, b_o, ln_w, _ln_b, _eps, lengths = inputs
+    z, m, _h0, w_c, b_c, w_o, b_o, ln_w, _ln_b, _eps, lengths, residual = inputs
     _out, _hT, S, C, U, MU, RS = output
     ctx.save_for_backward(w_c, w_o, ln_w, lengths, z, m, S, C, U, MU, RS)
+    ctx.residual = residual
     ctx.has_bias = b_c is not None, b_o is not None
     ctx.set_materialize_grads(False)
     ctx.mark_non_differentiable(S, C, U, MU, RS)
 
 
 def _hidden_backward(ctx, g_out, g_hT, *_):
-    saved = ctx.saved_tensors
-    g_z, g_m, g_h0, g_w_c, g_w_o, g_vec = torch.ops.enn.hidden_pass_backward(g_out, g_hT, *saved)
+    w_c, w_o, ln_w, *rest = ctx.saved_tensors
+    g_z, g_m, g_h0, g_w_c, g_w_o, g_vec = torch.ops.enn.hidden_pass_backward(
+        g_out, g_hT, w_c, w_o, ln_w, ctx.residual, *rest)
     h = g_z.shape[-1]
     g_lnw, g_lnb, g_b_o, g_b_c = g_vec.split([h, h, h, 3 * h])
     has_b_c, has_b_o = ctx.has_bias
     return (g_z, g_m, g_h0, g_w_c, g_b_c if has_b_c else None, g_w_o,
-            g_b_o if has_b_o else None, g_lnw, g_lnb, None, None)
+            g_b_o if has_b_o else None, g_lnw, g_lnb, None, None, None)
 
 
 hidden_pass.register_autograd(_hidden_backward, setup_context=_hidden_setup)

@@ -1,8 +1,10 @@
-"""The memory as a linear recurrence, in chunks: the fast path where no address reads the trace.
+"""The memory addressed by its bank alone: the fast paths where no address reads the trace.
 
-When the read and the write are addressed by the bank M alone (``address_trace=False``), no
-clip acts and each write is a plain outer product (no delta rule), every step's addresses
-are known up front and the per-sample trace is a decayed sum of outer products,
+When the read and the write are addressed by the bank M alone (``address_trace=False``) and
+each write is a plain outer product (no delta rule), every step's addresses are known up
+front, so the per-sample trace only has to walk the writes. With the clip (9) that walk is
+the native kernel ``enn::clipped_trace`` (``scan_memory``). Without it the trace is a decayed
+sum of outer products,
 
     H_t = d_t H_{t-1} + s_t outer(w_t, v_t),
     a_t H_{t-1} = sum_{j<t} (d_{j+1} ... d_{t-1}) s_j (a_t . w_j) v_j,
@@ -20,18 +22,70 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import native
 from .common import MemoryConfig, MemoryOutput
 from .naive import Scalar, address, write_address
 
 CHUNK_SIZE = 64
 
 
-def applies(cfg: MemoryConfig, decay: float | None, noisy: bool) -> bool:
+def _bank_addressed(cfg: MemoryConfig) -> bool:
+    return not cfg.shared and not cfg.address_trace and not cfg.delta_rule
+
+
+def chunk_applies(cfg: MemoryConfig, decay: float | None, noisy: bool) -> bool:
     """Whether the chunked form computes this memory exactly; ``decay`` is the fixed decay,
     None where the encoding modulates the rates (its sigmoid is never 0)."""
-    return (not cfg.shared and not cfg.address_trace and not cfg.delta_rule
-            and cfg.trace_clip is None and not (noisy and decay is None)
+    return (_bank_addressed(cfg) and cfg.trace_clip is None and not (noisy and decay is None)
             and (decay is None or decay > 0))
+
+
+def scan_applies(cfg: MemoryConfig, noisy: bool, like: Tensor) -> bool:
+    """Whether ``scan_memory`` computes this memory on tensors like ``like``: a clipped,
+    noiseless trace on the native kernels' dtypes and device."""
+    return (_bank_addressed(cfg) and cfg.trace_clip is not None and not noisy
+            and native.supports(like))
+
+
+def _addresses(q: Tensor, k: Tensor | None, memory: Tensor, cfg: MemoryConfig,
+               key_mix: Tensor | None, lengths: Tensor | None):
+    """The read and write addresses of every step (3)-(5), (10), both (B, T, N), and the
+    active steps (B, T) or None; padded steps read nothing."""
+    a = address(q, memory, cfg)
+    w = write_address(a, k, memory, cfg, key_mix)
+    active = None
+    if lengths is not None:
+        active = torch.arange(q.shape[1], device=q.device) < lengths[:, None]
+        a = a * active[..., None]
+    return a, w, active
+
+
+def _recall(a: Tensor, read: Tensor, memory: Tensor, cfg: MemoryConfig,
+            active: Tensor | None) -> Tensor:
+    """m = a M + alpha a H_{t-1} (6), given the reads a_t H_{t-1}; zero at padded steps."""
+    m = a @ memory + cfg.trace_scale * read  # (B, T, h)
+    return m if active is None else m * active[..., None]
+
+
+def scan_memory(
+    q: Tensor, k: Tensor | None, v: Tensor, memory: Tensor, decay: Scalar, strength: Scalar,
+    cfg: MemoryConfig, noise: Tensor | None = None, initial_state: Tensor | None = None,
+    output_final_state: bool = False, lengths: Tensor | None = None,
+    key_mix: Tensor | None = None,
+) -> tuple[MemoryOutput, Tensor | None]:
+    """``naive_memory``'s signature and results, for a memory where ``scan_applies`` holds."""
+    if noise is not None:
+        raise ValueError("enn: the clipped scan runs without trace noise")
+    a, w, active = _addresses(q, k, memory, cfg, key_mix, lengths)
+    fixed = isinstance(decay, float | int)
+    sw = w * (strength if isinstance(strength, float | int) else strength[..., None])
+    decays = None if fixed else decay
+    inputs = (a, sw, v, decays, initial_state)
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    read, H, _ = torch.ops.enn.clipped_trace(*inputs, lengths, float(decay) if fixed else 0.0,
+                                             float(cfg.trace_clip), save)
+    return MemoryOutput(a, _recall(a, read, memory, cfg, active)), (H if output_final_state
+                                                                     else None)
 
 
 def chunk_memory(
@@ -40,15 +94,13 @@ def chunk_memory(
     output_final_state: bool = False, lengths: Tensor | None = None,
     key_mix: Tensor | None = None, chunk_size: int = CHUNK_SIZE,
 ) -> tuple[MemoryOutput, Tensor | None]:
-    """``naive_memory``'s signature and results, for a memory where ``applies`` holds."""
+    """``naive_memory``'s signature and results, for a memory where ``chunk_applies`` holds."""
     B, T, n_hidden = q.shape
-    a = address(q, memory, cfg)  # (3)-(5) (B, T, N)
-    w = write_address(a, k, memory, cfg, key_mix)  # (10) (B, T, N)
+    a, w, active = _addresses(q, k, memory, cfg, key_mix, lengths)  # (B, T, N)
     log_d = _per_step(math.log(decay) if isinstance(decay, float | int) else decay.log(), q)
     s = _per_step(strength, q)  # (B, T)
-    if lengths is not None:  # padded steps: decay 1, no write, zero outputs
-        active = torch.arange(T, device=q.device) < lengths[:, None]  # (B, T)
-        log_d, s, a = log_d * active, s * active, a * active[..., None]
+    if active is not None:  # padded steps: decay 1, no write
+        log_d, s = log_d * active, s * active
     sw = w * s[..., None]  # (B, T, N) the scaled write address
 
     C = min(chunk_size, T)
@@ -84,10 +136,8 @@ def chunk_memory(
         last = (torch.full((B,), T - 1, device=q.device) if lengths is None
                 else lengths.to(q.device) - 1)  # (B,) each sample's last real step
         H = H + noise_trace[last]
-    m = a @ memory + cfg.trace_scale * read  # (6) (B, T, h)
-    if lengths is not None:
-        m = m * active[..., None]
-    return MemoryOutput(a, m), (H if output_final_state else None)
+    return MemoryOutput(a, _recall(a, read, memory, cfg, active)), (H if output_final_state
+                                                                     else None)
 
 
 def _per_step(value: Scalar, like: Tensor) -> Tensor:
