@@ -9,7 +9,7 @@ import torch
 from torch.func import functional_call
 
 from enn import Engram, EngramState
-from enn.ops.engram import engram_layer, native
+from enn.ops.engram import encode, engram_layer, native
 
 needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler here")
 
@@ -94,6 +94,22 @@ def test_native_residual_update_matches_the_reference(shape, trace, with_state, 
     B, T, d, h, N = shape
     layer = make_layer(d, h, N, trace, hidden_update="residual")
     case = random_case(B, T, d, h, N, trace, with_state, with_lengths, False)
+    for got, expected in zip(run(layer, *case, "native"), run(layer, *case, "torch"),
+                             strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[1]])
+@pytest.mark.parametrize("trace", ["per_sample", "shared"])
+def test_native_smooth_cosine_matches_the_reference_at_a_zero_encoding(shape, trace):
+    B, T, d, h, N = shape
+    layer = make_layer(d, h, N, trace, cosine_eps=1e-3)
+    with torch.no_grad():
+        layer.layer_weights(0).bias_z.fill_(-1.0)  # a zero input row encodes to exactly 0
+    case = random_case(B, T, d, h, N, trace, True, True, True)
+    case[0][: B // 2, T // 2] = 0
+    assert not encode(case[0], layer.layer_weights(0), layer.hyper.ln_eps)[0, T // 2].any()
     for got, expected in zip(run(layer, *case, "native"), run(layer, *case, "torch"),
                              strict=True):
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)

@@ -231,7 +231,7 @@ def test_kernels_built_without_avx512_or_openmp_match_the_reference(flags, kerne
 
 def test_arguments_of_the_wrong_kind_are_errors_not_misreadings():
     z = torch.randn(9, 5, 40)
-    M, consts = torch.randn(8, 40), (0.5, 0.95, 0.05, 0.1, 1.0, 0, False)
+    M, consts = torch.randn(8, 40), (0.5, 0.95, 0.05, 0.1, 1.0, 0.0, 0, False)
     with pytest.raises(ValueError, match="expected memory of shape"):
         torch.ops.enn.per_sample_memory(z, torch.randn(8, 41), None, None, None, *consts)
     with pytest.raises(TypeError, match="expected initial trace of dtype torch.float32"):

@@ -100,10 +100,11 @@ class EngramHyper:
 
     @property
     def paper_memory(self) -> bool:
-        """Whether the memory is the paper's, which the native and Triton kernels run."""
+        """Whether the memory is the paper's (up to a smooth cosine), which the per-sample and
+        shared kernels run."""
         return (self.write_key == "current" and self.address_trace and not self.delta_rule
                 and self.sharpness == "fixed" and not self.neuromodulation
-                and self.cosine_eps == 0.0 and self.trace_clip is not None)
+                and self.trace_clip is not None)
 
 
 class EngramState(NamedTuple):

@@ -96,6 +96,11 @@ def layer_backends(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
                 memory = "chunk"
             elif bank.scan_applies(cfg, noisy, z):
                 memory = "scan"
+    elif hyper.cosine_eps > 0 and memory == "triton":  # the Triton kernels clamp the norms
+        if backend == "triton":
+            raise RuntimeError("enn: the triton backend runs the paper's cosine only "
+                               "(cosine_eps=0); this layer needs backend 'auto' or 'torch'")
+        memory = "torch"
     if hyper.hidden_update == "gated":
         hidden = "torch"
     return memory, hidden
@@ -145,7 +150,7 @@ def memory_pass(
 
         return fused_recurrent_memory(z, memory, decay, eta, cfg, noise, initial_state, True,
                                       lengths)
-    consts = (cfg.trace_scale, decay, eta, cfg.trace_clip, cfg.inv_temperature,
+    consts = (cfg.trace_scale, decay, eta, cfg.trace_clip, cfg.inv_temperature, cfg.cosine_eps,
               cfg.top_k or 0)
     if cfg.shared:
         H0 = z.new_zeros(memory.shape) if initial_state is None else initial_state

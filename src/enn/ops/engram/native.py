@@ -137,10 +137,10 @@ def _library() -> ctypes.CDLL | None:
         return None
     p, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     argtypes = {
-        "enn_scan_forward": [p] * 5 + [i64] * 4 + [f64] * 5 + [i64] + [p] * 8 + [i64] * 2,
-        "enn_scan_backward": [p] * 15 + [i64] * 4 + [f64] * 5 + [p] * 3 + [i64] * 2,
-        "enn_shared_forward": [p] * 6 + [i64] * 4 + [f64] * 5 + [i64] + [p] * 8 + [i64],
-        "enn_shared_backward": [p] * 12 + [i64] * 4 + [f64] * 5 + [p] * 3 + [i64],
+        "enn_scan_forward": [p] * 5 + [i64] * 4 + [f64] * 6 + [i64] + [p] * 8 + [i64] * 2,
+        "enn_scan_backward": [p] * 15 + [i64] * 4 + [f64] * 6 + [p] * 3 + [i64] * 2,
+        "enn_shared_forward": [p] * 6 + [i64] * 4 + [f64] * 6 + [i64] + [p] * 8 + [i64],
+        "enn_shared_backward": [p] * 12 + [i64] * 4 + [f64] * 6 + [p] * 3 + [i64],
         "enn_hidden_forward": [p] * 10 + [f64, i64, p] + [i64] * 3 + [p] * 6 + [i64],
         "enn_hidden_backward": [p] * 5 + [i64] + [p] * 8 + [i64] * 3 + [p] * 8 + [i64],
         "enn_clipped_forward": [p] * 6 + [i64] * 4 + [f64] * 2 + [p] * 3 + [i64] * 2,
@@ -217,7 +217,7 @@ def _per_sample_shapes(z: Tensor, M: Tensor, save: bool):
 def per_sample_memory(
     z: Tensor, M: Tensor, H0: Tensor | None, noise: Tensor | None, lengths: Tensor | None,
     trace_scale: float, decay: float, strength: float, trace_clip: float,
-    inv_temperature: float, top_k: int, save: bool,
+    inv_temperature: float, cosine_eps: float, top_k: int, save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Attention (B, T, N), recall (B, T, h) and final trace (B, N, h) from encodings z
     (B, T, h), the bank M (N, h), the initial trace (B, N, h) or None (zeros), the noise
@@ -238,14 +238,14 @@ def per_sample_memory(
     clipped = torch.zeros(saved[1], dtype=torch.uint8)
     use = (lambda t: t) if save else (lambda t: None)
     _call("enn_scan_forward", dt, z, M, H0, noise, lengths, T, N, h, checkpoint_spacing(T),
-          trace_scale, decay, strength, trace_clip, inv_temperature, top_k,
+          trace_scale, decay, strength, trace_clip, inv_temperature, cosine_eps, top_k,
           A, m, H, use(ckpt), use(clipped), use(R), use(S), use(NZ), B)
     return A, m, H, ckpt, clipped, R, S, NZ
 
 
 @per_sample_memory.register_fake
 def _(z, M, H0, noise, lengths, trace_scale, decay, strength, trace_clip, inv_temperature,
-      top_k, save):
+      cosine_eps, top_k, save):
     shape_a, shape_m, shape_H, saved = _per_sample_shapes(z, M, save)
     out = [z.new_empty(s) for s in (shape_a, shape_m, shape_H, *saved)]
     out[4] = out[4].to(torch.uint8)
@@ -257,7 +257,8 @@ def per_sample_memory_backward(
     z: Tensor, M: Tensor, H0: Tensor | None, noise: Tensor | None, lengths: Tensor | None,
     HT: Tensor, ckpt: Tensor, clipped: Tensor, A: Tensor, R: Tensor, S: Tensor, NZ: Tensor,
     gA: Tensor | None, gm: Tensor | None, gH: Tensor | None, trace_scale: float, decay: float,
-    strength: float, trace_clip: float, inv_temperature: float, want_gH0: bool,
+    strength: float, trace_clip: float, inv_temperature: float, cosine_eps: float,
+    want_gH0: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     B, T, h = z.shape
     N = M.shape[0]
@@ -272,14 +273,14 @@ def per_sample_memory_backward(
     _call("enn_scan_backward", z.dtype, z, M.contiguous(),
           None if H0 is None else H0.contiguous(), None if noise is None else noise.contiguous(),
           lengths, HT, ckpt, clipped, A, R, S, NZ, gA, gm, gH, T, N, h, checkpoint_spacing(T),
-          trace_scale, decay, strength, trace_clip, inv_temperature, gz, gM,
+          trace_scale, decay, strength, trace_clip, inv_temperature, cosine_eps, gz, gM,
           gH0 if want_gH0 else None, B)
     return gz, gM, gH0
 
 
 @per_sample_memory_backward.register_fake
 def _(z, M, H0, noise, lengths, HT, ckpt, clipped, A, R, S, NZ, gA, gm, gH, trace_scale, decay,
-      strength, trace_clip, inv_temperature, want_gH0):
+      strength, trace_clip, inv_temperature, cosine_eps, want_gH0):
     B, T, h = z.shape
     N = M.shape[0]
     return torch.empty_like(z), z.new_empty(N, h), z.new_empty((B, N, h) if want_gH0 else _EMPTY)
@@ -303,7 +304,7 @@ def _per_sample_backward(ctx, gA, gm, gH, *_):
     gz, gM, gH0 = torch.ops.enn.per_sample_memory_backward(
         z, M, H0, noise, lengths, H, ckpt, clipped, A, R, S, NZ, gA, gm, gH, *ctx.consts,
         want_gH0)
-    return (gz, gM, gH0 if want_gH0 else None) + (None,) * 9
+    return (gz, gM, gH0 if want_gH0 else None) + (None,) * 10
 
 
 per_sample_memory.register_autograd(_per_sample_backward, setup_context=_per_sample_setup)
@@ -321,7 +322,7 @@ def _shared_shapes(z: Tensor, M: Tensor):
 def shared_memory(
     z: Tensor, M: Tensor, H0: Tensor, noise: Tensor | None, lengths: Tensor | None,
     trace_scale: float, decay: float, strength: float, trace_clip: float,
-    inv_temperature: float, top_k: int,
+    inv_temperature: float, cosine_eps: float, top_k: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Attention (B, T, N), recall (B, T, h) and final trace (N, h) of the shared trace,
     then what the backward needs. Steps that no sample reaches are left out."""
@@ -340,8 +341,8 @@ def shared_memory(
     if steps > 0:
         _call("enn_shared_forward", dt, z[:, :steps].contiguous(), M, H0,
               None if noise is None else noise[:steps], mask, counts, B, steps, N, h,
-              trace_scale, decay, strength, trace_clip, inv_temperature, top_k, A, m, H, Es,
-              ETs, P, R, NZ)
+              trace_scale, decay, strength, trace_clip, inv_temperature, cosine_eps, top_k, A, m,
+              H, Es, ETs, P, R, NZ)
     if mask is not None:  # padded steps: zero attention and recall
         A, m = A * mask[..., None], m * mask[..., None]
     if steps < T:  # steps that no sample reaches
@@ -365,7 +366,7 @@ def _active_steps(lengths: Tensor | None, B: int, T: int):
 
 @shared_memory.register_fake
 def _(z, M, H0, noise, lengths, trace_scale, decay, strength, trace_clip, inv_temperature,
-      top_k):
+      cosine_eps, top_k):
     shape_a, shape_m, shape_H, saved = _shared_shapes(z, M)
     out = [z.new_empty(s) for s in (shape_a, shape_m, shape_H, *saved)]
     return (*out, z.new_empty(z.shape[1], dtype=torch.int64))
@@ -376,7 +377,7 @@ def shared_memory_backward(
     z: Tensor, lengths: Tensor | None, A: Tensor, Es: Tensor, ETs: Tensor, P: Tensor,
     R: Tensor, NZ: Tensor, gA: Tensor | None, gm: Tensor | None, gH: Tensor | None,
     trace_scale: float, decay: float, strength: float, trace_clip: float,
-    inv_temperature: float,
+    inv_temperature: float, cosine_eps: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     B, T, h = z.shape
     N = Es.shape[1]
@@ -395,7 +396,8 @@ def shared_memory_backward(
     _call("enn_shared_backward", z.dtype, z[:, :steps].contiguous(), mask, counts,
           A[:, :steps].contiguous(), Es[:steps], ETs[:steps], P[:steps], R[:steps],
           NZ[:, :steps].contiguous(), gA, gm, None if gH is None else gH.contiguous(), B, steps,
-          N, h, trace_scale, decay, strength, trace_clip, inv_temperature, dz_s, dM, dH0)
+          N, h, trace_scale, decay, strength, trace_clip, inv_temperature, cosine_eps, dz_s, dM,
+          dH0)
     if steps < T:
         dz[:, :steps] = dz_s
     return dz, dM, dH0
@@ -403,7 +405,7 @@ def shared_memory_backward(
 
 @shared_memory_backward.register_fake
 def _(z, lengths, A, Es, ETs, P, R, NZ, gA, gm, gH, trace_scale, decay, strength, trace_clip,
-      inv_temperature):
+      inv_temperature, cosine_eps):
     N, h = Es.shape[1], z.shape[2]
     return torch.empty_like(z), z.new_empty(N, h), z.new_empty(N, h)
 
@@ -421,7 +423,7 @@ def _shared_backward(ctx, gA, gm, gH, *_):
     z, lengths, A, Es, ETs, P, R, NZ = ctx.saved_tensors
     dz, dM, dH0 = torch.ops.enn.shared_memory_backward(z, lengths, A, Es, ETs, P, R, NZ, gA, gm,
                                                        gH, *ctx.consts)
-    return (dz, dM, dH0) + (None,) * 8
+    return (dz, dM, dH0) + (None,) * 9
 
 
 shared_memory.register_autograd(_shared_backward, setup_context=_shared_setup)
