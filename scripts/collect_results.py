@@ -1,7 +1,8 @@
 """Publish comparison folders into docs/results/: recompute each run's epoch fields from its
 metrics.csv (the whole epoch log), re-summarise, explain the best ENN run, rewrite the
 report, copy report + figures + summaries, and regenerate the overview table of
-docs/results/README.md (between its markers). Numbers come from the run files only.
+docs/results/README.md (between its markers) from every published comparison there.
+Numbers come from the run files only.
 
     python scripts/collect_results.py runs/results docs/results
 """
@@ -72,9 +73,10 @@ def main(runs: Path, docs: Path) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for compare_dir in sorted(p.parent for p in runs.glob("*/summary.json")):
-        summary = publish(compare_dir, docs / compare_dir.name)
-        lines += overview_rows(compare_dir.name, summary)
+        publish(compare_dir, docs / compare_dir.name)
         print(f"published {compare_dir.name}")
+    for summary_file in sorted(docs.glob("*/summary.json")):  # every published comparison
+        lines += overview_rows(summary_file.parent.name, json.loads(summary_file.read_text()))
     readme = docs / "README.md"
     text = readme.read_text()
     head, rest = text.split(START, 1)

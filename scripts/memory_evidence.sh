@@ -17,14 +17,19 @@ case "${1:-}" in
     wait
     ;;
   capacity)
-    # 64 steps, every key queried once; the baselines sized to the ENN's parameter count;
-    # one stream per number of pairs, side by side
-    for p in 4 12 20; do
-      (enn compare --task mqar --models engram,lstm,gru --preset associative --seeds 0 \
-         --match-params --epochs 4 --out "$OUT/capacity-p$p" model.hidden_sizes=64 \
-         "data.pairs=$p" "$T"
-       enn compare --task mqar --models engram --preset default --seeds 0 --epochs 4 \
-         --out "$OUT/capacity-p$p-paper-cell" model.hidden_sizes=64 "data.pairs=$p" "$T") &
+    # MQAR, 64 steps, every key queried once; the baselines sized to the associative ENN's
+    # parameter count; up to 30 epochs with the protocol's early stopping (patience 3). Two
+    # streams side by side: the ENNs, then the baselines
+    (for p in 4 8 16; do
+       enn compare --task mqar --models engram --preset associative --seeds 0 --epochs 30 \
+         --out "$OUT/capacity-p$p" model.hidden_sizes=64 "data.pairs=$p" "$T"
+       enn compare --task mqar --models engram --preset paper --seeds 0 --epochs 30 \
+         --out "$OUT/capacity-p$p-paper-cell" model.hidden_sizes=64 "data.pairs=$p" "$T"
+     done) &
+    for p in 4 8 16; do
+      enn compare --task mqar --models lstm,gru --preset associative --seeds 0 \
+        --match-params --epochs 30 --out "$OUT/capacity-p$p" model.hidden_sizes=64 \
+        "data.pairs=$p" "$T"
     done
     wait
     ;;

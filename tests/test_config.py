@@ -3,7 +3,7 @@
 import pytest
 
 from enn.models import ConfigError, resolve
-from enn.models.config import RunConfig, apply_overrides, parse_overrides
+from enn.models.config import ASSOCIATIVE, RunConfig, apply_overrides, parse_overrides
 
 
 def test_paper_preset_matches_the_spec():
@@ -19,7 +19,7 @@ def test_paper_preset_matches_the_spec():
     assert resolve("cifar10", "rnn", "paper").train.epochs == 30
 
 
-def test_default_preset_differs_in_trace_initial_state_and_the_keras_recipe():
+def test_default_preset_is_the_associative_enn_without_the_keras_recipe():
     paper, default = resolve("mnist", "engram", "paper"), resolve("mnist", "engram", "default")
     assert default.model.trace == "per_sample" and default.model.init_state == "zeros"
     assert (paper.train.clip, paper.train.adam_eps, paper.model.head_init) == (
@@ -28,9 +28,15 @@ def test_default_preset_differs_in_trace_initial_state_and_the_keras_recipe():
     assert (default.train.clip, default.train.adam_eps, default.model.head_init) == (
         "global", 1e-8, "torch"
     )
+    assert default.model.cosine_eps > 0 and paper.model.cosine_eps == 0  # the zero encoding
     paper.model.trace, paper.model.init_state, paper.preset = "per_sample", "zeros", "default"
     paper.train.clip, paper.train.adam_eps, paper.model.head_init = "global", 1e-8, "torch"
+    for name, value in ASSOCIATIVE.items():
+        setattr(paper.model, name, value)
     assert paper == default
+    associative = resolve("mnist", "engram", "associative")
+    associative.preset = "default"
+    assert associative == default
 
 
 def test_overrides_are_typed():

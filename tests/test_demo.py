@@ -24,5 +24,5 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         assert "Which slots drove the decisions" in text
     paper_cell = (tmp_path / "assoc-paper-cell" / "report.md").read_text()
     assert "| engram | 0 |" in paper_cell
-    assert "assoc, associative preset" in printed and "assoc, default preset" in printed
+    assert "assoc, associative preset" in printed and "assoc, paper preset" in printed
     assert "test_acc" in printed

@@ -1,8 +1,8 @@
 """``enn demo``: the whole pipeline in a few minutes on a CPU, nothing to download.
 
 1. ``digits`` (scikit-learn's 8x8 digits): ENN, LSTM, GRU and RNN, two seeds each;
-2. associative recall at a small hidden size: the ENN of the ``associative`` preset and an
-   LSTM, then the paper's cell (``default`` preset);
+2. associative recall at a small hidden size: the ENN of the ``associative`` preset (the
+   ``default`` one) and an LSTM, then the paper's cell (``paper`` preset);
 then ``enn explain`` on each comparison's best ENN run and a report per comparison. ``--quick`` is a
 reduced setting (under a minute) for the end-to-end test. Finished runs are reused, so a second
 call only rewrites the reports.
@@ -36,13 +36,14 @@ ASSOC_QUICK = {"model.hidden_sizes": [32], "train.epochs": 1, "data.n_train": 1_
 FULL = (
     Part("digits", "digits", ("engram", "lstm", "gru", "rnn"), (0, 1), {"train.epochs": 30}),
     Part("assoc", "assoc", ("engram", "lstm"), (0, 1), ASSOC_FULL, preset="associative"),
-    Part("assoc-paper-cell", "assoc", ("engram",), (0,), ASSOC_FULL),
+    Part("assoc-paper-cell", "assoc", ("engram",), (0,), ASSOC_FULL, preset="paper"),
 )
 QUICK = (
     Part("digits", "digits", ("engram", "lstm"), (0, 1), {"train.epochs": 2}, explain=(0,)),
     Part("assoc", "assoc", ("engram", "lstm"), (0, 1), ASSOC_QUICK, explain=(0,),
          preset="associative"),
-    Part("assoc-paper-cell", "assoc", ("engram",), (0,), ASSOC_QUICK, explain=(0,)),
+    Part("assoc-paper-cell", "assoc", ("engram",), (0,), ASSOC_QUICK, explain=(0,),
+         preset="paper"),
 )
 
 

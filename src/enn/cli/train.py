@@ -14,7 +14,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task", required=True, help="a task of `enn data list` (e.g. digits, mnist10k)"
     )
-    p.add_argument("--preset", help="paper | default (docs/training.md; default: default)")
+    p.add_argument("--preset", help="paper | default | associative (docs/training.md; "
+                   "default: default)")
     p.add_argument(
         "--epochs", type=int, help="shortcut for train.epochs=N (give one of the two)"
     )

@@ -1,4 +1,5 @@
-"""Typed run configuration, the ``paper`` and ``default`` presets, and ``key=value`` overrides.
+"""Typed run configuration, the ``paper``, ``default`` and ``associative`` presets, and
+``key=value`` overrides.
 
 A run is ``RunConfig(task, preset, seed, model=ModelConfig, train=TrainConfig, data={...})``.
 ``resolve(task, backbone, preset)`` gives the preset's config; ``apply_overrides`` changes
@@ -163,7 +164,7 @@ def resolve(task: str, backbone: str, preset: str = "default", seed: int = 42) -
         model.trace, model.init_state = "shared", "random"
         # The reference's Keras recipe: clipnorm (each variable), Adam's epsilon, Dense init.
         train.clip, train.adam_eps, model.head_init = "per_variable", 1e-7, "glorot"
-    if preset == "associative":
+    if preset in ("default", "associative"):  # the same ENN (docs/results/memory.md)
         for name, value in ASSOCIATIVE.items():
             setattr(model, name, value)
     return RunConfig(task=task, preset=preset, seed=seed, model=model, train=train)
