@@ -361,13 +361,18 @@ SWEEPS = {
     "hidden": [64, 128, 256, 512],
     "batch": [16, 64, 128, 256],
 }
+CUDA_BATCHES = [128, 512, 1024, 2048, 4096]  # a GPU is sized for batches a CPU is not
+
+
+def sweeps_for(device: torch.device) -> dict[str, list[int]]:
+    return {**SWEEPS, "batch": CUDA_BATCHES} if device.type == "cuda" else SWEEPS
 
 
 def scaling(base: dict, repeats: int, warmup: int, names: list[str], device: torch.device
             ) -> dict[str, list[dict]]:
     """Train ms/step while one of the shapes varies and the others keep their base values."""
     out: dict[str, list[dict]] = {}
-    for key, values in SWEEPS.items():
+    for key, values in sweeps_for(device).items():
         out[key] = []
         for v in values:
             shape = {**base, key: v}

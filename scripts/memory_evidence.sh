@@ -2,7 +2,7 @@
 # The runs behind docs/results/memory.md besides the ablation (scripts/memory_ablation.sh):
 #   bash scripts/memory_evidence.sh recall     # associative recall, Ba et al.'s protocol
 #   bash scripts/memory_evidence.sh capacity   # MQAR: accuracy against the number of pairs
-#   bash scripts/memory_evidence.sh hidden     # the hidden update on MNIST-10k and digits
+#   bash scripts/memory_evidence.sh hidden     # the hidden update on digits and MNIST
 set -euo pipefail
 OUT=${OUT:-runs/results}
 T="train.threads=1"
@@ -34,19 +34,28 @@ case "${1:-}" in
     wait
     ;;
   hidden)
-    # the paper's update (the default preset's runs of reproduce.sh b) against the residual and
-    # gated forms (12); the associative preset, with and without its residual update
+    # the paper's cell with the per-sample trace and the default recipe ("paper memory"),
+    # with each hidden update (8), (12); the default ENN (the associative memory, residual
+    # update), and the same with the paper's update
+    PAPER_CELL="--preset paper model.trace=per_sample model.init_state=zeros train.clip=global
+      train.adam_eps=1e-8 model.head_init=torch"
     for task in digits mnist10k; do
       epochs=$([ "$task" = digits ] && echo 300 || echo 15)
-      for update in residual gated; do
-        enn compare --task "$task" --models engram --preset default --seeds 0,1,2 \
+      for update in paper residual gated; do
+        # shellcheck disable=SC2086
+        enn compare --task "$task" --models engram $PAPER_CELL --seeds 0,1,2 \
           --epochs "$epochs" --out "$OUT/$task-hidden-$update" "model.hidden_update=$update" "$T"
       done
-      enn compare --task "$task" --models engram --preset associative --seeds 0,1,2 \
+      enn compare --task "$task" --models engram --preset default --seeds 0,1,2 \
         --epochs "$epochs" --out "$OUT/$task-associative" "$T"
-      enn compare --task "$task" --models engram --preset associative --seeds 0,1,2 \
+      enn compare --task "$task" --models engram --preset default --seeds 0,1,2 \
         --epochs "$epochs" --out "$OUT/$task-associative-paper-update" \
         model.hidden_update=paper "$T"
+    done
+    for update in paper residual; do  # full MNIST, one seed each
+      # shellcheck disable=SC2086
+      enn compare --task mnist --models engram $PAPER_CELL --seeds 0 \
+        --out "$OUT/mnist-hidden-$update" "model.hidden_update=$update" "$T"
     done
     ;;
   *) echo "usage: $0 recall|capacity|hidden" >&2; exit 2 ;;

@@ -42,6 +42,17 @@ def test_tukey_pairs_and_significance():
     assert pairs[("engram", "lstm")]["diff"] == pytest.approx(0.92 - 0.96)
     assert pairs[("engram", "rnn")]["significant"]
     assert pairs[("lstm", "rnn")]["p"] < pairs[("engram", "lstm")]["p"]
+    low, high = pairs[("engram", "rnn")]["ci"]  # significant: the interval excludes 0
+    assert low < pairs[("engram", "rnn")]["diff"] < high and (low > 0 or high < 0)
+
+
+def test_hedges_g_against_a_hand_computed_value():
+    # means 2 and 1, both sample stds 1: d = 1, J = 1 - 3 / (4 * 6 - 9) = 0.8
+    res = stats.hedges_g([1.0, 2.0, 3.0], [0.0, 1.0, 2.0])
+    assert res["g"] == pytest.approx(0.8)
+    se = (6 / 9 + 0.64 / 12) ** 0.5
+    assert res["g_ci"] == pytest.approx([0.8 - 1.96 * se, 0.8 + 1.96 * se])
+    assert stats.hedges_g([1.0, 1.0], [2.0, 2.0])["g"] is None
 
 
 def test_tests_say_why_they_cannot_run():

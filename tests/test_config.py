@@ -57,6 +57,8 @@ def test_overrides_are_typed():
     assert cfg.train.epochs == 3 and cfg.model.hidden_sizes == (64, 64)
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
     assert cfg.model.top_k == 4 and cfg.data == {"k": 8} and cfg.seed == 7
+    apply_overrides(cfg, parse_overrides(["train.adam_eps=1e-8", "model.cosine_eps=1e-3"]))
+    assert cfg.train.adam_eps == 1e-8 and cfg.model.cosine_eps == 1e-3
     apply_overrides(cfg, {"model.top_k": "null"})
     assert cfg.model.top_k is None
 

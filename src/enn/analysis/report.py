@@ -182,6 +182,17 @@ def tests_in_words(summary: dict) -> list[str]:
             + ("pairs that differ: " + "; ".join(differ) if differ else "no pair differs")
             + "."
         )
+        effects = [
+            f"{p['a']} - {p['b']}: {p['diff']:+.4f} [{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}], "
+            + (f"g = {p['g']:+.2f} [{p['g_ci'][0]:+.2f}, {p['g_ci'][1]:+.2f}]"
+               if p.get("g") is not None else "g undefined (no spread)")
+            for p in t["pairs"] if "ci" in p
+        ]
+        if effects:
+            lines.append(
+                f"Differences of {score} with Tukey's simultaneous 95% intervals, and Hedges' g "
+                "with its approximate 95% interval: " + "; ".join(effects) + "."
+            )
     return lines
 
 

@@ -1,4 +1,5 @@
-"""Statistics over seeds as in the paper: mean/std/95% CI, ANOVA, Kruskal-Wallis, Tukey HSD.
+"""Statistics over seeds as in the paper: mean/std/95% CI, ANOVA, Kruskal-Wallis, Tukey HSD
+with the simultaneous 95% interval of each difference, and Hedges' g as the effect size.
 
 Pure functions over ``{model: [value per seed]}``; no files, no training.
 """
@@ -54,6 +55,7 @@ def tukey(groups: dict[str, list[float]], alpha: float = 0.05) -> dict:
         return {"test": "Tukey HSD", "skipped": reason}
     names = list(groups)
     res = stats.tukey_hsd(*groups.values())
+    interval = res.confidence_interval(1 - alpha)
     pairs = []
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
@@ -63,8 +65,24 @@ def tukey(groups: dict[str, list[float]], alpha: float = 0.05) -> dict:
                     "a": names[i],
                     "b": names[j],
                     "diff": float(res.statistic[i, j]),
+                    "ci": [float(interval.low[i, j]), float(interval.high[i, j])],
                     "p": p,
                     "significant": p < alpha,
+                    **hedges_g(groups[names[i]], groups[names[j]]),
                 }
             )
     return {"test": "Tukey HSD", "alpha": alpha, "pairs": pairs}
+
+
+def hedges_g(a: list[float], b: list[float]) -> dict:
+    """Hedges' g of mean(a) - mean(b) (Cohen's d with the small-sample correction) and its
+    approximate 95% interval (normal, with Hedges and Olkin's standard error); None where
+    both groups have no spread."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n1, n2 = len(x), len(y)
+    pooled = math.sqrt(((n1 - 1) * x.var(ddof=1) + (n2 - 1) * y.var(ddof=1)) / (n1 + n2 - 2))
+    if pooled == 0:
+        return {"g": None, "g_ci": None}
+    g = (x.mean() - y.mean()) / pooled * (1 - 3 / (4 * (n1 + n2) - 9))
+    se = math.sqrt((n1 + n2) / (n1 * n2) + g * g / (2 * (n1 + n2)))
+    return {"g": float(g), "g_ci": [float(g - 1.96 * se), float(g + 1.96 * se)]}

@@ -267,6 +267,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         return tuple(_coerce(key, v, elem) for v in items)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-8 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # e.g. precision=32
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
