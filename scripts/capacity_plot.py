@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from enn.train.callbacks import atomic_write_json  # noqa: E402
 
 # the comparison folder's suffix and run name -> the line's label
-LINES = {("", "engram"): "ENN, associative", ("-paper-cell", "engram"): "ENN, paper preset",
-         ("", "lstm"): "LSTM", ("", "gru"): "GRU"}
+LINES = {("", "engram"): "ENN, default (associative)",
+         ("-paper-cell", "engram"): "ENN, paper preset", ("", "lstm"): "LSTM", ("", "gru"): "GRU"}
 KEPT = ("test_acc", "params", "hidden_sizes", "epochs_run", "best_epoch", "seconds_per_epoch",
         "preset")
 
@@ -44,6 +44,7 @@ def plot(curves: dict[str, dict[int, dict]], out: Path) -> None:
         pairs = list(points)
         ax.plot(pairs, [points[p]["test_acc"] for p in pairs], marker="o", label=label)
     ax.axhline(1 / 32, color="grey", linestyle=":", label="chance (1/32)")
+    ax.set_xticks(sorted({p for points in curves.values() for p in points}))
     ax.set_xlabel("key-value pairs per sequence (64 steps)")
     ax.set_ylabel("test accuracy over the queries")
     ax.set_ylim(0, 1.02)

@@ -3,6 +3,7 @@
 #   bash scripts/memory_evidence.sh recall     # associative recall, Ba et al.'s protocol
 #   bash scripts/memory_evidence.sh capacity   # MQAR: accuracy against the number of pairs
 #   bash scripts/memory_evidence.sh hidden     # the hidden update on digits and MNIST
+#   bash scripts/memory_evidence.sh repeats    # keys written again: the delta rule
 set -euo pipefail
 OUT=${OUT:-runs/results}
 T="train.threads=1"
@@ -58,5 +59,17 @@ case "${1:-}" in
         --out "$OUT/mnist-hidden-$update" "model.hidden_update=$update" "$T"
     done
     ;;
-  *) echo "usage: $0 recall|capacity|hidden" >&2; exit 2 ;;
+  repeats)
+    # keys written again (the last 2 of 4 pairs rewrite an earlier key; the target is its
+    # last value): the default ENN with and without the delta rule, side by side
+    REPEATS="--epochs 8 model.hidden_sizes=20 data.k=4 data.repeats=2 data.n_train=50000
+      data.n_val=5000 data.n_test=10000"
+    for delta in false true; do
+      # shellcheck disable=SC2086
+      enn compare --task assoc --models engram --preset default --seeds 0 \
+        --out "$OUT/repeats-k4-delta-$delta" "model.delta_rule=$delta" $REPEATS "$T" &
+    done
+    wait
+    ;;
+  *) echo "usage: $0 recall|capacity|hidden|repeats" >&2; exit 2 ;;
 esac
