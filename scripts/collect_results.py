@@ -18,6 +18,7 @@ from pathlib import Path
 from enn.analysis.memory import EXPLAIN_DIR
 from enn.analysis.report import best_engram_run, load_runs, write_report
 from enn.analysis.summary import summarize
+from enn.models.config import PER_STEP_TASKS
 from enn.train.callbacks import atomic_write_json, summarize_epochs
 from enn.train.compare import write_summary
 from enn.train.explain import explain
@@ -38,7 +39,8 @@ def publish(compare_dir: Path, dest: Path) -> dict:
     summary = summarize(compare_dir)
     write_summary(compare_dir, summary)
     best = best_engram_run(summary, load_runs(compare_dir))
-    classifier = summary["score"] == "test_acc"  # explain attributes class decisions
+    # explain attributes one class decision per sequence
+    classifier = summary["score"] == "test_acc" and summary["task"] not in PER_STEP_TASKS
     if classifier and best is not None and not (best[0] / EXPLAIN_DIR).exists():
         explain(best[0] / "checkpoints" / "best.ckpt", [0, 1, 2])
     write_report(compare_dir)

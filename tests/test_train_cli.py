@@ -315,6 +315,18 @@ def test_evaluate_and_explain_refuse_bad_places_and_k(tiny_run, tmp_path, capsys
     assert not (tmp_path / "x").exists()
 
 
+def test_explain_refuses_a_per_step_task_in_one_line(tmp_path, capsys):
+    run = tmp_path / "mqar"
+    assert main(["train", "--task", "mqar", "--model", "engram", "--out", str(run), *TINY,
+                 "model.hidden_sizes=8", "model.memory_size=4", "data.n_train=256",
+                 "data.n_val=64", "data.n_test=64", "data.pairs=2", "data.length=8"]) == 0
+    capsys.readouterr()
+    assert enn("explain", "--checkpoint", run / "checkpoints" / "best.ckpt", "--index",
+               "0") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "task 'mqar' has a target at each query" in err
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_says_how_to_resume_and_exits_130(tmp_path):
     run = tmp_path / "run"

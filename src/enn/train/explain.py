@@ -21,6 +21,7 @@ from ..analysis.metrics import ablation, class_slot_usage, find_engram, probe, s
 from ..data import get_datamodule
 from ..models import build_model
 from ..models.build import DataShape
+from ..models.config import PER_STEP_TASKS
 from .run import check_writable, load_checkpoint_config
 
 USAGE_PNG = "class_slot_usage.png"
@@ -81,6 +82,11 @@ def explain(
     """Explain test inputs ``indices`` of ``checkpoint``'s model; returns the output folder
     (default: ``explain/`` in the checkpoint's run folder)."""
     cfg, dm, model = load_model(checkpoint, data_dir)
+    if cfg.task in PER_STEP_TASKS:
+        raise ExplainError(
+            f"explain attributes one decision per sequence; task {cfg.task!r} has a target at "
+            f"each query step, which it does not explain"
+        )
     test = dm.test_dataloader().dataset
     bad = [i for i in indices if not 0 <= i < len(test)]
     if bad:
