@@ -3,18 +3,45 @@
 # 64 slots, 50k / 5k / 10k sequences, 10 epochs, one seed): the associative preset without
 # its clip (the linear memory that runs in chunks), then each ingredient removed from it or
 # another added; plus-clip is the preset itself.
+# On multi-query recall (`mqar`, 8 pairs, 64 steps, 64 units, 10 epochs, one seed) the base
+# is the preset itself, with each ingredient removed; two runs side by side.
 #   bash scripts/memory_ablation.sh [K]        # K = 4 (default) or 8
+#   bash scripts/memory_ablation.sh mqar
 set -euo pipefail
 K=${1:-4}
-OUT=${OUT:-runs/results}/ablation-assoc-k$K
-COMMON=(--task assoc --model engram --epochs 10 --seed 0 model.hidden_sizes=20 "data.k=$K"
-        model.memory_size=64 model.trace_clip=null
-        data.n_train=50000 data.n_val=5000 data.n_test=10000 train.threads=1)
 variant() {  # name, preset, overrides...
   local name=$1 preset=$2; shift 2
   [ -f "$OUT/$name/metrics.json" ] && return
   enn train "${COMMON[@]}" --preset "$preset" --out "$OUT/$name" "$@" > /dev/null
 }
+table() {
+  python3 - "$OUT" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+print("| variant | test accuracy | parameters | epochs | seconds |\n|---|---|---|---|---|")
+for run in sorted(out.iterdir(), key=lambda p: p.stat().st_mtime):
+    m = json.loads((run / "metrics.json").read_text())
+    print(f"| {run.name} | {m['test_acc']:.4f} | {m['params']} | {m['epochs_run']} | "
+          f"{m['train_seconds']:.0f} |")
+PY
+}
+if [ "$K" = mqar ]; then
+  OUT=${OUT:-runs/results}/ablation-mqar-p8
+  COMMON=(--task mqar --model engram --epochs 10 --seed 0 model.hidden_sizes=64
+          data.pairs=8 train.threads=1)
+  (variant preset associative
+   variant minus-previous-key associative model.write_key=current
+   variant minus-residual associative model.hidden_update=paper) &
+  variant minus-clip associative model.trace_clip=null
+  variant minus-separate-decay associative model.trace_decay=null model.hebbian_lr=0.05
+  wait
+  table
+  exit 0
+fi
+OUT=${OUT:-runs/results}/ablation-assoc-k$K
+COMMON=(--task assoc --model engram --epochs 10 --seed 0 model.hidden_sizes=20 "data.k=$K"
+        model.memory_size=64 model.trace_clip=null
+        data.n_train=50000 data.n_val=5000 data.n_test=10000 train.threads=1)
 variant linear associative
 variant plus-clip associative model.trace_clip=1.0
 variant plus-128-slots associative model.memory_size=128
@@ -30,12 +57,4 @@ variant minus-residual associative model.hidden_update=paper
 variant plus-neuromodulation associative model.neuromodulation=true
 variant plus-mixed-key associative model.write_key=mix
 variant plus-gated associative model.hidden_update=gated
-python3 - "$OUT" <<'PY'
-import json, pathlib, sys
-out = pathlib.Path(sys.argv[1])
-print("| variant | test accuracy | parameters | epochs | seconds |\n|---|---|---|---|---|")
-for run in sorted(out.iterdir(), key=lambda p: p.stat().st_mtime):
-    m = json.loads((run / "metrics.json").read_text())
-    print(f"| {run.name} | {m['test_acc']:.4f} | {m['params']} | {m['epochs_run']} | "
-          f"{m['train_seconds']:.0f} |")
-PY
+table
