@@ -3,7 +3,7 @@
 # 64 slots, 50k / 5k / 10k sequences, 10 epochs, one seed): the associative preset without
 # its clip (the linear memory that runs in chunks), then each ingredient removed from it or
 # another added; plus-clip is the preset itself.
-# On multi-query recall (`mqar`, 8 pairs, 64 steps, 64 units, 10 epochs, one seed) the base
+# On multi-query recall (`mqar`, 8 pairs, 64 steps, 64 units, 10 epochs, seeds 0-2) the base
 # is the preset itself, with each ingredient removed; two runs side by side.
 #   bash scripts/memory_ablation.sh [K]        # K = 4 (default) or 8
 #   bash scripts/memory_ablation.sh mqar
@@ -26,16 +26,19 @@ for run in sorted(out.iterdir(), key=lambda p: p.stat().st_mtime):
 PY
 }
 if [ "$K" = mqar ]; then
-  OUT=${OUT:-runs/results}/ablation-mqar-p8
-  COMMON=(--task mqar --model engram --epochs 10 --seed 0 model.hidden_sizes=64
-          data.pairs=8 train.threads=1)
-  (variant preset associative
-   variant minus-previous-key associative model.write_key=current
-   variant minus-residual associative model.hidden_update=paper) &
-  variant minus-clip associative model.trace_clip=null
-  variant minus-separate-decay associative model.trace_decay=null model.hebbian_lr=0.05
-  wait
-  table
+  ROOT=${OUT:-runs/results}
+  for seed in 0 1 2; do
+    OUT=$ROOT/ablation-mqar-p8-seed$seed
+    COMMON=(--task mqar --model engram --epochs 10 --seed "$seed" model.hidden_sizes=64
+            data.pairs=8 train.threads=1)
+    (variant preset associative
+     variant minus-previous-key associative model.write_key=current
+     variant minus-residual associative model.hidden_update=paper) &
+    variant minus-clip associative model.trace_clip=null
+    variant minus-separate-decay associative model.trace_decay=null model.hebbian_lr=0.05
+    wait
+    table
+  done
   exit 0
 fi
 OUT=${OUT:-runs/results}/ablation-assoc-k$K
