@@ -66,7 +66,7 @@ case "${1:-}" in
       data.n_val=5000 data.n_test=10000"
     for delta in false true; do
       # shellcheck disable=SC2086
-      enn compare --task assoc --models engram --preset default --seeds 0 \
+      enn compare --task assoc --models engram --preset default --seeds 0,1,2 \
         --out "$OUT/repeats-k4-delta-$delta" "model.delta_rule=$delta" $REPEATS "$T" &
     done
     wait
