@@ -5,8 +5,8 @@
 #   bash scripts/memory_evidence.sh hidden     # the hidden update on digits and MNIST
 #   bash scripts/memory_evidence.sh repeats    # keys written again: the delta rule
 set -euo pipefail
-OUT=${OUT:-runs/results}
-T="train.threads=1"
+# shellcheck source=scripts/common.sh
+source "$(dirname "$0")/common.sh"  # OUT, T, PAPER_CELL
 case "${1:-}" in
   recall)
     # 20 hidden units, 50k / 5k / 10k sequences, 8 epochs; K = 4 and K = 8 side by side
@@ -38,8 +38,6 @@ case "${1:-}" in
     # the paper's cell with the per-sample trace and the default recipe ("paper memory"),
     # with each hidden update (8), (12); the default ENN (the associative memory, residual
     # update), and the same with the paper's update
-    PAPER_CELL="--preset paper model.trace=per_sample model.init_state=zeros train.clip=global
-      train.adam_eps=1e-8 model.head_init=torch"
     for task in digits mnist10k; do
       epochs=$([ "$task" = digits ] && echo 300 || echo 15)
       for update in paper residual gated; do

@@ -7,11 +7,8 @@
 # The baselines are trained once, with the default recipe, and their run folders are copied
 # into the paper comparison, so that both pages compare against the same baseline runs.
 set -euo pipefail
-OUT=${OUT:-runs/results}
-T="train.threads=1"
-# the paper's cell with the per-sample trace and the default recipe, for comparisons of it
-PAPER_CELL="--preset paper model.trace=per_sample model.init_state=zeros train.clip=global
-  train.adam_eps=1e-8 model.head_init=torch"
+# shellcheck source=scripts/common.sh
+source "$(dirname "$0")/common.sh"  # OUT, T, PAPER_CELL
 
 both_presets() {  # task, extra args...
   local task=$1; shift

@@ -20,7 +20,7 @@ from enn.ops.engram import (
 )
 from enn.ops.engram.naive import memory_step
 
-needs_native = pytest.mark.skipif(not native.available(), reason="native kernels not built")
+needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler here")
 
 LINEAR = dict(address_trace=False, trace_clip=None)
 

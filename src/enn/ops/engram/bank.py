@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import native
-from .common import MemoryConfig, MemoryOutput
+from .common import MemoryConfig, MemoryOutput, needs_grad
 from .naive import Scalar, address, write_address
 
 CHUNK_SIZE = 64
@@ -78,12 +78,10 @@ def scan_memory(
         raise ValueError("enn: the clipped scan runs without trace noise")
     a, w, active = _addresses(q, k, memory, cfg, key_mix, lengths)
     fixed = isinstance(decay, float | int)
-    sw = w * (strength if isinstance(strength, float | int) else strength[..., None])
-    decays = None if fixed else decay
-    inputs = (a, sw, v, decays, initial_state)
-    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    sw = w * _per_step(strength, q)[..., None]  # (B, T, N) the scaled write address
+    inputs = (a, sw, v, None if fixed else decay, initial_state)
     read, H, _ = torch.ops.enn.clipped_trace(*inputs, lengths, float(decay) if fixed else 0.0,
-                                             float(cfg.trace_clip), save)
+                                             float(cfg.trace_clip), needs_grad(*inputs))
     return MemoryOutput(a, _recall(a, read, memory, cfg, active)), (H if output_final_state
                                                                      else None)
 

@@ -155,6 +155,11 @@ def l2_normalize(v: Tensor, eps: float = 0.0) -> Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
 
 
+def needs_grad(*tensors: Tensor | None) -> bool:
+    """Whether a backward can reach any of ``tensors`` (so that a kernel saves for it)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def masked_topk(scores: Tensor, k: int | None) -> Tensor:
     """Scores outside the k largest of the last dimension set to -inf (so softmax gives 0)."""
     if k is None or k >= scores.size(-1):

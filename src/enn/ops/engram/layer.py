@@ -22,7 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import bank, native
-from .common import EngramHyper, EngramState, EngramWeights, MemoryOutput, OptionWeights
+from .common import (
+    EngramHyper,
+    EngramState,
+    EngramWeights,
+    MemoryOutput,
+    OptionWeights,
+    needs_grad,
+)
 from .naive import encode, naive_hidden, naive_memory
 
 BACKENDS = ("auto", "native", "triton", "torch")
@@ -74,10 +81,6 @@ def triton_available() -> bool:
 def _autocast(device_type: str) -> bool:
     return (torch.amp.is_autocast_available(device_type)
             and torch.is_autocast_enabled(device_type))
-
-
-def _needs_grad(*tensors: Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def layer_backends(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
@@ -156,7 +159,7 @@ def memory_pass(
         H0 = z.new_zeros(memory.shape) if initial_state is None else initial_state
         A, m, H, *_ = torch.ops.enn.shared_memory(z, memory, H0, noise, lengths, *consts)
     else:
-        save = _needs_grad(z, memory, initial_state)
+        save = needs_grad(z, memory, initial_state)
         A, m, H, *_ = torch.ops.enn.per_sample_memory(z, memory, initial_state, noise, lengths,
                                                       *consts, save)
     return MemoryOutput(A, m), H

@@ -71,7 +71,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .common import NORM_EPS, MemoryConfig, MemoryOutput
+from .common import NORM_EPS, MemoryConfig, MemoryOutput, needs_grad
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 MAX_TILE = 65536  # next_pow2(N) * next_pow2(h): the (N, h) register tile of one trace
@@ -747,10 +747,7 @@ def fused_recurrent_memory(
     or None). Differentiable in z, memory and initial_state (once).
     """
     _check(z, memory, decay, strength, cfg, noise, initial_state, lengths, chunk_size)
-    save = torch.is_grad_enabled() and (
-        z.requires_grad or memory.requires_grad
-        or (initial_state is not None and initial_state.requires_grad)
-    )
+    save = needs_grad(z, memory, initial_state)
     att, rec, final, _, _ = torch.ops.enn.triton_memory_fwd(
         z, memory, noise, initial_state, lengths, float(decay), float(strength),
         float(cfg.trace_scale), float(cfg.inv_temperature), float(cfg.trace_clip),

@@ -1,0 +1,7 @@
+# Settings shared by the scripts behind docs/results (sourced, not run).
+OUT=${OUT:-runs/results}
+T="train.threads=1"  # two single-threaded runs side by side on 2 cores
+# The paper's cell with the per-sample trace and the default recipe: the `paper` preset with
+# its trace, initial state and Keras recipe set back to the default preset's.
+PAPER_CELL="--preset paper model.trace=per_sample model.init_state=zeros train.clip=global
+  train.adam_eps=1e-8 model.head_init=torch"
