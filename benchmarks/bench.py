@@ -50,10 +50,9 @@ CPU = torch.device("cpu")
 USUAL_PATHS = ("torch", "native")  # the scaling plots name any other path of the layer
 
 
-# ENN variants whose passes run on set backends (memory, hidden), to time each native kernel
-# against the PyTorch path inside a whole training step: ``enn_per_sample:torch-hidden``
-VARIANTS = {"torch-hidden": ("native", "torch"), "torch-memory": ("torch", "native"),
-            "torch": ("torch", "torch")}
+# ENN variants whose memory pass runs on a set backend, to time the native kernels against
+# the PyTorch path inside a whole training step: ``enn_per_sample:torch``
+VARIANTS = {"torch": "torch"}
 
 
 def build(name: str, input_size: int, hidden: int, memory: int) -> nn.Module:
@@ -70,25 +69,25 @@ def build(name: str, input_size: int, hidden: int, memory: int) -> nn.Module:
     return build_model(cfg, DataShape("classification", CLASSES, input_size))
 
 
-def forced_backends(name: str) -> tuple[str, str] | None:
-    """The (memory, hidden) backends an ENN variant runs on; None: the layer chooses."""
+def forced_backend(name: str) -> str | None:
+    """The memory backend an ENN variant runs on; None: the layer chooses."""
     variant = name.partition(":")[2]
     return VARIANTS[variant] if variant else None
 
 
 @contextlib.contextmanager
 def backends_of(name: str):
-    """Inside: the ENN's passes run on the variant's backends, if it sets any."""
-    forced = forced_backends(name)
+    """Inside: the ENN's memory pass runs on the variant's backend, if it sets one."""
+    forced = forced_backend(name)
     if forced is None:
         yield
         return
-    choose = layer.choose_backends
-    layer.choose_backends = lambda *args, **kwargs: forced
+    choose = layer.choose_backend
+    layer.choose_backend = lambda *args, **kwargs: forced
     try:
         yield
     finally:
-        layer.choose_backends = choose
+        layer.choose_backend = choose
 
 
 def _since(start: float, device: torch.device) -> float:
@@ -156,7 +155,8 @@ def measure(names: list[str], batch: int, steps: int, input_size: int, hidden: i
                 t = train_step(m, opts[n], x, y)
                 faulted = _page_faults() - before
                 if n.startswith("enn_"):
-                    paths[n] = forced_backends(n) or find_engram(m).last_path
+                    forced = forced_backend(n)
+                    paths[n] = (forced,) if forced else find_engram(m).last_path
                 m.eval()
                 ti = _infer(m, x)
             if i >= warmup:
@@ -213,22 +213,16 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
-def pass_steps(trace: str, weights, hyper, z: torch.Tensor, m: torch.Tensor,
-               noise: torch.Tensor | None, backend: str) -> dict[str, Callable[[], None]]:
-    """Forward + backward of the memory pass and of the hidden pass on one backend, on
-    detached encodings z and recalls m."""
+def memory_step(weights, hyper, z: torch.Tensor, noise: torch.Tensor | None,
+                backend: str) -> Callable[[], None]:
+    """Forward + backward of the memory pass on one backend, on detached encodings z."""
 
     def memory_pass() -> None:
         mem, trace_n = layer.memory_pass(z, weights.memory, hyper, noise, None, None, False,
                                          backend)
         (mem.recall.sum() + trace_n.sum()).backward()
 
-    def hidden_pass() -> None:
-        out, h_n = layer.hidden_pass(z, m, z.new_zeros(z.shape[0], z.shape[2]), weights,
-                                     hyper.ln_eps, None, backend)
-        (out.sum() + h_n.sum()).backward()
-
-    return {f"memory pass ({backend})": memory_pass, f"hidden pass ({backend})": hidden_pass}
+    return memory_pass
 
 
 def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, memory: int,
@@ -250,7 +244,14 @@ def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, 
     backends = ["native", "torch"] if layer.native.supports(z) else ["torch"]
     parts = {"encoder": lambda: encode(x, weights, hyper.ln_eps).sum().backward()}
     for backend in backends:
-        parts.update(pass_steps(trace, weights, hyper, z, m, noise, backend))
+        parts[f"memory pass ({backend})"] = memory_step(weights, hyper, z, noise, backend)
+
+    def hidden_pass() -> None:
+        out, h_n = layer.hidden_pass(z, m, z.new_zeros(z.shape[0], z.shape[2]), weights,
+                                     hyper.ln_eps, None)
+        (out.sum() + h_n.sum()).backward()
+
+    parts["hidden pass"] = hidden_pass
     parts["trace noise"] = lambda: std * torch.randn(shape, device=device)
     parts["LSTM step"] = lambda: train_step(lstm, opt, x, y)
     return interleaved_ms(parts, repeats, warmup, device)
@@ -519,8 +520,8 @@ def parser(prog: str) -> Parser:
     p.add_argument("--system-allocator", action="store_true",
                    help="keep glibc's default of handing freed memory back (page faults)")
     p.add_argument("--backends", action="store_true",
-                   help="also time each ENN with its passes on the PyTorch path (what each "
-                        "native kernel buys inside a training step)")
+                   help="also time each ENN with its memory pass on the PyTorch path (what "
+                        "the native kernels buy inside a training step)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the Engram layer's parts against the LSTM step, and count "
                         "the matmul work")

@@ -20,11 +20,13 @@ case "${1:-}" in
   capacity)
     # MQAR, 64 steps, every key queried once; the baselines sized to the associative ENN's
     # parameter count; up to 30 epochs with the protocol's early stopping (patience 3). Two
-    # streams side by side: the ENNs, then the baselines
+    # streams side by side: the ENNs (3 seeds), then the baselines (one seed)
     (for p in 4 8 16; do
-       enn compare --task mqar --models engram --preset associative --seeds 0 --epochs 30 \
+       enn compare --task mqar --models engram --preset associative --seeds 0,1,2 --epochs 30 \
          --out "$OUT/capacity-p$p" model.hidden_sizes=64 "data.pairs=$p" "$T"
-       enn compare --task mqar --models engram --preset paper --seeds 0 --epochs 30 \
+     done
+     for p in 4 8 16; do
+       enn compare --task mqar --models engram --preset paper --seeds 0,1,2 --epochs 30 \
          --out "$OUT/capacity-p$p-paper-cell" model.hidden_sizes=64 "data.pairs=$p" "$T"
      done) &
     for p in 4 8 16; do

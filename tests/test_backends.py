@@ -86,20 +86,6 @@ def test_native_matches_the_reference_with_every_gradient(shape, trace, top_k, w
 
 
 @needs_native
-@pytest.mark.parametrize("shape, trace, with_state, with_lengths", [
-    (SHAPES[0], "per_sample", True, True), (SHAPES[1], "shared", False, False),
-    (SHAPES[2], "per_sample", False, True), (SHAPES[3], "per_sample", True, False),
-])
-def test_native_residual_update_matches_the_reference(shape, trace, with_state, with_lengths):
-    B, T, d, h, N = shape
-    layer = make_layer(d, h, N, trace, hidden_update="residual")
-    case = random_case(B, T, d, h, N, trace, with_state, with_lengths, False)
-    for got, expected in zip(run(layer, *case, "native"), run(layer, *case, "torch"),
-                             strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
-
-
-@needs_native
 @pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[1]])
 @pytest.mark.parametrize("trace", ["per_sample", "shared"])
 def test_native_smooth_cosine_matches_the_reference_at_a_zero_encoding(shape, trace):

@@ -28,11 +28,6 @@ def native_shared_scan(z, M, H0, noise, lengths, hyper):
     return mem.attention, mem.recall, H
 
 
-def native_hidden_pass(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths, residual=False):
-    return torch.ops.enn.hidden_pass(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths,
-                                     residual)[:2]
-
-
 def scan_inputs(B=3, T=9, N=4, h=5, dtype=torch.double, seed=0):
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(B, T, h, dtype=dtype, generator=g).requires_grad_()
@@ -279,49 +274,3 @@ def test_native_shared_scan_does_not_depend_on_the_thread_count():
     assert_same_bits_with_1_and_2_threads(run, more=(8,))
 
 
-HIDDEN_SHAPES = {"z": "BTh", "m": "BTh", "h0": "Bh", "w_c": "33", "b_c": "3", "w_o": "h3",
-                 "b_o": "h", "ln_w": "h", "ln_b": "h"}
-
-
-def hidden_inputs(B, T, h, dtype):
-    size = {"B": B, "T": T, "h": h, "3": 3 * h}
-    return [torch.randn(*(size[c] for c in shape), dtype=dtype, requires_grad=True)
-            for shape in HIDDEN_SHAPES.values()]
-
-
-@pytest.mark.parametrize("with_mask, with_bias", [(False, True), (True, True), (False, False)])
-def test_native_hidden_pass_passes_gradcheck(with_mask, with_bias):
-    torch.manual_seed(0)
-    B, T, h = 11, 5, 4  # more samples than a register tile, and a remainder
-    lengths = torch.randint(1, T + 1, (B,)) if with_mask else None
-    args = hidden_inputs(B, T, h, torch.double)
-    if not with_bias:  # a layer built with bias=False
-        for name in ("b_c", "b_o"):
-            args[list(HIDDEN_SHAPES).index(name)] = None
-    assert torch.autograd.gradcheck(
-        lambda *a: native_hidden_pass(*a, 1e-6, lengths), tuple(args))
-
-
-def test_native_hidden_pass_does_not_depend_on_the_thread_count():
-    torch.manual_seed(0)
-    args = hidden_inputs(37, 6, 32, torch.float)
-
-    def run():
-        out, h_n = native_hidden_pass(*args, 1e-6, None)
-        return (out, h_n, *torch.autograd.grad(out.sin().sum() + h_n.sum(), args))
-
-    assert_same_bits_with_1_and_2_threads(run)
-
-
-def test_native_hidden_pass_reads_strided_inputs_as_their_values():
-    torch.manual_seed(0)
-    args = hidden_inputs(5, 4, 8, torch.double)
-    z, m = args[0].detach(), args[1].detach()
-    # the same values laid out (T, B, h) and viewed as (B, T, h)
-    strided = [z.transpose(0, 1).contiguous().transpose(0, 1),
-               m.transpose(0, 1).contiguous().transpose(0, 1), *args[2:]]
-    assert not strided[0].is_contiguous() and not strided[1].is_contiguous()
-    for got, expected in zip(native_hidden_pass(*strided, 1e-6, None),
-                             native_hidden_pass(z, m, *args[2:], 1e-6, None),
-                             strict=True):
-        torch.testing.assert_close(got, expected, atol=0, rtol=0)

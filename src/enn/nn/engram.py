@@ -22,7 +22,7 @@ from ..ops.engram import (
     EngramWeights,
     OptionWeights,
     engram_layer,
-    layer_backends,
+    layer_backend,
 )
 
 INIT_STATES = ("zeros", "random")
@@ -125,8 +125,8 @@ class _EngramBase(nn.Module):
         # Filled by forward when sparsity_penalty > 0: the weighted mean attention entropy,
         # a differentiable term for the training loss.
         self.aux_loss: Tensor | None = None
-        # The backends each layer ran in the last forward, bottom first: "native" or "torch"
-        # for both passes, or "memory/hidden" where they differ (docs/model.md).
+        # The memory pass's backend in each layer in the last forward, bottom first: "native",
+        # "scan", "chunk", "triton" or "torch" (docs/model.md).
         self.last_path: tuple[str, ...] = ()
 
     @property
@@ -295,7 +295,7 @@ class _EngramBase(nn.Module):
         record = None
         if keep_steps:
             record = EngramIntermediates(mem.attention, mem.recall, mem.traces)
-        path = "/".join(dict.fromkeys(layer_backends(o, self.hyper, noise, keep_steps)))
+        path = layer_backend(o, self.hyper, noise, keep_steps)
         return o, final, entropy, record, path
 
     def extra_repr(self) -> str:

@@ -18,7 +18,7 @@ from .common import (
     TraceMode,
     attention_entropy,
 )
-from .layer import BACKENDS, choose_backends, engram_layer, layer_backends
+from .layer import BACKENDS, choose_backend, engram_layer, layer_backend
 from .naive import encode, naive_hidden, naive_memory
 
 __all__ = [
@@ -36,11 +36,11 @@ __all__ = [
     "OptionWeights",
     "TraceMode",
     "attention_entropy",
-    "choose_backends",
+    "choose_backend",
     "chunk_memory",
     "encode",
     "engram_layer",
-    "layer_backends",
+    "layer_backend",
     "naive_hidden",
     "naive_memory",
     "scan_memory",

@@ -1,14 +1,14 @@
-"""One Engram layer: the encoder (1), then the memory pass (2-6, 9) and the hidden pass
-(7-8), each on the fastest backend that applies to its inputs.
+"""One Engram layer: the encoder (1), then the memory pass (2-6, 9) on the fastest backend
+that applies to its inputs, then the hidden pass (7-8, 12) in PyTorch.
 
-Backends: ``native`` (the C kernels of ``native.py``: float32/64 on the CPU), ``triton``
-(the memory pass's fused recurrent kernels of ``triton_memory.py``, for CUDA tensors where
-Triton is installed; the hidden pass there is PyTorch's, on cuBLAS), ``torch`` (``naive.py``:
-everywhere, and the only one that records the trace of every step). Those kernels run the
-paper's cell. A memory with the options of eqs. (10)-(11) whose addresses do not read the
-trace runs on ``bank.py``'s paths: in chunks (``chunk``) where it is a linear recurrence,
-on the native clipped scan (``scan``) where the clip acts; elsewhere on ``torch``. The
-native hidden pass also runs the residual update (12); the gated one runs on ``torch``.
+Memory backends: ``native`` (the C kernels of ``native.py``: float32/64 on the CPU),
+``triton`` (the fused recurrent kernels of ``triton_memory.py``, for CUDA tensors where
+Triton is installed), ``torch`` (``naive.py``: everywhere, and the only one that records the
+trace of every step). Those kernels run the paper's cell. A memory with the options of eqs.
+(10)-(11) whose addresses do not read the trace runs on ``bank.py``'s paths: in chunks
+(``chunk``) where it is a linear recurrence, on the native clipped scan (``scan``) where the
+clip acts; elsewhere on ``torch``. The hidden pass is ``naive_hidden`` on every device: its
+work is matrix products, which PyTorch's BLAS runs as fast as a kernel of ours did.
 """
 
 from __future__ import annotations
@@ -51,16 +51,15 @@ def check_weights(weights: EngramWeights) -> None:
                              f"got {w.device}")
 
 
-def choose_backends(z: Tensor, record_traces: bool = False, backend: str = "auto"
-                    ) -> tuple[str, str]:
-    """The backends of the memory pass and of the hidden pass for encodings like ``z``."""
+def choose_backend(z: Tensor, record_traces: bool = False, backend: str = "auto") -> str:
+    """The backend of the paper's memory pass for encodings like ``z``."""
     if backend not in BACKENDS:
         raise ValueError(f"enn: expected backend in {BACKENDS}, got {backend!r}")
     if backend == "torch":
-        return "torch", "torch"
+        return "torch"
     if backend == "triton" or (backend == "auto" and z.device.type == "cuda"):
         if triton_available():
-            return ("torch" if record_traces else "triton"), "torch"
+            return "torch" if record_traces else "triton"
         if backend == "triton":
             raise RuntimeError("enn: the triton backend needs the triton package")
     fits = native.supports(z)
@@ -68,9 +67,7 @@ def choose_backends(z: Tensor, record_traces: bool = False, backend: str = "auto
         raise RuntimeError(f"enn: the native backend needs float32/64 CPU tensors and built "
                            f"kernels; got {z.dtype} on {z.device}, kernels "
                            f"{'built' if native.available() else 'not available'}")
-    memory = "native" if fits and not record_traces else "torch"
-    hidden = "native" if fits and not _autocast(z.device.type) else "torch"
-    return memory, hidden
+    return "native" if fits and not record_traces else "torch"
 
 
 @torch.compiler.assume_constant_result
@@ -83,10 +80,10 @@ def _autocast(device_type: str) -> bool:
             and torch.is_autocast_enabled(device_type))
 
 
-def layer_backends(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
-                   record_traces: bool = False, backend: str = "auto") -> tuple[str, str]:
-    """The backends of the memory pass and the hidden pass of a layer with these settings."""
-    memory, hidden = choose_backends(z, record_traces, backend)
+def layer_backend(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
+                  record_traces: bool = False, backend: str = "auto") -> str:
+    """The backend of the memory pass of a layer with these settings."""
+    memory = choose_backend(z, record_traces, backend)
     if not hyper.paper_memory:
         if backend in ("native", "triton"):
             raise RuntimeError(f"enn: the {backend} backend runs the paper's memory only; "
@@ -104,9 +101,7 @@ def layer_backends(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
             raise RuntimeError("enn: the triton backend runs the paper's cosine only "
                                "(cosine_eps=0); this layer needs backend 'auto' or 'torch'")
         memory = "torch"
-    if hyper.hidden_update == "gated":
-        hidden = "torch"
-    return memory, hidden
+    return memory
 
 
 def memory_inputs(z: Tensor, hyper: EngramHyper, options: OptionWeights,
@@ -166,15 +161,10 @@ def memory_pass(
 
 
 def hidden_pass(z: Tensor, m: Tensor, h0: Tensor, w: EngramWeights, eps: float,
-                lengths: Tensor | None, backend: str, update: str = "paper",
+                lengths: Tensor | None, update: str = "paper",
                 options: OptionWeights = NO_OPTIONS) -> tuple[Tensor, Tensor]:
     """The hidden chain (7)-(8), or (12): outputs (B, T, h) and the last state (B, h)."""
-    if backend == "torch":
-        return naive_hidden(z, m, h0, w, eps, lengths, update, (options.weight_g, options.bias_g))
-    out, hT, *_ = torch.ops.enn.hidden_pass(z, m, h0, w.weight_c, w.bias_c, w.weight_o,
-                                            w.bias_o, w.ln_h_weight, w.ln_h_bias, eps, lengths,
-                                            update == "residual")
-    return out, hT
+    return naive_hidden(z, m, h0, w, eps, lengths, update, (options.weight_g, options.bias_g))
 
 
 def engram_layer(
@@ -198,14 +188,14 @@ def engram_layer(
     H0 = None if initial_state is None else initial_state.trace.to(dtype)
     key0 = None if initial_state is None else initial_state.key
     noise = None if noise is None else noise.to(dtype)
-    mem_backend, hidden_backend = layer_backends(z, hyper, noise, record_traces, backend)
+    mem_backend = layer_backend(z, hyper, noise, record_traces, backend)
     no_autocast = (torch.autocast(x.device.type, enabled=False) if _autocast(x.device.type)
                    else contextlib.nullcontext())
     with no_autocast:
         mem, H = memory_pass(z, weights.memory, hyper, noise, H0, lengths, record_traces,
                              mem_backend, options, key0)
     o, h = hidden_pass(z, mem.recall, h0.to(dtype), weights, hyper.ln_eps, lengths,
-                       hidden_backend, hyper.hidden_update, options)
+                       hyper.hidden_update, options)
     if not output_final_state:
         return o.to(dtype), None, mem
     last = z[:, -1] if lengths is None else z[torch.arange(z.shape[0]), lengths - 1]  # (B, h)

@@ -3,8 +3,7 @@
  *   per_sample_scan.inc: the per-sample trace, one sequence at a time so that its (N, h)
  *     trace stays in cache;
  *   shared_scan.inc: the shared trace (N, h), one step at a time over the whole batch;
- *   hidden_scan.inc: the hidden pass that follows the memory pass (both trace modes);
- *   clipped_trace.inc: the clipped per-sample trace of a memory addressed by its bank alone;
+ *   clipped_trace.inc: the clipped per-sample trace of a memory addressed by its bank alone.
  * All are written once, with the helpers of common.inc (kernels.inc gathers them), and
  * compiled for float and double.
  * Built with -fopenmp, the library shares the OpenMP runtime PyTorch has already loaded (the
