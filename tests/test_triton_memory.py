@@ -34,9 +34,13 @@ ALPHA, INV_TAU = 0.5, 1 / 0.75
 MODES = ["per_sample", "shared"]
 
 
-def make(B, T, D, N, shared, dtype=torch.float64, h0=False, noise=False, lengths=None):
-    """Inputs on DEV: z ~ N(0, 1), a bank small enough that the trace moves the addressing."""
+def make(B, T, D, N, shared, dtype=torch.float64, h0=False, noise=False, lengths=None,
+         zero_rows=False):
+    """Inputs on DEV: z ~ N(0, 1), a bank small enough that the trace moves the addressing;
+    ``zero_rows``: two encodings exactly zero (blank MNIST rows after the ReLU)."""
     z = torch.randn(B, T, D, dtype=torch.float64)
+    if zero_rows:
+        z[0, 1] = z[B - 1, T - 2] = 0.0
     M = 0.1 * torch.randn(N, D, dtype=torch.float64)
     H0 = 0.05 * torch.randn(*(() if shared else (B,)), N, D, dtype=torch.float64) if h0 else None
     nz = 0.01 * torch.randn(T, N, D, dtype=torch.float64) if noise else None
@@ -82,13 +86,16 @@ CASES = {  # B, T, h, N, options
     "wide": (9, 6, 40, 8, dict(noise=True, h0=True, lengths=[6, 1, 5, 6, 0, 3, 6, 2, 4],
                                top_k=3)),
     "two_sample_blocks": (17, 3, 20, 6, dict(noise=True, lengths=[3, 2, 1, 0] * 4 + [3])),
+    "smooth_cosine_zero_rows": (3, 7, 20, 6, dict(noise=True, h0=True, lengths=[7, 4, 6],
+                                                  cosine_eps=1e-3, zero_rows=True, eta=0.5,
+                                                  clip=0.05, chunk_size=3)),
 }
 
 
 def compare(mode, B, T, D, N, dtype=torch.float64, eta=0.05, clip=0.1, top_k=None,
-            chunk_size=None, rtol=1e-9, atol=1e-11, grad_tol=None, **inputs):
+            chunk_size=None, cosine_eps=0.0, rtol=1e-9, atol=1e-11, grad_tol=None, **inputs):
     shared = mode == "shared"
-    cfg = MemoryConfig(ALPHA, INV_TAU, clip, top_k, shared)
+    cfg = MemoryConfig(ALPHA, INV_TAU, clip, top_k, shared, cosine_eps=cosine_eps)
     z, M, H0, noise, lens = make(B, T, D, N, shared, dtype, **inputs)
     got, got_g, grads = run(fused_recurrent_memory, z, M, H0, noise, lens, cfg, eta,
                             chunk_size=chunk_size)
@@ -330,5 +337,114 @@ def test_the_layer_runs_its_memory_pass_on_triton(mode):
                                        lengths, backend=backend)
         loss = out.sin().sum() + final.trace.sum() + mem.attention[:, 2].sum()
         results.append((out, final.trace, *torch.autograd.grad(loss, [x, *layer.parameters()])))
+    for got, expected in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+
+
+# --------------------------------------------------------------------------------------------
+# The clipped trace of a memory addressed by its bank alone (bank.py's scan on CUDA)
+# --------------------------------------------------------------------------------------------
+
+
+def clipped_reference(a, w, v, decays, H0, lengths, decay, clip):
+    """read_t = a_t H_{t-1}, H_t = clip(d_t H_{t-1} + outer(w_t, v_t)); padded steps read
+    nothing and leave H alone."""
+    B, T, N = a.shape
+    H = a.new_zeros(B, N, v.shape[2]) if H0 is None else H0
+    reads = []
+    for t in range(T):
+        active = (torch.ones(B, dtype=torch.bool, device=a.device) if lengths is None
+                  else lengths > t)[:, None]
+        d = decay if decays is None else decays[:, t, None, None]
+        reads.append(torch.einsum("bn,bnh->bh", a[:, t], H) * active)
+        written = (d * H + w[:, t, :, None] * v[:, t, None, :]).clamp(-clip, clip)
+        H = torch.where(active[..., None], written, H)
+    return torch.stack(reads, 1), H
+
+
+CLIPPED_CASES = {  # B, T, h, N, per-step decays, initial trace, lengths
+    "plain": (3, 5, 20, 6, False, False, None),
+    "rates_state_lengths": (3, 7, 20, 6, True, True, [7, 4, 0]),  # chunks of 3, 3, 1
+    "wide": (9, 10, 40, 8, False, True, [10, 1, 5, 10, 7, 3, 10, 2, 9]),
+}
+
+
+def clipped_case(B, T, D, N, per_step, with_state, lengths, dtype):
+    g = torch.Generator().manual_seed(0)
+    a = torch.softmax(3 * torch.randn(B, T, N, generator=g, dtype=torch.float64), -1)
+    w = torch.softmax(3 * torch.randn(B, T, N, generator=g, dtype=torch.float64), -1)
+    v = torch.randn(B, T, D, generator=g, dtype=torch.float64)
+    decays = 0.8 + 0.2 * torch.rand(B, T, generator=g, dtype=torch.float64) if per_step else None
+    H0 = 0.3 * torch.randn(B, N, D, generator=g, dtype=torch.float64) if with_state else None
+    tensors = [None if t is None else t.to(DEV, dtype).requires_grad_()
+               for t in (a, w, v, decays, H0)]
+    lens = None if lengths is None else torch.tensor(lengths, device=DEV)
+    return tensors, lens
+
+
+def clipped_outputs_and_gradients(fn, tensors, lens, clip):
+    read, H = fn(*tensors, lens, 0.9, clip)[:2]
+    g = torch.Generator().manual_seed(1)
+    g_read, g_H = (torch.randn(t.shape, generator=g, dtype=torch.float64).to(DEV, t.dtype)
+                   for t in (read, H))
+    leaves = [t for t in tensors if t is not None]
+    grads = torch.autograd.grad((read * g_read).sum() + (H * g_H).sum(), leaves)
+    return [read, H, *grads]
+
+
+@pytest.mark.parametrize("case", list(CLIPPED_CASES))
+def test_clipped_trace_matches_the_reference_with_every_gradient(case):
+    from enn.ops.engram.triton_memory import clipped_trace
+
+    tensors, lens = clipped_case(*CLIPPED_CASES[case], torch.float64)
+    clip = 0.25  # acts on a good share of the entries
+    expected = clipped_outputs_and_gradients(clipped_reference, tensors, lens, clip)
+    H = expected[1]
+    assert (H.abs() == clip).sum() > 0.05 * (H != 0).sum()
+    got = clipped_outputs_and_gradients(
+        lambda *args: clipped_trace(*args, save=True), tensors, lens, clip)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11)
+
+
+def test_clipped_trace_in_float32_against_float64():
+    from enn.ops.engram.triton_memory import clipped_trace
+
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        tensors, lens = clipped_case(*CLIPPED_CASES["rates_state_lengths"], dtype)
+        results.append(clipped_outputs_and_gradients(
+            lambda *args: clipped_trace(*args, save=True), tensors, lens, 0.25))
+    for g, e in zip(*results, strict=True):
+        assert g.dtype == torch.float32
+        assert_close_scaled(g, e, 1e-6, "clipped trace")
+
+
+def test_clipped_trace_without_saving_refuses_the_backward():
+    from enn.ops.engram.triton_memory import clipped_trace
+
+    tensors, lens = clipped_case(*CLIPPED_CASES["plain"], torch.float64)
+    read, H, _ = clipped_trace(*tensors, lens, 0.9, 0.25, save=False)
+    with pytest.raises(RuntimeError, match="without saving"):
+        read.sum().backward()
+
+
+@cuda
+def test_the_associative_layer_runs_the_clipped_scan_on_cuda():
+    from enn import Engram
+    from enn.models.config import ASSOCIATIVE
+    from enn.ops.engram import engram_layer
+
+    layer = Engram(3, 40, batch_first=True, memory_size=8, **ASSOCIATIVE).double().to(DEV)
+    x = torch.randn(9, 19, 3, dtype=torch.float64, device=DEV)
+    lengths = torch.tensor([19, 3, 7, 1, 5, 19, 18, 2, 11], device=DEV)
+    layer(x, lengths=lengths)
+    assert layer.last_path == ("scan",)
+    results = []
+    for backend in ("auto", "torch"):
+        out, final, _ = engram_layer(x, layer.layer_weights(0), layer.hyper, None, True, lengths,
+                                     backend=backend, options=layer._layer_options("_l0"))
+        loss = out.sin().sum() + final.trace.square().sum()
+        results.append((out, final.trace, *torch.autograd.grad(loss, list(layer.parameters()))))
     for got, expected in zip(*results, strict=True):
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)

@@ -3,7 +3,8 @@
 When the read and the write are addressed by the bank M alone (``address_trace=False``) and
 each write is a plain outer product (no delta rule), every step's addresses are known up
 front, so the per-sample trace only has to walk the writes. With the clip (9) that walk is
-the native kernel ``enn::clipped_trace`` (``scan_memory``). Without it the trace is a decayed
+the kernel ``enn::clipped_trace`` (``scan_memory``; native on the CPU, Triton's
+``enn::triton_clipped_trace`` on CUDA). Without it the trace is a decayed
 sum of outer products,
 
     H_t = d_t H_{t-1} + s_t outer(w_t, v_t),
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import native
-from .common import MemoryConfig, MemoryOutput, needs_grad
+from .common import MemoryConfig, MemoryOutput, needs_grad, triton_available
 from .naive import Scalar, address, write_address
 
 CHUNK_SIZE = 64
@@ -42,9 +43,9 @@ def chunk_applies(cfg: MemoryConfig, decay: float | None, noisy: bool) -> bool:
 
 def scan_applies(cfg: MemoryConfig, noisy: bool, like: Tensor) -> bool:
     """Whether ``scan_memory`` computes this memory on tensors like ``like``: a clipped,
-    noiseless trace on the native kernels' dtypes and device."""
+    noiseless trace on the native kernels' dtypes and device, or on CUDA with Triton."""
     return (_bank_addressed(cfg) and cfg.trace_clip is not None and not noisy
-            and native.supports(like))
+            and (native.supports(like) or (like.is_cuda and triton_available())))
 
 
 def _addresses(q: Tensor, k: Tensor | None, memory: Tensor, cfg: MemoryConfig,
@@ -80,8 +81,12 @@ def scan_memory(
     fixed = isinstance(decay, float | int)
     sw = w * _per_step(strength, q)[..., None]  # (B, T, N) the scaled write address
     inputs = (a, sw, v, None if fixed else decay, initial_state)
-    read, H, _ = torch.ops.enn.clipped_trace(*inputs, lengths, float(decay) if fixed else 0.0,
-                                             float(cfg.trace_clip), needs_grad(*inputs))
+    if q.is_cuda:
+        from .triton_memory import clipped_trace
+    else:
+        clipped_trace = torch.ops.enn.clipped_trace
+    read, H, _ = clipped_trace(*inputs, lengths, float(decay) if fixed else 0.0,
+                               float(cfg.trace_clip), needs_grad(*inputs))
     return MemoryOutput(a, _recall(a, read, memory, cfg, active)), (H if output_final_state
                                                                      else None)
 

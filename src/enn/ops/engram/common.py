@@ -5,6 +5,7 @@ Equation numbers refer to docs/model.md.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -153,6 +154,12 @@ def l2_normalize(v: Tensor, eps: float = 0.0) -> Tensor:
     if eps > 0:
         return v * torch.rsqrt((v * v).sum(-1, keepdim=True) + eps)
     return v / v.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
+
+
+@torch.compiler.assume_constant_result
+def triton_available() -> bool:
+    """Whether the triton package is installed (the GPU kernels' backend)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 def needs_grad(*tensors: Tensor | None) -> bool:

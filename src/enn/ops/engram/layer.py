@@ -14,7 +14,6 @@ work is matrix products, which PyTorch's BLAS runs as fast as a kernel of ours d
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from dataclasses import replace
 
 import torch
@@ -29,6 +28,7 @@ from .common import (
     MemoryOutput,
     OptionWeights,
     needs_grad,
+    triton_available,
 )
 from .naive import encode, naive_hidden, naive_memory
 
@@ -70,11 +70,6 @@ def choose_backend(z: Tensor, record_traces: bool = False, backend: str = "auto"
     return "native" if fits and not record_traces else "torch"
 
 
-@torch.compiler.assume_constant_result
-def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
-
-
 def _autocast(device_type: str) -> bool:
     return (torch.amp.is_autocast_available(device_type)
             and torch.is_autocast_enabled(device_type))
@@ -96,11 +91,6 @@ def layer_backend(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
                 memory = "chunk"
             elif bank.scan_applies(cfg, noisy, z):
                 memory = "scan"
-    elif hyper.cosine_eps > 0 and memory == "triton":  # the Triton kernels clamp the norms
-        if backend == "triton":
-            raise RuntimeError("enn: the triton backend runs the paper's cosine only "
-                               "(cosine_eps=0); this layer needs backend 'auto' or 'torch'")
-        memory = "torch"
     return memory
 
 

@@ -7,7 +7,7 @@ stays on chip while a program walks the time steps.
 Per step t, for sequence b (trace H (N, h): one per sample, or one for the batch):
 
     E   = M + alpha H                                   (2)
-    a   = softmax(inv_tau * topk_mask(cos(z_t, E_i)))   (3)-(5)
+    a   = softmax(inv_tau * topk_mask(cos(z_t, E_i)))   (3)-(5)  norms clamped, or smooth
     m   = a E                                           (6)  the recall
     H'  = clip(decay H + strength (a z_t^T + noise_t))  (9)
 
@@ -40,6 +40,13 @@ small enough to keep, so there is no recomputation):
   softmax, cosines and the write (dz), and the block's sum of dE.
 * ``_sh_bwd_write_kernel``: sums the blocks' dE, accumulates dM and carries dH to the step
   before (elementwise over the trace).
+
+Clipped trace (bank.py's scan, the memory of the ``default`` preset on CUDA; one program
+per sequence): given every step's read and scaled write addresses a_t, w_t (computed before,
+as batched products) and values v_t, ``_clip_fwd_kernel`` walks read_t = a_t H_{t-1},
+H_t = clip(d_t H_{t-1} + outer(w_t, v_t)) with the trace in registers and the same
+checkpoints; ``_clip_bwd_kernel`` recomputes each chunk into the scratch buffer and walks it
+back, writing the gradients of a, w, v, the per-step decays and the initial trace.
 
 Shapes: any B and T with B T max(N, h) < 2**31 (int32 offsets); N and h up to
 next_pow2(N) * next_pow2(h) <= 65536 elements per tile (e.g. N 128, h 256 or N 64,
@@ -89,19 +96,65 @@ _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @triton.jit
-def _rows(H, Mt, alpha):
-    """E = M + alpha H (2), its row norms |E_i|, 1 / max(|E_i|, eps) and the unit rows."""
-    E = Mt + alpha * H
-    en = tl.sqrt(tl.sum(E * E, axis=1))
-    er = 1.0 / tl.maximum(en, _EPS)
-    return E, en, er, E * er[:, None]
+def _tile(N, D, BN: tl.constexpr, BH: tl.constexpr):
+    """Offsets and masks of an (N, h) trace held as a (BN, BH) tile, row-major."""
+    offs_n = tl.arange(0, BN)
+    offs_h = tl.arange(0, BH)
+    mask_n = offs_n < N
+    mask_h = offs_h < D
+    return (offs_n, offs_h, mask_n, mask_h, mask_n[:, None] & mask_h[None, :],
+            offs_n[:, None] * D + offs_h[None, :])
 
 
 @triton.jit
-def _attend(nE, zt, inv_tau, topk, mask_n, HAS_TOPK: tl.constexpr):
-    """Attention (3)-(5) of z_t over the unit rows nE; also |z|, 1 / max(|z|, eps), z / ..."""
-    zn = tl.sqrt(tl.sum(zt * zt, axis=0))
-    zr = 1.0 / tl.maximum(zn, _EPS)
+def _steps(len_ptr, b, T, HAS_LEN: tl.constexpr):
+    """Sequence b's length: its steps from there on are padding."""
+    if HAS_LEN:
+        return tl.maximum(tl.minimum(tl.load(len_ptr + b), T), 0)
+    return T
+
+
+@triton.jit
+def _chunk_back(ci, n_chunks, C: tl.constexpr, L):
+    """The ci-th chunk from the end: its index and its steps [t0, t1)."""
+    c = n_chunks - 1 - ci
+    return c, c * C, tl.minimum(c * C + C, L)
+
+
+@triton.jit
+def _state(ptr, tile, mask, BN: tl.constexpr, BH: tl.constexpr, ACC: tl.constexpr,
+           GIVEN: tl.constexpr):
+    """A sequence's (N, h) state at ptr as an ACC tile, or zeros where none is given."""
+    if GIVEN:
+        return tl.load(ptr + tile, mask=mask, other=0.0).to(ACC)
+    return tl.zeros((BN, BH), dtype=ACC)
+
+
+@triton.jit
+def _inverse_norm(sq, ceps, SMOOTH: tl.constexpr):
+    """From squared norms: 1 / max(|v|, eps) (the paper's clamp) or 1 / sqrt(|v|^2 + ceps)
+    (the smooth cosine), and whether the norm passes a gradient back (the clamped one is
+    constant below eps)."""
+    if SMOOTH:
+        return 1.0 / tl.sqrt(sq + ceps), sq >= 0.0
+    n = tl.sqrt(sq)
+    return 1.0 / tl.maximum(n, _EPS), n >= _EPS
+
+
+@triton.jit
+def _rows(H, Mt, alpha, ceps, SMOOTH: tl.constexpr):
+    """E = M + alpha H (2), 1 / |E_i| (clamped or smooth), where it flows, the unit rows."""
+    E = Mt + alpha * H
+    er, ef = _inverse_norm(tl.sum(E * E, axis=1), ceps, SMOOTH)
+    return E, ef, er, E * er[:, None]
+
+
+@triton.jit
+def _attend(nE, zt, inv_tau, topk, mask_n, ceps, HAS_TOPK: tl.constexpr,
+            SMOOTH: tl.constexpr):
+    """Attention (3)-(5) of z_t over the unit rows nE; also where |z| flows, 1 / |z| and
+    z / |z|."""
+    zr, zf = _inverse_norm(tl.sum(zt * zt, axis=0), ceps, SMOOTH)
     nz = zt * zr
     s = tl.sum(nE * nz[None, :], axis=1) * inv_tau
     s = tl.where(mask_n, s, float("-inf"))
@@ -110,21 +163,21 @@ def _attend(nE, zt, inv_tau, topk, mask_n, HAS_TOPK: tl.constexpr):
         above = tl.sum((s[None, :] > s[:, None]).to(tl.int32), axis=1)
         s = tl.where(above < topk, s, float("-inf"))
     p = tl.exp(s - tl.max(s, axis=0))
-    return zn, zr, nz, p / tl.sum(p, axis=0)
+    return zf, zr, nz, p / tl.sum(p, axis=0)
 
 
 @triton.jit
-def _attend_backward(da, a, E, en, er, nE, zn, zr, nz, inv_tau):
+def _attend_backward(da, a, E, ef, er, nE, zf, zr, nz, inv_tau):
     """Given dL/da, the gradients of z and E through softmax, cosines and the norms."""
     ds = a * (da - tl.sum(a * da, axis=0))
     dc = ds * inv_tau
     dnz = tl.sum(dc[:, None] * nE, axis=0)
     dnE = dc[:, None] * nz[None, :]
-    # n = v / max(|v|, eps): dv = (dn - n (n . dn)) / |v| where |v| >= eps, dn / eps below
-    dz = tl.where(zn >= _EPS, zr * (dnz - nz * tl.sum(nz * dnz, axis=0)), zr * dnz)
+    # n = v r with r = 1 / max(|v|, eps): dv = r (dn - n (n . dn)) where |v| >= eps, r dn
+    # below; with r = 1 / sqrt(|v|^2 + ceps) the first form holds everywhere
+    dz = tl.where(zf, zr * (dnz - nz * tl.sum(nz * dnz, axis=0)), zr * dnz)
     proj = tl.sum(nE * dnE, axis=1)
-    dE = tl.where((en >= _EPS)[:, None], er[:, None] * (dnE - nE * proj[:, None]),
-                  er[:, None] * dnE)
+    dE = tl.where(ef[:, None], er[:, None] * (dnE - nE * proj[:, None]), er[:, None] * dnE)
     return dz, dE
 
 
@@ -139,37 +192,28 @@ def _ps_fwd_kernel(
     att_ptr, rec_ptr, ht_ptr, ck_ptr,
     T, N, D, topk, NC,
     HAS_H0: tl.constexpr, HAS_NOISE: tl.constexpr, HAS_LEN: tl.constexpr,
-    HAS_TOPK: tl.constexpr, SAVE: tl.constexpr, C: tl.constexpr,
+    HAS_TOPK: tl.constexpr, SMOOTH: tl.constexpr, SAVE: tl.constexpr, C: tl.constexpr,
     BN: tl.constexpr, BH: tl.constexpr, ACC: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
-    offs_n = tl.arange(0, BN)
-    offs_h = tl.arange(0, BH)
-    mask_n = offs_n < N
-    mask_h = offs_h < D
-    mask = mask_n[:, None] & mask_h[None, :]
-    tile = offs_n[:, None] * D + offs_h[None, :]
+    offs_n, offs_h, mask_n, mask_h, mask, tile = _tile(N, D, BN, BH)
     decay = tl.load(prm_ptr + 0)
     strength = tl.load(prm_ptr + 1)
     alpha = tl.load(prm_ptr + 2)
     inv_tau = tl.load(prm_ptr + 3)
+    ceps = tl.load(prm_ptr + 5)
     clip = tl.load(prm_ptr + 4)
 
     Mt = tl.load(m_ptr + tile, mask=mask, other=0.0).to(ACC)
-    if HAS_H0:
-        H = tl.load(h0_ptr + b * N * D + tile, mask=mask, other=0.0).to(ACC)
-    else:
-        H = tl.zeros((BN, BH), dtype=ACC)
-    L = T
-    if HAS_LEN:
-        L = tl.maximum(tl.minimum(tl.load(len_ptr + b), T), 0)
+    H = _state(h0_ptr + b * N * D, tile, mask, BN, BH, ACC, HAS_H0)
+    L = _steps(len_ptr, b, T, HAS_LEN)
     for t in range(0, L):  # steps from L on are padding: outputs stay zero, H stays
         if SAVE:
             if t % C == 0:
                 tl.store(ck_ptr + (b * NC + t // C) * N * D + tile, H, mask=mask)
         zt = tl.load(z_ptr + (b * T + t) * D + offs_h, mask=mask_h, other=0.0).to(ACC)
-        E, en, er, nE = _rows(H, Mt, alpha)
-        zn, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, HAS_TOPK)
+        E, ef, er, nE = _rows(H, Mt, alpha, ceps, SMOOTH)
+        zf, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, ceps, HAS_TOPK, SMOOTH)
         m = tl.sum(a[:, None] * E, axis=0)
         tl.store(att_ptr + (b * T + t) * N + offs_n, a.to(att_ptr.dtype.element_ty), mask=mask_n)
         tl.store(rec_ptr + (b * T + t) * D + offs_h, m.to(rec_ptr.dtype.element_ty), mask=mask_h)
@@ -187,44 +231,33 @@ def _ps_bwd_kernel(
     da_ptr, dr_ptr, dht_ptr, dz_ptr, dm_ptr, dh0_ptr,
     T, N, D, topk, NC,
     HAS_NOISE: tl.constexpr, HAS_LEN: tl.constexpr, HAS_TOPK: tl.constexpr,
-    HAS_DHT: tl.constexpr, WANT_DH0: tl.constexpr, C: tl.constexpr,
+    SMOOTH: tl.constexpr, HAS_DHT: tl.constexpr, WANT_DH0: tl.constexpr, C: tl.constexpr,
     BN: tl.constexpr, BH: tl.constexpr, ACC: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
-    offs_n = tl.arange(0, BN)
-    offs_h = tl.arange(0, BH)
-    mask_n = offs_n < N
-    mask_h = offs_h < D
-    mask = mask_n[:, None] & mask_h[None, :]
-    tile = offs_n[:, None] * D + offs_h[None, :]
+    offs_n, offs_h, mask_n, mask_h, mask, tile = _tile(N, D, BN, BH)
     decay = tl.load(prm_ptr + 0)
     strength = tl.load(prm_ptr + 1)
     alpha = tl.load(prm_ptr + 2)
     inv_tau = tl.load(prm_ptr + 3)
+    ceps = tl.load(prm_ptr + 5)
     clip = tl.load(prm_ptr + 4)
 
     Mt = tl.load(m_ptr + tile, mask=mask, other=0.0).to(ACC)
-    if HAS_DHT:
-        G = tl.load(dht_ptr + b * N * D + tile, mask=mask, other=0.0).to(ACC)  # dL/dH_t
-    else:
-        G = tl.zeros((BN, BH), dtype=ACC)
+    G = _state(dht_ptr + b * N * D, tile, mask, BN, BH, ACC, HAS_DHT)  # dL/dH_t
     dM = tl.zeros((BN, BH), dtype=ACC)
-    L = T
-    if HAS_LEN:
-        L = tl.maximum(tl.minimum(tl.load(len_ptr + b), T), 0)
+    L = _steps(len_ptr, b, T, HAS_LEN)
     scratch = scr_ptr + b * C * N * D
     n_chunks = tl.cdiv(L, C)
     for ci in range(0, n_chunks):
-        c = n_chunks - 1 - ci
-        t0 = c * C
-        t1 = tl.minimum(t0 + C, L)
         # recompute the traces before each step of the chunk from its checkpoint
+        c, t0, t1 = _chunk_back(ci, n_chunks, C, L)
         H = tl.load(ck_ptr + (b * NC + c) * N * D + tile, mask=mask, other=0.0)
         for t in range(t0, t1 - 1):
             tl.store(scratch + (t - t0) * N * D + tile, H, mask=mask)
             zt = tl.load(z_ptr + (b * T + t) * D + offs_h, mask=mask_h, other=0.0).to(ACC)
-            E, en, er, nE = _rows(H, Mt, alpha)
-            zn, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, HAS_TOPK)
+            E, ef, er, nE = _rows(H, Mt, alpha, ceps, SMOOTH)
+            zf, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, ceps, HAS_TOPK, SMOOTH)
             W = a[:, None] * zt[None, :]
             if HAS_NOISE:
                 W += tl.load(noise_ptr + t * N * D + tile, mask=mask, other=0.0).to(ACC)
@@ -236,8 +269,8 @@ def _ps_bwd_kernel(
             t = t1 - 1 - i
             H = tl.load(scratch + (t - t0) * N * D + tile, mask=mask, other=0.0)
             zt = tl.load(z_ptr + (b * T + t) * D + offs_h, mask=mask_h, other=0.0).to(ACC)
-            E, en, er, nE = _rows(H, Mt, alpha)
-            zn, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, HAS_TOPK)
+            E, ef, er, nE = _rows(H, Mt, alpha, ceps, SMOOTH)
+            zf, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, ceps, HAS_TOPK, SMOOTH)
             W = a[:, None] * zt[None, :]
             if HAS_NOISE:
                 W += tl.load(noise_ptr + t * N * D + tile, mask=mask, other=0.0).to(ACC)
@@ -247,7 +280,7 @@ def _ps_bwd_kernel(
             dmt = tl.load(dr_ptr + (b * T + t) * D + offs_h, mask=mask_h, other=0.0).to(ACC)
             da = dat + tl.sum(E * dmt[None, :], axis=1)
             da += strength * tl.sum(dP * zt[None, :], axis=1)
-            dzt, dE = _attend_backward(da, a, E, en, er, nE, zn, zr, nz, inv_tau)
+            dzt, dE = _attend_backward(da, a, E, ef, er, nE, zf, zr, nz, inv_tau)
             dzt += strength * tl.sum(dP * a[:, None], axis=0)
             dE += a[:, None] * dmt[None, :]
             G = decay * dP + alpha * dE
@@ -269,28 +302,24 @@ def _ps_bwd_kernel(
 def _sh_read_kernel(
     z_ptr, m_ptr, hs_ptr, len_ptr, prm_ptr, att_ptr, rec_ptr, a32_ptr,
     t, B, T, N, D, topk, NPROG,
-    HAS_LEN: tl.constexpr, HAS_TOPK: tl.constexpr,
+    HAS_LEN: tl.constexpr, HAS_TOPK: tl.constexpr, SMOOTH: tl.constexpr,
     BN: tl.constexpr, BH: tl.constexpr, ACC: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    offs_n = tl.arange(0, BN)
-    offs_h = tl.arange(0, BH)
-    mask_n = offs_n < N
-    mask_h = offs_h < D
-    mask = mask_n[:, None] & mask_h[None, :]
-    tile = offs_n[:, None] * D + offs_h[None, :]
+    offs_n, offs_h, mask_n, mask_h, mask, tile = _tile(N, D, BN, BH)
     alpha = tl.load(prm_ptr + 2)
     inv_tau = tl.load(prm_ptr + 3)
+    ceps = tl.load(prm_ptr + 5)
     Mt = tl.load(m_ptr + tile, mask=mask, other=0.0).to(ACC)
     H = tl.load(hs_ptr + t * N * D + tile, mask=mask, other=0.0)
-    E, en, er, nE = _rows(H, Mt, alpha)
+    E, ef, er, nE = _rows(H, Mt, alpha, ceps, SMOOTH)
     for b in range(pid, B, NPROG):
         active = b < B
         if HAS_LEN:
             active = t < tl.load(len_ptr + b)
         row = b * T + t  # B T max(N, h) < 2**31 (checked on the host)
         zt = tl.load(z_ptr + row * D + offs_h, mask=mask_h, other=0.0).to(ACC)
-        zn, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, HAS_TOPK)
+        zf, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, ceps, HAS_TOPK, SMOOTH)
         a = tl.where(active, a, 0.0)
         m = tl.sum(a[:, None] * E, axis=0)
         tl.store(att_ptr + row * N + offs_n, a.to(att_ptr.dtype.element_ty), mask=mask_n)
@@ -339,22 +368,18 @@ def _sh_bwd_read_kernel(
     z_ptr, m_ptr, hs_ptr, len_ptr, nact_ptr, prm_ptr, pass_ptr, g_ptr,
     da_ptr, dr_ptr, dz_ptr, dep_ptr,
     t, B, T, N, D, topk, NPROG,
-    HAS_LEN: tl.constexpr, HAS_TOPK: tl.constexpr,
+    HAS_LEN: tl.constexpr, HAS_TOPK: tl.constexpr, SMOOTH: tl.constexpr,
     BN: tl.constexpr, BH: tl.constexpr, ACC: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    offs_n = tl.arange(0, BN)
-    offs_h = tl.arange(0, BH)
-    mask_n = offs_n < N
-    mask_h = offs_h < D
-    mask = mask_n[:, None] & mask_h[None, :]
-    tile = offs_n[:, None] * D + offs_h[None, :]
+    offs_n, offs_h, mask_n, mask_h, mask, tile = _tile(N, D, BN, BH)
     strength = tl.load(prm_ptr + 1)
     alpha = tl.load(prm_ptr + 2)
     inv_tau = tl.load(prm_ptr + 3)
+    ceps = tl.load(prm_ptr + 5)
     Mt = tl.load(m_ptr + tile, mask=mask, other=0.0).to(ACC)
     H = tl.load(hs_ptr + t * N * D + tile, mask=mask, other=0.0)
-    E, en, er, nE = _rows(H, Mt, alpha)
+    E, ef, er, nE = _rows(H, Mt, alpha, ceps, SMOOTH)
     G = tl.load(g_ptr + tile, mask=mask, other=0.0)
     passed = tl.load(pass_ptr + t * N * D + tile, mask=mask, other=0) != 0
     dP = tl.where(passed, G, 0.0)
@@ -366,11 +391,11 @@ def _sh_bwd_read_kernel(
             active = t < tl.load(len_ptr + b)
         row = b * T + t  # B T max(N, h) < 2**31 (checked on the host)
         zt = tl.load(z_ptr + row * D + offs_h, mask=mask_h, other=0.0).to(ACC)
-        zn, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, HAS_TOPK)
+        zf, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, ceps, HAS_TOPK, SMOOTH)
         dat = tl.load(da_ptr + row * N + offs_n, mask=mask_n, other=0.0).to(ACC)
         dmt = tl.load(dr_ptr + row * D + offs_h, mask=mask_h, other=0.0).to(ACC)
         da = dat + tl.sum(E * dmt[None, :], axis=1) + ws * tl.sum(dP * zt[None, :], axis=1)
-        dzt, dE = _attend_backward(da, a, E, en, er, nE, zn, zr, nz, inv_tau)
+        dzt, dE = _attend_backward(da, a, E, ef, er, nE, zf, zr, nz, inv_tau)
         dzt += ws * tl.sum(dP * a[:, None], axis=0)
         dE += a[:, None] * dmt[None, :]
         dE_sum += tl.where(active, dE, 0.0)
@@ -401,6 +426,103 @@ def _sh_bwd_write_kernel(
 
 
 # --------------------------------------------------------------------------------------------
+# Clipped trace of a memory addressed by its bank alone (bank.py's scan)
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _clip_fwd_kernel(
+    a_ptr, w_ptr, v_ptr, d_ptr, h0_ptr, len_ptr, prm_ptr, read_ptr, ht_ptr, ck_ptr,
+    T, N, D, NC,
+    HAS_D: tl.constexpr, HAS_H0: tl.constexpr, HAS_LEN: tl.constexpr, SAVE: tl.constexpr,
+    C: tl.constexpr, BN: tl.constexpr, BH: tl.constexpr, ACC: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    offs_n, offs_h, mask_n, mask_h, mask, tile = _tile(N, D, BN, BH)
+    decay = tl.load(prm_ptr + 0)
+    clip = tl.load(prm_ptr + 1)
+    H = _state(h0_ptr + b * N * D, tile, mask, BN, BH, ACC, HAS_H0)
+    L = _steps(len_ptr, b, T, HAS_LEN)
+    for t in range(0, L):  # steps from L on are padding: no read, H stays
+        if SAVE:
+            if t % C == 0:
+                tl.store(ck_ptr + (b * NC + t // C) * N * D + tile, H, mask=mask)
+        row = b * T + t
+        at = tl.load(a_ptr + row * N + offs_n, mask=mask_n, other=0.0).to(ACC)
+        wt = tl.load(w_ptr + row * N + offs_n, mask=mask_n, other=0.0).to(ACC)
+        vt = tl.load(v_ptr + row * D + offs_h, mask=mask_h, other=0.0).to(ACC)
+        r = tl.sum(at[:, None] * H, axis=0)
+        tl.store(read_ptr + row * D + offs_h, r.to(read_ptr.dtype.element_ty), mask=mask_h)
+        d = decay
+        if HAS_D:
+            d = tl.load(d_ptr + row).to(ACC)
+        P = d * H + wt[:, None] * vt[None, :]
+        H = tl.minimum(tl.maximum(P, -clip), clip)
+    tl.store(ht_ptr + b * N * D + tile, H.to(ht_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _clip_bwd_kernel(
+    a_ptr, w_ptr, v_ptr, d_ptr, len_ptr, prm_ptr, ck_ptr, scr_ptr, dr_ptr, dht_ptr,
+    da_ptr, dw_ptr, dv_ptr, dd_ptr, dh0_ptr,
+    T, N, D, NC,
+    HAS_D: tl.constexpr, HAS_LEN: tl.constexpr, HAS_DHT: tl.constexpr,
+    WANT_DH0: tl.constexpr, C: tl.constexpr, BN: tl.constexpr, BH: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    offs_n, offs_h, mask_n, mask_h, mask, tile = _tile(N, D, BN, BH)
+    decay = tl.load(prm_ptr + 0)
+    clip = tl.load(prm_ptr + 1)
+    G = _state(dht_ptr + b * N * D, tile, mask, BN, BH, ACC, HAS_DHT)  # dL/dH_t
+    L = _steps(len_ptr, b, T, HAS_LEN)
+    scratch = scr_ptr + b * C * N * D
+    n_chunks = tl.cdiv(L, C)
+    for ci in range(0, n_chunks):
+        # recompute the traces before each step of the chunk from its checkpoint
+        c, t0, t1 = _chunk_back(ci, n_chunks, C, L)
+        H = tl.load(ck_ptr + (b * NC + c) * N * D + tile, mask=mask, other=0.0)
+        for t in range(t0, t1 - 1):
+            tl.store(scratch + (t - t0) * N * D + tile, H, mask=mask)
+            row = b * T + t
+            wt = tl.load(w_ptr + row * N + offs_n, mask=mask_n, other=0.0).to(ACC)
+            vt = tl.load(v_ptr + row * D + offs_h, mask=mask_h, other=0.0).to(ACC)
+            d = decay
+            if HAS_D:
+                d = tl.load(d_ptr + row).to(ACC)
+            H = tl.minimum(tl.maximum(d * H + wt[:, None] * vt[None, :], -clip), clip)
+        tl.store(scratch + (t1 - 1 - t0) * N * D + tile, H, mask=mask)
+        tl.debug_barrier()
+        # walk the chunk back
+        for i in range(0, t1 - t0):
+            t = t1 - 1 - i
+            row = b * T + t
+            H = tl.load(scratch + (t - t0) * N * D + tile, mask=mask, other=0.0)
+            at = tl.load(a_ptr + row * N + offs_n, mask=mask_n, other=0.0).to(ACC)
+            wt = tl.load(w_ptr + row * N + offs_n, mask=mask_n, other=0.0).to(ACC)
+            vt = tl.load(v_ptr + row * D + offs_h, mask=mask_h, other=0.0).to(ACC)
+            gr = tl.load(dr_ptr + row * D + offs_h, mask=mask_h, other=0.0).to(ACC)
+            d = decay
+            if HAS_D:
+                d = tl.load(d_ptr + row).to(ACC)
+            P = d * H + wt[:, None] * vt[None, :]
+            dP = tl.where((P >= -clip) & (P <= clip), G, 0.0)  # a clipped entry passes nothing
+            tl.store(da_ptr + row * N + offs_n, tl.sum(H * gr[None, :], axis=1)
+                     .to(da_ptr.dtype.element_ty), mask=mask_n)
+            tl.store(dw_ptr + row * N + offs_n, tl.sum(dP * vt[None, :], axis=1)
+                     .to(dw_ptr.dtype.element_ty), mask=mask_n)
+            tl.store(dv_ptr + row * D + offs_h, tl.sum(dP * wt[:, None], axis=0)
+                     .to(dv_ptr.dtype.element_ty), mask=mask_h)
+            if HAS_D:
+                tl.store(dd_ptr + row, tl.sum(tl.sum(dP * H, axis=1), axis=0)
+                         .to(dd_ptr.dtype.element_ty))
+            G = d * dP + at[:, None] * gr[None, :]  # the write's decay, and the read
+        tl.debug_barrier()  # the next chunk overwrites the scratch
+    if WANT_DH0:
+        tl.store(dh0_ptr + b * N * D + tile, G.to(dh0_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------------------------
 # Host side
 # --------------------------------------------------------------------------------------------
 
@@ -421,8 +543,9 @@ def _tiles(N: int, D: int) -> tuple[int, int]:
     return triton.next_power_of_2(N), triton.next_power_of_2(D)
 
 
-def _params(decay, strength, alpha, inv_tau, clip, dtype, device) -> Tensor:
-    return torch.tensor([decay, strength, alpha, inv_tau, clip], dtype=dtype, device=device)
+def _params(decay, strength, alpha, inv_tau, clip, ceps, dtype, device) -> Tensor:
+    return torch.tensor([decay, strength, alpha, inv_tau, clip, ceps], dtype=dtype,
+                        device=device)
 
 
 def _programs(B: int, device: torch.device) -> int:
@@ -447,8 +570,8 @@ def _chunk(T: int, chunk_size: int) -> int:
     return max(1, math.isqrt(max(T - 1, 0)) + 1) if chunk_size <= 0 else chunk_size
 
 
-def _forward(z, memory, noise, initial_state, lengths, decay, strength, alpha, inv_tau, clip,
-             top_k, shared, chunk_size, save):
+def _forward(z, memory, noise, initial_state, lengths, decay, strength, alpha, inv_tau, ceps,
+             clip, top_k, shared, chunk_size, save):
     B, T, D = z.shape
     N = memory.shape[0]
     acc = _acc_dtype(z.dtype)
@@ -457,7 +580,7 @@ def _forward(z, memory, noise, initial_state, lengths, decay, strength, alpha, i
     noise = None if noise is None else noise.contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()
     lens = None if lengths is None else lengths.to(device=dev, dtype=torch.int32).contiguous()
-    prm = _params(decay, strength, alpha, inv_tau, clip, acc, dev)
+    prm = _params(decay, strength, alpha, inv_tau, clip, ceps, acc, dev)
     BN, BH = _tiles(N, D)
     ACC = _tl_dtype(acc)
     att = z.new_zeros(B, T, N)
@@ -474,7 +597,7 @@ def _forward(z, memory, noise, initial_state, lengths, decay, strength, alpha, i
                 dummy if lens is None else lens, prm, att, rec, final, ck,
                 T, N, D, top_k, NC,
                 HAS_H0=h0 is not None, HAS_NOISE=noise is not None, HAS_LEN=lens is not None,
-                HAS_TOPK=0 < top_k < N, SAVE=save, C=C, BN=BN, BH=BH, ACC=ACC,
+                HAS_TOPK=0 < top_k < N, SMOOTH=ceps > 0, SAVE=save, C=C, BN=BN, BH=BH, ACC=ACC,
                 num_warps=_num_warps(BN * BH),
             )
         return att, rec, final, ck, torch.empty(0, dtype=torch.int8, device=dev)
@@ -490,7 +613,8 @@ def _forward(z, memory, noise, initial_state, lengths, decay, strength, alpha, i
             _sh_read_kernel[(P,)](
                 z, memory, hs, dummy if lens is None else lens, prm, att, rec, a32,
                 t, B, T, N, D, top_k, P,
-                HAS_LEN=lens is not None, HAS_TOPK=0 < top_k < N, BN=BN, BH=BH, ACC=ACC,
+                HAS_LEN=lens is not None, HAS_TOPK=0 < top_k < N, SMOOTH=ceps > 0, BN=BN,
+                BH=BH, ACC=ACC,
                 num_warps=_num_warps(BN * BH),
             )
         _sh_write_kernel[(triton.cdiv(N, BNW), triton.cdiv(D, BHW))](
@@ -504,7 +628,8 @@ def _forward(z, memory, noise, initial_state, lengths, decay, strength, alpha, i
 
 
 def _backward(dA, dR, dHT, z, memory, noise, initial_state, lengths, saved, passed,
-              decay, strength, alpha, inv_tau, clip, top_k, shared, chunk_size, want_dh0):
+              decay, strength, alpha, inv_tau, ceps, clip, top_k, shared, chunk_size,
+              want_dh0):
     B, T, D = z.shape
     N = memory.shape[0]
     acc = _acc_dtype(z.dtype)
@@ -513,7 +638,7 @@ def _backward(dA, dR, dHT, z, memory, noise, initial_state, lengths, saved, pass
     noise = None if noise is None else noise.contiguous()
     lens = None if lengths is None else lengths.to(device=dev, dtype=torch.int32).contiguous()
     dA, dR = dA.contiguous(), dR.contiguous()
-    prm = _params(decay, strength, alpha, inv_tau, clip, acc, dev)
+    prm = _params(decay, strength, alpha, inv_tau, clip, ceps, acc, dev)
     BN, BH = _tiles(N, D)
     ACC = _tl_dtype(acc)
     dummy = prm
@@ -532,7 +657,8 @@ def _backward(dA, dR, dHT, z, memory, noise, initial_state, lengths, saved, pass
                 dz, dM_parts, dH0 if want_dh0 else dummy,
                 T, N, D, top_k, NC,
                 HAS_NOISE=noise is not None, HAS_LEN=lens is not None, HAS_TOPK=0 < top_k < N,
-                HAS_DHT=dHT is not None, WANT_DH0=want_dh0, C=C, BN=BN, BH=BH, ACC=ACC,
+                SMOOTH=ceps > 0, HAS_DHT=dHT is not None, WANT_DH0=want_dh0, C=C, BN=BN, BH=BH,
+                ACC=ACC,
                 num_warps=_num_warps(BN * BH),
             )
         dM = dM_parts.sum(0).to(memory.dtype)
@@ -549,7 +675,8 @@ def _backward(dA, dR, dHT, z, memory, noise, initial_state, lengths, saved, pass
                 z, memory, saved, dummy if lens is None else lens, nact, prm, passed, G,
                 dA, dR, dz, dE_parts,
                 t, B, T, N, D, top_k, P,
-                HAS_LEN=lens is not None, HAS_TOPK=0 < top_k < N, BN=BN, BH=BH, ACC=ACC,
+                HAS_LEN=lens is not None, HAS_TOPK=0 < top_k < N, SMOOTH=ceps > 0, BN=BN,
+                BH=BH, ACC=ACC,
                 num_warps=_num_warps(BN * BH),
             )
         _sh_bwd_write_kernel[(triton.cdiv(N * D, ELEMENTWISE_BLOCK),)](
@@ -569,17 +696,17 @@ def _backward(dA, dR, dHT, z, memory, noise, initial_state, lengths, saved, pass
 def _fwd_op(
     z: Tensor, memory: Tensor, noise: Tensor | None, initial_state: Tensor | None,
     lengths: Tensor | None, decay: float, strength: float, trace_scale: float,
-    inv_temperature: float, trace_clip: float, top_k: int, shared: bool, chunk_size: int,
-    save: bool,
+    inv_temperature: float, cosine_eps: float, trace_clip: float, top_k: int, shared: bool,
+    chunk_size: int, save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(attention, recall, final trace, saved states, clip mask (shared))."""
     return _forward(z, memory, noise, initial_state, lengths, decay, strength, trace_scale,
-                    inv_temperature, trace_clip, top_k, shared, chunk_size, save)
+                    inv_temperature, cosine_eps, trace_clip, top_k, shared, chunk_size, save)
 
 
 @_fwd_op.register_fake
 def _(z, memory, noise, initial_state, lengths, decay, strength, trace_scale, inv_temperature,
-      trace_clip, top_k, shared, chunk_size, save):
+      cosine_eps, trace_clip, top_k, shared, chunk_size, save):
     B, T, D = z.shape
     N = memory.shape[0]
     acc = _acc_dtype(z.dtype)
@@ -599,34 +726,35 @@ def _bwd_op(
     dA: Tensor, dR: Tensor, dHT: Tensor | None, z: Tensor, memory: Tensor,
     noise: Tensor | None, initial_state: Tensor | None, lengths: Tensor | None,
     saved: Tensor, passed: Tensor, decay: float, strength: float, trace_scale: float,
-    inv_temperature: float, trace_clip: float, top_k: int, shared: bool, chunk_size: int,
-    want_dh0: bool,
+    inv_temperature: float, cosine_eps: float, trace_clip: float, top_k: int, shared: bool,
+    chunk_size: int, want_dh0: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(dz, dM, dH0 (empty unless want_dh0))."""
     return _backward(dA, dR, dHT, z, memory, noise, initial_state, lengths, saved, passed,
-                     decay, strength, trace_scale, inv_temperature, trace_clip, top_k, shared,
-                     chunk_size, want_dh0)
+                     decay, strength, trace_scale, inv_temperature, cosine_eps, trace_clip,
+                     top_k, shared, chunk_size, want_dh0)
 
 
 @_bwd_op.register_fake
 def _(dA, dR, dHT, z, memory, noise, initial_state, lengths, saved, passed, decay, strength,
-      trace_scale, inv_temperature, trace_clip, top_k, shared, chunk_size, want_dh0):
+      trace_scale, inv_temperature, cosine_eps, trace_clip, top_k, shared, chunk_size,
+      want_dh0):
     h0_dtype = z.dtype if initial_state is None else initial_state.dtype
     dH0 = (initial_state.new_empty(initial_state.shape) if want_dh0
            else z.new_empty(0, dtype=h0_dtype))
     return torch.empty_like(z), torch.empty_like(memory), dH0
 
 
-_SCALARS = ("decay", "strength", "trace_scale", "inv_temperature", "trace_clip", "top_k",
-            "shared", "chunk_size")
+_SCALARS = ("decay", "strength", "trace_scale", "inv_temperature", "cosine_eps", "trace_clip",
+            "top_k", "shared", "chunk_size")
 
 
 def _fwd_setup_context(ctx, inputs, output):
     z, memory, noise, initial_state, lengths, *scalars = inputs
     _, _, _, saved, passed = output
     ctx.save_for_backward(z, memory, noise, initial_state, lengths, saved, passed)
-    ctx.scalars = dict(zip(_SCALARS, scalars[:8], strict=True))
-    ctx.saved_states = scalars[8]
+    ctx.scalars = dict(zip(_SCALARS, scalars[:9], strict=True))
+    ctx.saved_states = scalars[9]
     ctx.has_h0 = initial_state is not None
     ctx.mark_non_differentiable(saved, passed)
 
@@ -644,7 +772,7 @@ def _fwd_backward(ctx, dA, dR, dHT, _saved, _passed):
         dA, dR, dHT, z, memory, noise, initial_state, lengths, saved, passed,
         **ctx.scalars, want_dh0=want_dh0,
     )
-    return (dz, dM, None, dH0 if want_dh0 else None, None) + (None,) * 9
+    return (dz, dM, None, dH0 if want_dh0 else None, None) + (None,) * 10
 
 
 torch.library.register_autograd("enn::triton_memory_fwd", _fwd_backward,
@@ -727,6 +855,8 @@ def _check(z, memory, decay, strength, cfg, noise, initial_state, lengths, chunk
         raise ValueError(f"expected chunk_size None or a positive int, got {chunk_size!r}")
     if not cfg.trace_clip >= 0:
         raise ValueError(f"expected trace_clip >= 0, got {cfg.trace_clip}")
+    if not cfg.cosine_eps >= 0:
+        raise ValueError(f"expected cosine_eps >= 0, got {cfg.cosine_eps}")
 
 
 def fused_recurrent_memory(
@@ -750,8 +880,161 @@ def fused_recurrent_memory(
     save = needs_grad(z, memory, initial_state)
     att, rec, final, _, _ = torch.ops.enn.triton_memory_fwd(
         z, memory, noise, initial_state, lengths, float(decay), float(strength),
-        float(cfg.trace_scale), float(cfg.inv_temperature), float(cfg.trace_clip),
+        float(cfg.trace_scale), float(cfg.inv_temperature), float(cfg.cosine_eps),
+        float(cfg.trace_clip),
         0 if cfg.top_k is None else int(cfg.top_k), bool(cfg.shared),
         0 if chunk_size is None else int(chunk_size), save,
     )
     return MemoryOutput(att, rec, None), (final if output_final_state else None)
+
+
+# --------------------------------------------------------------------------------------------
+# The clipped trace (bank.py's scan on CUDA)
+# --------------------------------------------------------------------------------------------
+
+
+def _clip_setup(a, v, decays, H0, lengths):
+    B, T, N = a.shape
+    D = v.shape[2]
+    acc = _acc_dtype(v.dtype)
+    lens = None if lengths is None else lengths.to(device=v.device, dtype=torch.int32).contiguous()
+    C = _chunk(T, 0)
+    BN, BH = _tiles(N, D)
+    launch = dict(C=C, BN=BN, BH=BH, ACC=_tl_dtype(acc), num_warps=_num_warps(BN * BH))
+    return B, T, N, D, acc, lens, C, triton.cdiv(T, C), launch
+
+
+def _clip_forward(a, w, v, decays, H0, lengths, decay, clip, save):
+    B, T, N, D, acc, lens, C, NC, launch = _clip_setup(a, v, decays, H0, lengths)
+    prm = torch.tensor([decay, clip], dtype=acc, device=v.device)
+    read = v.new_zeros(B, T, D)
+    final = torch.empty(B, N, D, dtype=_trace_dtype(v, H0), device=v.device)
+    ck = torch.empty((B, NC, N, D) if save else (0,), dtype=acc, device=v.device)
+    if B > 0:
+        _clip_fwd_kernel[(B,)](
+            a.contiguous(), w.contiguous(), v.contiguous(),
+            prm if decays is None else decays.contiguous(),
+            prm if H0 is None else H0.contiguous(), prm if lens is None else lens, prm,
+            read, final, ck, T, N, D, NC,
+            HAS_D=decays is not None, HAS_H0=H0 is not None, HAS_LEN=lens is not None,
+            SAVE=save, **launch,
+        )
+    return read, final, ck
+
+
+def _clip_backward(a, w, v, decays, H0, lengths, ckpt, g_read, g_HT, decay, clip):
+    B, T, N, D, acc, lens, C, NC, launch = _clip_setup(a, v, decays, H0, lengths)
+    prm = torch.tensor([decay, clip], dtype=acc, device=v.device)
+    g_a, g_w, g_v = torch.zeros_like(a), torch.zeros_like(a), torch.zeros_like(v)
+    g_d = torch.zeros_like(decays) if decays is not None else v.new_empty(0)
+    g_H0 = torch.empty(B, N, D, dtype=v.dtype if H0 is None else H0.dtype, device=v.device)
+    g_read = v.new_zeros(B, T, D) if g_read is None else g_read.contiguous()
+    if B > 0:
+        _clip_bwd_kernel[(B,)](
+            a.contiguous(), w.contiguous(), v.contiguous(),
+            prm if decays is None else decays.contiguous(), prm if lens is None else lens, prm,
+            ckpt, torch.empty(B, C, N, D, dtype=acc, device=v.device), g_read,
+            prm if g_HT is None else g_HT.contiguous(), g_a, g_w, g_v,
+            g_d if decays is not None else prm, g_H0, T, N, D, NC,
+            HAS_D=decays is not None, HAS_LEN=lens is not None, HAS_DHT=g_HT is not None,
+            WANT_DH0=True, **launch,
+        )
+    return g_a, g_w, g_v, g_d, g_H0
+
+
+@torch.library.custom_op("enn::triton_clipped_trace", mutates_args=())
+def _clip_fwd_op(
+    a: Tensor, w: Tensor, v: Tensor, decays: Tensor | None, H0: Tensor | None,
+    lengths: Tensor | None, decay: float, trace_clip: float, save: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(reads a_t H_{t-1}, final trace, checkpoints for the backward)."""
+    return _clip_forward(a, w, v, decays, H0, lengths, decay, trace_clip, save)
+
+
+@_clip_fwd_op.register_fake
+def _(a, w, v, decays, H0, lengths, decay, trace_clip, save):
+    B, T, N = a.shape
+    D = v.shape[2]
+    NC = triton.cdiv(T, _chunk(T, 0))
+    return (v.new_empty(B, T, D), v.new_empty(B, N, D, dtype=_trace_dtype(v, H0)),
+            v.new_empty((B, NC, N, D) if save else (0,), dtype=_acc_dtype(v.dtype)))
+
+
+@torch.library.custom_op("enn::triton_clipped_trace_backward", mutates_args=())
+def _clip_bwd_op(
+    a: Tensor, w: Tensor, v: Tensor, decays: Tensor | None, H0: Tensor | None,
+    lengths: Tensor | None, ckpt: Tensor, g_read: Tensor | None, g_HT: Tensor | None,
+    decay: float, trace_clip: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(g_a, g_w, g_v, g_decays (empty without per-step decays), g_H0)."""
+    return _clip_backward(a, w, v, decays, H0, lengths, ckpt, g_read, g_HT, decay, trace_clip)
+
+
+@_clip_bwd_op.register_fake
+def _(a, w, v, decays, H0, lengths, ckpt, g_read, g_HT, decay, trace_clip):
+    B, _, N = a.shape
+    return (torch.empty_like(a), torch.empty_like(a), torch.empty_like(v),
+            torch.empty_like(decays) if decays is not None else v.new_empty(0),
+            v.new_empty(B, N, v.shape[2], dtype=v.dtype if H0 is None else H0.dtype))
+
+
+def _clip_fwd_setup_context(ctx, inputs, output):
+    a, w, v, decays, H0, lengths, decay, trace_clip, save = inputs
+    ctx.save_for_backward(a, w, v, decays, H0, lengths, output[2])
+    ctx.consts = decay, trace_clip
+    ctx.saved_states = save
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(output[2])
+
+
+def _clip_fwd_backward(ctx, g_read, g_HT, _ckpt):
+    if not ctx.saved_states:
+        raise RuntimeError("enn: this clipped trace ran without saving for the backward "
+                           "(save=False)")
+    a, w, v, decays, H0, lengths, ckpt = ctx.saved_tensors
+    g_a, g_w, g_v, g_d, g_H0 = torch.ops.enn.triton_clipped_trace_backward(
+        a, w, v, decays, H0, lengths, ckpt, g_read, g_HT, *ctx.consts)
+    return (g_a, g_w, g_v, g_d if decays is not None else None,
+            g_H0 if H0 is not None else None, None, None, None, None)
+
+
+torch.library.register_autograd("enn::triton_clipped_trace", _clip_fwd_backward,
+                                setup_context=_clip_fwd_setup_context)
+torch.library.register_autograd("enn::triton_clipped_trace_backward", _no_double_backward,
+                                setup_context=lambda ctx, inputs, output: None)
+
+
+def clipped_trace(
+    a: Tensor, w: Tensor, v: Tensor, decays: Tensor | None, H0: Tensor | None,
+    lengths: Tensor | None, decay: float, trace_clip: float, save: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``torch.ops.enn.clipped_trace`` (native.py) on the GPU: the reads a_t H_{t-1} (B, T, h)
+    and the final trace (B, N, h) of H_t = clip(d_t H_{t-1} + outer(w_t, v_t)), given read and
+    scaled write addresses a, w (B, T, N), values v (B, T, h), per-step decays (B, T) or None
+    (``decay`` for every step), the initial trace (B, N, h) or None and lengths (B,) or None;
+    then the checkpoints its backward reads. One program per sequence keeps the trace on
+    chip, as the per-sample memory kernels do."""
+    want = "cpu" if INTERPRET else "cuda"
+    where = "CPU tensors (TRITON_INTERPRET=1)" if INTERPRET else "CUDA tensors"
+    if v.dim() != 3 or a.dim() != 3 or a.shape[:2] != v.shape[:2] or w.shape != a.shape:
+        raise ValueError(f"expected a, w (B, T, N) and v (B, T, h), got {tuple(a.shape)}, "
+                         f"{tuple(w.shape)} and {tuple(v.shape)}")
+    B, T, N = a.shape
+    D = v.shape[2]
+    shapes = {"decays": (B, T), "initial trace": (B, N, D), "lengths": (B,)}
+    for name, x in (("a", a), ("w", w), ("v", v), ("decays", decays), ("initial trace", H0),
+                    ("lengths", lengths)):
+        if x is None:
+            continue
+        if x.device.type != want or x.device != v.device:
+            raise ValueError(f"expected {where} on one device, got {name} on {x.device}")
+        if name in shapes and tuple(x.shape) != shapes[name]:
+            raise ValueError(f"expected {name} of shape {shapes[name]}, got {tuple(x.shape)}")
+    BN, BH = _tiles(N, D)
+    if BN * BH > MAX_TILE:
+        raise ValueError(f"expected next_pow2(N) * next_pow2(h) <= {MAX_TILE}, got N {N}, h {D}")
+    if B * T * max(N, D) >= 2**31:
+        raise ValueError(f"expected B * T * max(N, h) < 2**31 (int32 offsets), got B {B}, T {T}, "
+                         f"N {N}, h {D}")
+    return torch.ops.enn.triton_clipped_trace(a, w, v, decays, H0, lengths, float(decay),
+                                              float(trace_clip), save)
