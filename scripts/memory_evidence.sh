@@ -20,7 +20,7 @@ case "${1:-}" in
   capacity)
     # MQAR, 64 steps, every key queried once; the baselines sized to the associative ENN's
     # parameter count; up to 30 epochs with the protocol's early stopping (patience 3). Two
-    # streams side by side: the ENNs (3 seeds), then the baselines (one seed)
+    # streams side by side: the ENNs, then the baselines (3 seeds each)
     (for p in 4 8 16; do
        enn compare --task mqar --models engram --preset associative --seeds 0,1,2 --epochs 30 \
          --out "$OUT/capacity-p$p" model.hidden_sizes=64 "data.pairs=$p" "$T"
@@ -30,7 +30,7 @@ case "${1:-}" in
          --out "$OUT/capacity-p$p-paper-cell" model.hidden_sizes=64 "data.pairs=$p" "$T"
      done) &
     for p in 4 8 16; do
-      enn compare --task mqar --models lstm,gru --preset associative --seeds 0 \
+      enn compare --task mqar --models lstm,gru --preset associative --seeds 0,1,2 \
         --match-params --epochs 30 --out "$OUT/capacity-p$p" model.hidden_sizes=64 \
         "data.pairs=$p" "$T"
     done
