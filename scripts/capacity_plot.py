@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -22,31 +23,44 @@ from enn.train.callbacks import atomic_write_json  # noqa: E402
 # the comparison folder's suffix and run name -> the line's label
 LINES = {("", "engram"): "ENN, default (associative)",
          ("-paper-cell", "engram"): "ENN, paper preset", ("", "lstm"): "LSTM", ("", "gru"): "GRU"}
-KEPT = ("test_acc", "params", "hidden_sizes", "epochs_run", "best_epoch", "seconds_per_epoch",
-        "preset")
+KEPT = ("params", "hidden_sizes", "preset")
 
 
 def collect(runs: Path) -> dict[str, dict[int, dict]]:
-    """{label: {pairs: the run's metrics}} for every finished run."""
-    curves: dict[str, dict[int, dict]] = {label: {} for label in LINES.values()}
-    for metrics_file in sorted(runs.glob("capacity-p*/*-seed0/metrics.json")):
+    """{label: {pairs: test accuracy and epochs of each seed, their mean and std, and the
+    run's settings}} over every finished run."""
+    seeds: dict[tuple[str, int], list[dict]] = {}
+    for metrics_file in sorted(runs.glob("capacity-p*/*-seed*/metrics.json")):
         match = re.fullmatch(r"capacity-p(\d+)(.*)", metrics_file.parent.parent.name)
-        label = LINES.get((match[2], metrics_file.parent.name.removesuffix("-seed0")))
+        model = re.sub(r"-seed\d+$", "", metrics_file.parent.name)
+        label = LINES.get((match[2], model))
         if label is not None:
-            metrics = json.loads(metrics_file.read_text())
-            curves[label][int(match[1])] = {k: metrics.get(k) for k in KEPT}
-    return {label: dict(sorted(points.items())) for label, points in curves.items() if points}
+            seeds.setdefault((label, int(match[1])), []).append(
+                json.loads(metrics_file.read_text()))
+    curves: dict[str, dict[int, dict]] = {label: {} for label in LINES.values()}
+    for (label, pairs), runs_ in sorted(seeds.items()):
+        acc = [m["test_acc"] for m in runs_]
+        curves[label][pairs] = {
+            "test_acc": acc, "mean": statistics.mean(acc),
+            "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+            "epochs_run": [m["epochs_run"] for m in runs_],
+            "best_epoch": [m["best_epoch"] for m in runs_],
+            **{k: runs_[0].get(k) for k in KEPT}}
+    return {label: points for label, points in curves.items() if points}
 
 
 def plot(curves: dict[str, dict[int, dict]], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, points in curves.items():
         pairs = list(points)
-        ax.plot(pairs, [points[p]["test_acc"] for p in pairs], marker="o", label=label)
+        seeds = max(len(points[p]["test_acc"]) for p in pairs)
+        ax.errorbar(pairs, [points[p]["mean"] for p in pairs],
+                    yerr=[points[p]["std"] for p in pairs], marker="o", capsize=3,
+                    label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
     ax.axhline(1 / 32, color="grey", linestyle=":", label="chance (1/32)")
     ax.set_xticks(sorted({p for points in curves.values() for p in points}))
     ax.set_xlabel("key-value pairs per sequence (64 steps)")
-    ax.set_ylabel("test accuracy over the queries")
+    ax.set_ylabel("test accuracy over the queries (mean, std)")
     ax.set_ylim(0, 1.02)
     ax.set_title("Multi-query associative recall, about 60k parameters each")
     ax.legend(loc="center right", fontsize=8)
