@@ -6,8 +6,8 @@ Memory backends: ``native`` (the C kernels of ``native.py``: float32/64 on the C
 Triton is installed), ``torch`` (``naive.py``: everywhere, and the only one that records the
 trace of every step). Those kernels run the paper's cell. A memory with the options of eqs.
 (10)-(11) whose addresses do not read the trace runs on ``bank.py``'s paths: in chunks
-(``chunk``) where it is a linear recurrence, on the native clipped scan (``scan``) where the
-clip acts; elsewhere on ``torch``. The hidden pass is ``naive_hidden`` on every device: its
+(``chunk``) where it is a linear recurrence, on the clipped scan (``scan``: native on the
+CPU, Triton on CUDA) where the clip acts; elsewhere on ``torch``. The hidden pass is ``naive_hidden`` on every device: its
 work is matrix products, which PyTorch's BLAS runs as fast as a kernel of ours did.
 """
 
