@@ -7,8 +7,9 @@ Triton is installed), ``torch`` (``naive.py``: everywhere, and the only one that
 trace of every step). Those kernels run the paper's cell. A memory with the options of eqs.
 (10)-(11) whose addresses do not read the trace runs on ``bank.py``'s paths: in chunks
 (``chunk``) where it is a linear recurrence, on the clipped scan (``scan``: native on the
-CPU, Triton on CUDA) where the clip acts; elsewhere on ``torch``. The hidden pass is ``naive_hidden`` on every device: its
-work is matrix products, which PyTorch's BLAS runs as fast as a kernel of ours did.
+CPU, Triton on CUDA) where the clip acts; elsewhere on ``torch``. The hidden pass is
+``naive_hidden`` on every device: its work is matrix products, which PyTorch's BLAS runs as
+fast as a kernel of ours did.
 """
 
 from __future__ import annotations
