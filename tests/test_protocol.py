@@ -171,6 +171,37 @@ def test_zaremba_config_is_the_papers_setting():
     assert build_model(m, DataShape("language_model", 10_000, vocab_size=10_000)).decoder
 
 
+
+def test_adam_config_changes_only_the_optimiser_of_zarembas_setting():
+    def load(name):
+        return config("ptb", **load_yaml_overrides(str(ROOT / "configs" / name)))
+
+    adam, sgd = load("adam-ptb.yaml"), load("zaremba-small-ptb.yaml")
+    assert adam.model.init_range == 0 and sgd.model.init_range == 0.1
+    adam.model.init_range = sgd.model.init_range
+    assert adam.model == sgd.model and adam.data == sgd.data
+    t = adam.train
+    assert (t.optimizer, t.lr, t.lm_loss, t.schedule, t.clip_norm) == (
+        "adam", 1e-3, "mean", "plateau", 1.0
+    )
+    assert (t.batch_size, t.epochs, t.patience) == (20, 20, 3)
+
+
+@pytest.mark.parametrize("backbone, hidden", [("engram", "207"), ("gru", "211,211"),
+                                              ("rnn", "242,242")])
+def test_the_ptb_comparison_sizes_every_model_to_the_small_lstm(backbone, hidden):
+    """The widths scripts/reproduce.sh ptb gives each model."""
+    shape = DataShape("language_model", 10_000, vocab_size=10_000)
+
+    def params(backbone, **overrides):
+        adam = load_yaml_overrides(str(ROOT / "configs" / "adam-ptb.yaml"))
+        cfg = config("ptb", backbone, **{**adam, **overrides})
+        return sum(p.numel() for p in build_model(cfg.model, shape).parameters())
+
+    lstm = params("lstm")
+    assert lstm == 4_653_200
+    assert abs(params(backbone, **{"model.hidden_sizes": hidden}) / lstm - 1) < 0.001
+
 # --- the Penn Treebank ------------------------------------------------------------------------
 def test_ptb_reads_the_official_files_and_checks_their_md5(tmp_path):
     write_ptb(tmp_path)
