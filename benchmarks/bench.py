@@ -39,7 +39,7 @@ from torch import nn
 
 from enn import Engram
 from enn.analysis.metrics import find_engram
-from enn.cli import CLIError, Parser
+from enn.cli import CLIError, Parser, at_least
 from enn.models import ModelConfig, build_model
 from enn.models.build import DataShape
 from enn.models.config import ASSOCIATIVE
@@ -501,20 +501,21 @@ def main(argv: list[str] | None = None, prog: str = "enn bench") -> int:
 
 def parser(prog: str) -> Parser:
     p = Parser(prog=prog, description=__doc__, formatter_class=RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--steps", type=int, default=28, help="sequence length T")
-    p.add_argument("--input-size", type=int, default=28)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--memory", type=int, default=64, help="memory size N")
+    p.add_argument("--batch", type=at_least(1), default=128)
+    p.add_argument("--steps", type=at_least(1), default=28, help="sequence length T")
+    p.add_argument("--input-size", type=at_least(1), default=28)
+    p.add_argument("--hidden", type=at_least(1), default=128)
+    p.add_argument("--memory", type=at_least(1), default=64, help="memory size N")
     p.add_argument("--trace", nargs="+", default=["per_sample", "shared"],
                    choices=["per_sample", "shared"])
     p.add_argument("--presets", nargs="*", default=[], choices=["associative"],
                    help="also time the ENN with this preset's layer (one per-sample layer)")
     p.add_argument("--baselines", nargs="*", default=["lstm", "gru", "rnn"],
                    choices=["lstm", "gru", "rnn"], help="the LSTM always runs (the ratio's base)")
-    p.add_argument("--repeats", type=int, default=7, help="timed steps per model (median)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--repeats", type=at_least(1), default=7, help="timed steps per model (median)")
+    p.add_argument("--warmup", type=at_least(0), default=2)
+    p.add_argument("--threads", type=at_least(0), default=0,
+                   help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     p.add_argument("--system-allocator", action="store_true",
@@ -527,7 +528,7 @@ def parser(prog: str) -> Parser:
                         "the matmul work")
     p.add_argument("--scaling", action="store_true",
                    help="also sweep T, N, h and B (one at a time) around the base shape")
-    p.add_argument("--scaling-repeats", type=int, default=3)
+    p.add_argument("--scaling-repeats", type=at_least(1), default=3)
     p.add_argument("--plot-dir", default=None, help="write the scaling curves as PNGs here")
     p.add_argument("--out", default=None, help="write the results as JSON to this file")
     return p

@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.bench import CPU, build, interleaved_ms, make_inputs, train_step
+from enn.cli import at_least
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trace", choices=["per_sample", "shared"], default="shared")
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=at_least(1), default=9)
     args = parser.parse_args()
     torch.manual_seed(0)
     model = build(f"enn_{args.trace}", 28, 128, 64)

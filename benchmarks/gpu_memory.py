@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from enn.cli import at_least
 from enn.ops.engram.common import MemoryConfig
 from enn.ops.engram.naive import naive_memory
 from enn.ops.engram.triton_memory import fused_recurrent_memory
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["per_sample", "shared"],
                         choices=["per_sample", "shared"])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=at_least(1), default=5)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA device")

@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from enn.cli import at_least
 from enn.models import build_model, resolve
 from enn.models.build import DataShape
 
@@ -22,8 +23,8 @@ VOCAB, BATCH, BPTT = 10_000, 128, 32
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=at_least(1), default=7)
+    parser.add_argument("--threads", type=at_least(0), default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -84,6 +84,19 @@ def test_bench_rejects_a_bad_device(device, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--batch", "0", "argument --batch: expected an integer >= 1, got 0"),
+    ("--repeats", "0", "argument --repeats: expected an integer >= 1, got 0"),
+    ("--memory", "-3", "argument --memory: expected an integer >= 1, got -3"),
+    ("--warmup", "-1", "argument --warmup: expected an integer >= 0, got -1"),
+    ("--hidden", "x", "argument --hidden: expected an integer, got 'x'"),
+])
+def test_bench_rejects_sizes_and_counts_out_of_range(option, value, message, capsys):
+    assert main(["bench", option, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bench_runs_on_cuda(tmp_path):
     out = tmp_path / "speed.json"

@@ -44,6 +44,21 @@ class CLIError(Exception):
     """A problem with the user's request, reported as one line."""
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer of at least ``minimum`` (``--repeats 0`` is a usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with its errors on one line (``enn train: error: ...``), without the usage;
     the subcommands' parsers are of this class too."""
