@@ -348,3 +348,13 @@ def test_two_ranks_with_half_the_rows_train_like_one_process_with_all(tmp_path):
     assert len(curves["one"]) == 6
     assert curves["ddp"] == pytest.approx(curves["one"], rel=1e-5)
     assert curves["one"][4] < curves["one"][0] - 0.2  # it learns: a real trajectory
+
+
+def test_a_batch_too_large_for_a_split_is_one_line_naming_it(tmp_path, capsys):
+    write_ptb(tmp_path / "data")
+    args = ["train", "--task", "ptb", "--model", "lstm", "--data-dir", tmp_path / "data",
+            "--out", tmp_path / "run", "train.batch_size=1000", "data.verify_checksums=false"]
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the train split's 17 tokens" in err and "1000 rows" in err
+    assert not (tmp_path / "run").exists()

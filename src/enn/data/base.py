@@ -130,6 +130,10 @@ class ClassificationDataModule(BaseDataModule):
         return self._split_loader("test", shuffle=False)
 
 
+class StreamTooShortError(ValueError):
+    """A token stream too short for the rows it is to be cut into (the batch size)."""
+
+
 def batchify(stream: torch.Tensor, rows: int) -> torch.Tensor:
     """Cut a 1-D token stream into ``rows`` contiguous rows, dropping the last ``< rows`` tokens.
 
@@ -138,7 +142,9 @@ def batchify(stream: torch.Tensor, rows: int) -> torch.Tensor:
     """
     n = stream.numel() // rows
     if n < 2:
-        raise ValueError(f"a stream of {stream.numel()} tokens is too short for {rows} rows")
+        raise StreamTooShortError(
+            f"a stream of {stream.numel()} tokens is too short for {rows} rows"
+        )
     return stream[: n * rows].view(rows, n)  # (B, N)
 
 
@@ -214,7 +220,15 @@ class LanguageModelDataModule(BaseDataModule):
         self.rows = {}
         for name, ids in self.streams.items():
             rows = self.batch_size if name == "train" else self.eval_batch_size
-            every = batchify(ids, rows * self.world_size)
+            try:
+                every = batchify(ids, rows * self.world_size)
+            except StreamTooShortError:
+                per = "rows (the batch size" + (
+                    f" x {self.world_size} processes)" if self.world_size > 1 else ")")
+                raise StreamTooShortError(
+                    f"the {name} split's {ids.numel()} tokens are too few for "
+                    f"{rows * self.world_size} {per}: each row needs at least 2 tokens"
+                ) from None
             self.rows[name] = every[self.rank * rows : (self.rank + 1) * rows]
 
     def _windows(self, name: str) -> DataLoader:

@@ -28,6 +28,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ..analysis.summary import METRICS_FILE
 from ..data import get_datamodule
+from ..data.base import StreamTooShortError
 from ..models import (
     ConfigError,
     RunConfig,
@@ -146,7 +147,10 @@ def datamodule(cfg: RunConfig, data_dir: str | None, download: bool = False):
     except (TypeError, ValueError) as err:  # unknown task option or bad option value
         raise ConfigError(f"data: {err}") from err
     dm.prepare_data()
-    dm.setup()
+    try:
+        dm.setup()
+    except StreamTooShortError as err:
+        raise ConfigError(f"data: {err}") from None
     return dm
 
 
@@ -354,7 +358,7 @@ def _train(
     if dm.kind == "language_model":
         try:
             dm.shard(trainer.global_rank, trainer.world_size)  # each process its own rows
-        except ValueError as err:  # a split too short for world_size x batch rows
+        except StreamTooShortError as err:
             raise ConfigError(f"data: {err}") from err
 
     train_loader = dm.train_dataloader()
