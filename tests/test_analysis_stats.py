@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from scipy import stats as scipy_stats
 
 from enn.analysis import stats
 
@@ -72,3 +73,17 @@ def test_run_fields_come_from_every_epoch_not_just_the_best():
     assert s["best_epoch"] == 2 and s["epochs_run"] == 3 and s["val_loss"] == 0.5
     assert s["train_seconds"] == 6.0 and s["seconds_per_epoch"] == 2.0
     assert s["seconds_per_step"] == 0.2
+
+
+def test_welch_against_a_hand_computed_interval():
+    a, b = [1.0, 2.0, 3.0], [2.0, 3.0, 5.0]
+    res = stats.welch(a, b)
+    # var 1 and 7/3 over n 3: se = sqrt(10/9); Welch-Satterthwaite df = 3.448
+    se = math.sqrt(1 / 3 + 7 / 9)
+    df = se**4 / ((1 / 3) ** 2 / 2 + (7 / 9) ** 2 / 2)
+    half = scipy_stats.t.ppf(0.975, df) * se
+    assert res["diff"] == pytest.approx(-4 / 3)
+    assert res["ci"] == pytest.approx([-4 / 3 - half, -4 / 3 + half])
+    assert res["p"] == pytest.approx(2 * scipy_stats.t.sf(4 / 3 / se, df))
+    assert res["g"] == pytest.approx(stats.hedges_g(a, b)["g"])
+

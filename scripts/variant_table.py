@@ -1,0 +1,63 @@
+"""One model's test score across comparison folders that differ in one setting, against the
+first folder: per-seed values, mean ± std, and each folder's difference from the first with
+Welch's 95% interval, its p-value and Hedges' g. Prints a Markdown table.
+
+    python scripts/variant_table.py runs/results/mnist-paper runs/results/mnist-recipe-*
+    python scripts/variant_table.py --model engram --score test_acc BASE OTHER...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from enn.analysis.stats import describe, welch
+
+
+def seed_scores(folder: Path, model: str, score: str) -> dict[int, float]:
+    """``{seed: score}`` of the finished runs ``MODEL-seedS`` in a comparison folder."""
+    out = {}
+    for metrics in sorted(folder.glob(f"{model}-seed*/metrics.json")):
+        seed = int(metrics.parent.name.removeprefix(f"{model}-seed"))
+        out[seed] = json.loads(metrics.read_text())[score]
+    return out
+
+
+def rows(folders: list[Path], model: str, score: str) -> list[str]:
+    base = list(seed_scores(folders[0], model, score).values())
+    lines = [
+        f"| folder | {score} per seed | mean ± std | difference [Welch 95%] | p | Hedges' g |",
+        "|---|---|---|---|---|---|",
+    ]
+    for folder in folders:
+        scores = seed_scores(folder, model, score)
+        if not scores:
+            raise SystemExit(f"variant_table: no finished {model} runs in {folder}")
+        values = list(scores.values())
+        d = describe(values)
+        per_seed = ", ".join(f"{v:.4f}" for v in values)
+        line = f"| {folder.name} | {per_seed} | {d['mean']:.4f} ± {d['std']:.4f} |"
+        if folder == folders[0] or len(values) < 2 or len(base) < 2:
+            lines.append(line + " | | |")
+            continue
+        w = welch(values, base)
+        g = "" if w["g"] is None else f"{w['g']:+.1f} [{w['g_ci'][0]:+.1f}, {w['g_ci'][1]:+.1f}]"
+        lines.append(
+            f"{line} {w['diff']:+.4f} [{w['ci'][0]:+.4f}, {w['ci'][1]:+.4f}] | {w['p']:.3f} "
+            f"| {g} |"
+        )
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="+", type=Path, help="comparison folders, the base first")
+    p.add_argument("--model", default="engram")
+    p.add_argument("--score", default="test_acc", help="a metrics.json field (test_ppl, ...)")
+    args = p.parse_args()
+    print("\n".join(rows(args.folders, args.model, args.score)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""scripts/variant_table.py: per-seed scores of comparison folders against the first one."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "variant_table.py"
+spec = importlib.util.spec_from_file_location("variant_table", SCRIPT)
+variant_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(variant_table)
+
+
+def write_runs(folder: Path, scores: list[float], model: str = "engram") -> Path:
+    for seed, score in enumerate(scores):
+        run = folder / f"{model}-seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"test_acc": score}))
+    (folder / f"{model}-seed9").mkdir()  # unfinished: no metrics.json
+    return folder
+
+
+def test_rows_give_each_folders_difference_from_the_first(tmp_path):
+    base = write_runs(tmp_path / "base", [0.90, 0.92, 0.94])
+    other = write_runs(tmp_path / "other", [0.95, 0.96, 0.97])
+    lines = variant_table.rows([base, other], "engram", "test_acc")
+    assert lines[2] == "| base | 0.9000, 0.9200, 0.9400 | 0.9200 ± 0.0200 | | | |"
+    cells = [c.strip() for c in lines[3].split("|")[1:-1]]
+    assert cells[:3] == ["other", "0.9500, 0.9600, 0.9700", "0.9600 ± 0.0100"]
+    diff, interval = cells[3].split(" ", 1)
+    assert float(diff) == pytest.approx(0.04)
+    low, high = (float(x) for x in interval.strip("[]").split(", "))
+    assert low < 0.04 < high
+    assert 0 < float(cells[4]) < 0.1  # Welch's p
+
+
+def test_a_folder_without_finished_runs_is_an_error(tmp_path):
+    base = write_runs(tmp_path / "base", [0.9, 0.8])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no finished engram runs"):
+        variant_table.rows([base, tmp_path / "empty"], "engram", "test_acc")
