@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The ablation of docs/results/memory.md, on associative recall (K pairs, 20 hidden units,
-# 64 slots, 50k / 5k / 10k sequences, 10 epochs, one seed): the associative preset without
-# its clip (the linear memory that runs in chunks), then each ingredient removed from it or
-# another added; plus-clip is the preset itself.
+# 64 slots, 50k / 5k / 10k sequences, 10 epochs): the associative preset without its clip
+# (the linear memory that runs in chunks), then each ingredient removed from it or another
+# added; plus-clip is the preset itself. Seed 0 runs every row, further seeds (SEEDS, e.g.
+# 1,2) the rows of the ingredients that matter, each seed in its own folder.
 # On multi-query recall (`mqar`, 8 pairs, 64 steps, 64 units, 10 epochs, seeds 0-2) the base
 # is the preset itself, with each ingredient removed; two runs side by side.
-#   bash scripts/memory_ablation.sh [K]        # K = 4 (default) or 8
+#   bash scripts/memory_ablation.sh [K [SEEDS]]   # K = 4 (default) or 8; SEEDS default 0
 #   bash scripts/memory_ablation.sh mqar
 set -euo pipefail
 K=${1:-4}
+set -- "$K" "${2:-0}"
 variant() {  # name, preset, overrides...
   local name=$1 preset=$2; shift 2
   [ -f "$OUT/$name/metrics.json" ] && return
@@ -41,23 +43,28 @@ if [ "$K" = mqar ]; then
   done
   exit 0
 fi
-OUT=${OUT:-runs/results}/ablation-assoc-k$K
-COMMON=(--task assoc --model engram --epochs 10 --seed 0 model.hidden_sizes=20 "data.k=$K"
-        model.memory_size=64 model.trace_clip=null
-        data.n_train=50000 data.n_val=5000 data.n_test=10000 train.threads=1)
-variant linear associative
-variant plus-clip associative model.trace_clip=1.0
-variant plus-128-slots associative model.memory_size=128
-variant temperature-0.3 associative model.temperature=0.3
-variant temperature-0.5 associative model.temperature=0.5
-variant minus-previous-key associative model.write_key=current
-variant minus-bank-addressing associative model.address_trace=true
-variant minus-separate-decay associative model.trace_decay=null model.hebbian_lr=0.05
-variant minus-learned-sharpness associative model.sharpness=fixed
-variant minus-sharp-start associative model.temperature=1.5 model.sparsity=0.1
-variant minus-smooth-cosine associative model.cosine_eps=0
-variant minus-residual associative model.hidden_update=paper
-variant plus-neuromodulation associative model.neuromodulation=true
-variant plus-mixed-key associative model.write_key=mix
-variant plus-gated associative model.hidden_update=gated
-table
+ROOT=${OUT:-runs/results}
+for seed in ${2//,/ }; do
+  OUT=$ROOT/ablation-assoc-k$K$([ "$seed" = 0 ] || echo "-seed$seed")
+  COMMON=(--task assoc --model engram --epochs 10 --seed "$seed" model.hidden_sizes=20
+          "data.k=$K" model.memory_size=64 model.trace_clip=null
+          data.n_train=50000 data.n_val=5000 data.n_test=10000 train.threads=1)
+  variant linear associative
+  variant plus-clip associative model.trace_clip=1.0
+  variant minus-previous-key associative model.write_key=current
+  variant minus-bank-addressing associative model.address_trace=true
+  variant minus-separate-decay associative model.trace_decay=null model.hebbian_lr=0.05
+  variant minus-residual associative model.hidden_update=paper
+  if [ "$seed" = 0 ]; then
+    variant plus-128-slots associative model.memory_size=128
+    variant temperature-0.3 associative model.temperature=0.3
+    variant temperature-0.5 associative model.temperature=0.5
+    variant minus-learned-sharpness associative model.sharpness=fixed
+    variant minus-sharp-start associative model.temperature=1.5 model.sparsity=0.1
+    variant minus-smooth-cosine associative model.cosine_eps=0
+    variant plus-neuromodulation associative model.neuromodulation=true
+    variant plus-mixed-key associative model.write_key=mix
+    variant plus-gated associative model.hidden_update=gated
+  fi
+  table
+done
