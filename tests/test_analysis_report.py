@@ -154,3 +154,19 @@ def test_report_without_engram_and_cli_errors(tmp_path, capsys):
 def test_explain_cli_errors(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_language_model_report_does_not_offer_enn_explain(tmp_path):
+    """explain attributes class decisions: a perplexity comparison gets no hint to run it."""
+    root = fake_comparison(tmp_path, with_memory=False)
+    s = json.loads((root / "summary.json").read_text())
+    s["task"], s["score"] = "ptb", "test_ppl"
+    for row in s["models"].values():
+        row["test_ppl"] = row.pop("test_acc")
+    (root / "summary.json").write_text(json.dumps(s))
+    for path in root.glob("*/metrics.json"):
+        m = json.loads(path.read_text())
+        m["task"], m["test_ppl"] = "ptb", 100 / m.pop("test_acc")
+        path.write_text(json.dumps(m))
+    text = write_report(root).read_text()
+    assert "engram-seed1: test_ppl" in text and "enn explain" not in text

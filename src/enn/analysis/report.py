@@ -364,7 +364,8 @@ def write_report(compare_dir: str | Path) -> Path:
             f"{_fmt(metrics['test_loss'])}."
         )
         memory_section(doc, run_dir, task, figures, FIGURES)
-        explain_section(doc, run_dir, run_dir.name)
+        if score == "test_acc":  # enn explain attributes class decisions, not next tokens
+            explain_section(doc, run_dir, run_dir.name)
     out = compare_dir / "report.md"
     out.write_text(doc.markdown())
     (compare_dir / "report.html").write_text(doc.html(title))
