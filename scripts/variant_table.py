@@ -9,32 +9,27 @@ Welch's 95% interval, its p-value and Hedges' g. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from enn.analysis.report import load_runs
 from enn.analysis.stats import describe, welch
 
 
-def seed_scores(folder: Path, model: str, score: str) -> dict[int, float]:
-    """``{seed: score}`` of the finished runs ``MODEL-seedS`` in a comparison folder."""
-    out = {}
-    for metrics in sorted(folder.glob(f"{model}-seed*/metrics.json")):
-        seed = int(metrics.parent.name.removeprefix(f"{model}-seed"))
-        out[seed] = json.loads(metrics.read_text())[score]
-    return out
+def seed_scores(folder: Path, model: str, score: str) -> list[float]:
+    """The score of each finished run ``MODEL-seedS`` in a comparison folder, by seed."""
+    return [m[score] for run, m in load_runs(folder) if run.name.startswith(f"{model}-seed")]
 
 
 def rows(folders: list[Path], model: str, score: str) -> list[str]:
-    base = list(seed_scores(folders[0], model, score).values())
+    base = seed_scores(folders[0], model, score)
     lines = [
         f"| folder | {score} per seed | mean ± std | difference [Welch 95%] | p | Hedges' g |",
         "|---|---|---|---|---|---|",
     ]
     for folder in folders:
-        scores = seed_scores(folder, model, score)
-        if not scores:
+        values = seed_scores(folder, model, score)
+        if not values:
             raise SystemExit(f"variant_table: no finished {model} runs in {folder}")
-        values = list(scores.values())
         d = describe(values)
         per_seed = ", ".join(f"{v:.4f}" for v in values)
         line = f"| {folder.name} | {per_seed} | {d['mean']:.4f} ± {d['std']:.4f} |"
