@@ -3,34 +3,31 @@
 # 64 slots, 50k / 5k / 10k sequences, 10 epochs): the associative preset without its clip
 # (the linear memory that runs in chunks), then each ingredient removed from it or another
 # added; plus-clip is the preset itself. Seed 0 runs every row, further seeds (SEEDS, e.g.
-# 1,2) the rows of the ingredients that matter, each seed in its own folder.
+# 1,2) the rows of the ingredients that matter. Each row is a folder of its seeds' runs,
+# $OUT/ablation-assoc-k$K/<variant>/engram-seed<S>; the table (scripts/variant_table.py)
+# gives each row's seeds, mean and difference from the first row.
 # On multi-query recall (`mqar`, 8 pairs, 64 steps, 64 units, 10 epochs, seeds 0-2) the base
 # is the preset itself, with each ingredient removed; two runs side by side.
 #   bash scripts/memory_ablation.sh [K [SEEDS]]   # K = 4 (default) or 8; SEEDS default 0
 #   bash scripts/memory_ablation.sh mqar
 set -euo pipefail
 K=${1:-4}
-set -- "$K" "${2:-0}"
+SEEDS=${2:-0}
+ROOT=${OUT:-runs/results}
+HERE=$(dirname "$0")
 variant() {  # name, preset, overrides...
-  local name=$1 preset=$2; shift 2
-  [ -f "$OUT/$name/metrics.json" ] && return
-  enn train "${COMMON[@]}" --preset "$preset" --out "$OUT/$name" "$@" > /dev/null
+  local name=$1 preset=$2 run="$ABL/$1/engram-seed$seed"; shift 2
+  [ -f "$run/metrics.json" ] && return
+  enn train "${COMMON[@]}" --preset "$preset" --out "$run" "$@" > /dev/null
 }
-table() {
-  python3 - "$OUT" <<'PY'
-import json, pathlib, sys
-out = pathlib.Path(sys.argv[1])
-print("| variant | test accuracy | parameters | epochs | seconds |\n|---|---|---|---|---|")
-for run in sorted(out.iterdir(), key=lambda p: p.stat().st_mtime):
-    m = json.loads((run / "metrics.json").read_text())
-    print(f"| {run.name} | {m['test_acc']:.4f} | {m['params']} | {m['epochs_run']} | "
-          f"{m['train_seconds']:.0f} |")
-PY
+table() {  # the base row first
+  local rows=()
+  for name in "$@"; do [ -d "$ABL/$name" ] && rows+=("$ABL/$name"); done
+  python3 "$HERE/variant_table.py" "${rows[@]}"
 }
 if [ "$K" = mqar ]; then
-  ROOT=${OUT:-runs/results}
+  ABL=$ROOT/ablation-mqar-p8
   for seed in 0 1 2; do
-    OUT=$ROOT/ablation-mqar-p8-seed$seed
     COMMON=(--task mqar --model engram --epochs 10 --seed "$seed" model.hidden_sizes=64
             data.pairs=8 train.threads=1)
     (variant preset associative
@@ -39,13 +36,12 @@ if [ "$K" = mqar ]; then
     variant minus-clip associative model.trace_clip=null
     variant minus-separate-decay associative model.trace_decay=null model.hebbian_lr=0.05
     wait
-    table
   done
+  table preset minus-clip minus-previous-key minus-separate-decay minus-residual
   exit 0
 fi
-ROOT=${OUT:-runs/results}
-for seed in ${2//,/ }; do
-  OUT=$ROOT/ablation-assoc-k$K$([ "$seed" = 0 ] || echo "-seed$seed")
+ABL=$ROOT/ablation-assoc-k$K
+for seed in ${SEEDS//,/ }; do
   COMMON=(--task assoc --model engram --epochs 10 --seed "$seed" model.hidden_sizes=20
           "data.k=$K" model.memory_size=64 model.trace_clip=null
           data.n_train=50000 data.n_val=5000 data.n_test=10000 train.threads=1)
@@ -66,5 +62,7 @@ for seed in ${2//,/ }; do
     variant plus-mixed-key associative model.write_key=mix
     variant plus-gated associative model.hidden_update=gated
   fi
-  table
 done
+table linear plus-clip minus-previous-key minus-bank-addressing minus-separate-decay \
+  minus-residual plus-128-slots temperature-0.3 temperature-0.5 minus-learned-sharpness \
+  minus-sharp-start minus-smooth-cosine plus-neuromodulation plus-mixed-key plus-gated
