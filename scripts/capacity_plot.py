@@ -1,6 +1,8 @@
 """The capacity curve of docs/results/memory.md: test accuracy over the query steps of
 ``mqar`` against the number of pairs, one line per model, from the runs of
-``scripts/memory_evidence.sh capacity``.
+``scripts/memory_evidence.sh capacity``. A point whose runs are under RUNS replaces that
+point of the DEST/capacity.json already written; the others are kept, so that a curve can be
+rerun or extended one point at a time.
 
     python scripts/capacity_plot.py runs/results docs/results/memory
 """
@@ -70,8 +72,23 @@ def plot(curves: dict[str, dict[int, dict]], out: Path) -> None:
     plt.close(fig)
 
 
+def merge(old: dict[str, dict[str, dict]], new: dict[str, dict[int, dict]]
+          ) -> dict[str, dict[int, dict]]:
+    """The points of ``old`` (as read back from capacity.json: pairs as strings) with those
+    of ``new`` in their place, each line's points in order of pairs."""
+    curves = {label: {int(p): point for p, point in points.items()}
+              for label, points in old.items()}
+    for label, points in new.items():
+        curves.setdefault(label, {}).update(points)
+    return {label: dict(sorted(points.items())) for label, points in curves.items()}
+
+
 def main(runs: Path, dest: Path) -> None:
-    curves = collect(runs)
+    written = dest / "capacity.json"
+    old = json.loads(written.read_text()) if written.exists() else {}
+    curves = merge(old, collect(runs))
+    if not curves:
+        raise SystemExit(f"capacity_plot: no finished capacity runs under {runs}")
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_json(dest / "capacity.json", curves)
     plot(curves, dest / "capacity.png")
