@@ -2,17 +2,17 @@
 # The ablation of docs/results/memory.md, on associative recall (K pairs, 20 hidden units,
 # 64 slots, 50k / 5k / 10k sequences, 10 epochs): the associative preset without its clip
 # (the linear memory that runs in chunks), then each ingredient removed from it or another
-# added; plus-clip is the preset itself. Seed 0 runs every row, further seeds (SEEDS, e.g.
-# 1,2) the rows of the ingredients that matter. Each row is a folder of its seeds' runs,
+# added; plus-clip is the preset itself; every row at each seed of SEEDS (default 0,1,2).
+# Each row is a folder of its seeds' runs,
 # $OUT/ablation-assoc-k$K/<variant>/engram-seed<S>; the table (scripts/variant_table.py)
 # gives each row's seeds, mean and difference from the first row.
 # On multi-query recall (`mqar`, 8 pairs, 64 steps, 64 units, 10 epochs, seeds 0-2) the base
 # is the preset itself, with each ingredient removed; two runs side by side.
-#   bash scripts/memory_ablation.sh [K [SEEDS]]   # K = 4 (default) or 8; SEEDS default 0
+#   bash scripts/memory_ablation.sh [K [SEEDS]]   # K = 4 (default) or 8; SEEDS e.g. 0,1
 #   bash scripts/memory_ablation.sh mqar
 set -euo pipefail
 K=${1:-4}
-SEEDS=${2:-0}
+SEEDS=${2:-0,1,2}
 ROOT=${OUT:-runs/results}
 HERE=$(dirname "$0")
 variant() {  # name, preset, overrides...
@@ -51,17 +51,15 @@ for seed in ${SEEDS//,/ }; do
   variant minus-bank-addressing associative model.address_trace=true
   variant minus-separate-decay associative model.trace_decay=null model.hebbian_lr=0.05
   variant minus-residual associative model.hidden_update=paper
-  if [ "$seed" = 0 ]; then
-    variant plus-128-slots associative model.memory_size=128
-    variant temperature-0.3 associative model.temperature=0.3
-    variant temperature-0.5 associative model.temperature=0.5
-    variant minus-learned-sharpness associative model.sharpness=fixed
-    variant minus-sharp-start associative model.temperature=1.5 model.sparsity=0.1
-    variant minus-smooth-cosine associative model.cosine_eps=0
-    variant plus-neuromodulation associative model.neuromodulation=true
-    variant plus-mixed-key associative model.write_key=mix
-    variant plus-gated associative model.hidden_update=gated
-  fi
+  variant plus-128-slots associative model.memory_size=128
+  variant temperature-0.3 associative model.temperature=0.3
+  variant temperature-0.5 associative model.temperature=0.5
+  variant minus-learned-sharpness associative model.sharpness=fixed
+  variant minus-sharp-start associative model.temperature=1.5 model.sparsity=0.1
+  variant minus-smooth-cosine associative model.cosine_eps=0
+  variant plus-neuromodulation associative model.neuromodulation=true
+  variant plus-mixed-key associative model.write_key=mix
+  variant plus-gated associative model.hidden_update=gated
 done
 table linear plus-clip minus-previous-key minus-bank-addressing minus-separate-decay \
   minus-residual plus-128-slots temperature-0.3 temperature-0.5 minus-learned-sharpness \
