@@ -90,7 +90,7 @@ def main(runs: Path, dest: Path) -> None:
     if not curves:
         raise SystemExit(f"capacity_plot: no finished capacity runs under {runs}")
     dest.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(dest / "capacity.json", curves)
+    atomic_write_json(written, curves)
     plot(curves, dest / "capacity.png")
     print(f"wrote {dest / 'capacity.json'} and {dest / 'capacity.png'}")
 

@@ -20,9 +20,9 @@ variant() {  # name, preset, overrides...
   [ -f "$run/metrics.json" ] && return
   enn train "${COMMON[@]}" --preset "$preset" --out "$run" "$@" > /dev/null
 }
-table() {  # the base row first
-  local rows=()
-  for name in "$@"; do [ -d "$ABL/$name" ] && rows+=("$ABL/$name"); done
+table() {  # base: the row first, then every other row of $ABL
+  local rows=("$ABL/$1")
+  for dir in "$ABL"/*/; do [ "$(basename "$dir")" = "$1" ] || rows+=("${dir%/}"); done
   python3 "$HERE/variant_table.py" "${rows[@]}"
 }
 if [ "$K" = mqar ]; then
@@ -37,7 +37,7 @@ if [ "$K" = mqar ]; then
     variant minus-separate-decay associative model.trace_decay=null model.hebbian_lr=0.05
     wait
   done
-  table preset minus-clip minus-previous-key minus-separate-decay minus-residual
+  table preset
   exit 0
 fi
 ABL=$ROOT/ablation-assoc-k$K
@@ -61,6 +61,4 @@ for seed in ${SEEDS//,/ }; do
   variant plus-mixed-key associative model.write_key=mix
   variant plus-gated associative model.hidden_update=gated
 done
-table linear plus-clip minus-previous-key minus-bank-addressing minus-separate-decay \
-  minus-residual plus-128-slots temperature-0.3 temperature-0.5 minus-learned-sharpness \
-  minus-sharp-start minus-smooth-cosine plus-neuromodulation plus-mixed-key plus-gated
+table linear
