@@ -187,20 +187,32 @@ def test_adam_config_changes_only_the_optimiser_of_zarembas_setting():
     assert (t.batch_size, t.epochs, t.patience) == (20, 20, 3)
 
 
-@pytest.mark.parametrize("backbone, hidden", [("engram", "207"), ("gru", "211,211"),
-                                              ("rnn", "242,242")])
-def test_the_ptb_comparison_sizes_every_model_to_the_small_lstm(backbone, hidden):
-    """The widths scripts/reproduce.sh ptb gives each model."""
-    shape = DataShape("language_model", 10_000, vocab_size=10_000)
+LM_WIDTHS = {  # scripts/reproduce.sh: (vocabulary, overrides, LSTM parameters, other widths)
+    "ptb": (10_000, {}, 4_653_200, {"engram": "207", "gru": "211,211", "rnn": "242,242"}),
+    "wt2": (33_278, {"model.adaptive_cutoffs": "2000,10000"}, 8_390_936,
+            {"engram": "209", "gru": "216,216", "rnn": "268,268"}),
+}
 
-    def params(backbone, **overrides):
-        adam = load_yaml_overrides(str(ROOT / "configs" / "adam-ptb.yaml"))
-        cfg = config("ptb", backbone, **{**adam, **overrides})
+
+@pytest.mark.parametrize("comparison, backbone", [(c, b) for c in LM_WIDTHS
+                                                  for b in ("engram", "gru", "rnn")])
+def test_the_lm_comparisons_size_every_model_to_the_small_lstm(comparison, backbone):
+    """The widths scripts/reproduce.sh ptb and wt2 give each model."""
+    vocab, overrides, lstm_params, widths = LM_WIDTHS[comparison]
+    shape = DataShape("language_model", vocab, vocab_size=vocab)
+    adam = load_yaml_overrides(str(ROOT / "configs" / "adam-ptb.yaml"))
+
+    def params(backbone, **extra):
+        cfg = config("ptb", backbone, **{**adam, **overrides, **extra})
         return sum(p.numel() for p in build_model(cfg.model, shape).parameters())
 
-    lstm = params("lstm")
-    assert lstm == 4_653_200
-    assert abs(params(backbone, **{"model.hidden_sizes": hidden}) / lstm - 1) < 0.001
+    assert params("lstm") == lstm_params
+    assert abs(params(backbone, **{"model.hidden_sizes": widths[backbone]}) / lstm_params
+               - 1) < 0.001
+    script = (ROOT / "scripts" / "reproduce.sh").read_text()
+    assert f"widths=({' '.join(widths[b].split(',')[0] for b in ('engram', 'gru', 'rnn'))})" \
+        in script
+
 
 # --- the Penn Treebank ------------------------------------------------------------------------
 def test_ptb_reads_the_official_files_and_checks_their_md5(tmp_path):
