@@ -55,6 +55,8 @@ def test_language_model_full_tied_and_adaptive_softmax():
     torch.testing.assert_close(logp.exp().sum(-1), torch.ones(3, 6))
     with pytest.raises(ValueError, match="tie_weights needs embed_dim"):
         LanguageModel(make_backbone("gru", 16, (8,)), 50, 16, tie_weights=True)
+    with pytest.raises(ValueError, match=r"below the vocabulary size 50, got \[10, 50\]"):
+        LanguageModel(make_backbone("gru", 16, (8,)), 50, 16, adaptive_cutoffs=(10, 50))
 
 
 def test_match_params_sizes_a_baseline_to_the_enn():

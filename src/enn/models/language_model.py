@@ -31,6 +31,9 @@ class LanguageModel(nn.Module):
         if adaptive_cutoffs:
             if tie_weights:
                 raise ValueError("tie_weights needs the full softmax, not adaptive_cutoffs")
+            if adaptive_cutoffs[-1] >= vocab_size:
+                raise ValueError(f"adaptive_cutoffs must lie below the vocabulary size "
+                                 f"{vocab_size}, got {list(adaptive_cutoffs)}")
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(
                 hidden, vocab_size, list(adaptive_cutoffs), div_value=4.0
             )
