@@ -256,8 +256,8 @@ def unfinished_run(tiny_run, tmp_path) -> Path:
         (["--seed", "4"], "with seed=3, not 4"),
         (["train.lr=0.5"], "with train.lr=0.001, not 0.5"),
         (["--preset", "paper"], "with preset=default, not paper"),
-        (["--epochs", "30"], "with train.epochs=2, not 30"),
         (["train.epochs=1"], "with train.epochs=2, not 1"),
+        (["--epochs", "30", "train.lr=0.5"], "with train.epochs=2, not 30"),  # not the cap alone
         (["model.hidden_sizes=16"], "with model.hidden_sizes=8, not 16"),
         (["data.k=3"], "with data.k=null, not 3"),
     ],
@@ -271,6 +271,45 @@ def test_resume_refuses_options_that_differ_from_the_saved_run(
     err = capsys.readouterr().err.strip()
     assert message in err and "--force to start over" in err and len(err.splitlines()) == 1
     assert snapshot(unfinished_run) == before
+
+
+@pytest.mark.slow
+def test_a_run_at_its_cap_goes_on_to_a_larger_one_like_the_unbroken_run(tmp_path, capsys):
+    short = [*PLATEAU[:4], "--epochs", "3", *PLATEAU[6:]]
+    assert enn("train", *PLATEAU, "--out", tmp_path / "unbroken") == 0
+    run = tmp_path / "extended"
+    assert enn("train", *short, "--out", run) == 0
+    assert read_metrics(run)["epochs_run"] == 3
+    assert enn("train", "--task", "digits", "--model", "engram", "--out", run, "--resume",
+               "--epochs", "13") == 0
+    assert untimed(read_metrics(run)) == untimed(read_metrics(tmp_path / "unbroken"))
+    assert (run / "config.yaml").read_text() == (tmp_path / "unbroken" / "config.yaml").read_text()
+    strip = [row.rsplit(",", 2)[0] for row in (run / "metrics.csv").read_text().splitlines()]
+    assert strip == [row.rsplit(",", 2)[0]
+                     for row in (tmp_path / "unbroken" / "metrics.csv").read_text().splitlines()]
+    capsys.readouterr()
+    before = snapshot(run)
+    assert enn("train", "--task", "digits", "--model", "engram", "--out", run, "--resume") == 2
+    assert "--resume continues one only to a larger train.epochs" in capsys.readouterr().err
+    assert snapshot(run) == before
+
+
+def test_a_run_that_stopped_early_is_not_continued(tiny_run, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    run = out / "engram-seed3"
+    shutil.copytree(tiny_run, run)
+    metrics = {**read_metrics(run), "epochs_run": 1}  # as if early stopping ended it
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    before = snapshot(run)
+    assert enn("train", "--task", "digits", "--model", "engram", "--out", run, "--resume",
+               "--epochs", "5") == 2
+    err = capsys.readouterr().err
+    assert "stopped early at epoch 1 of 2; a larger train.epochs would end it the same" in err
+    assert enn("compare", "--task", "digits", "--models", "engram", "--seeds", "3", "--out",
+               out, "--epochs", "5", *TINY[2:], "model.hidden_sizes=8",
+               "model.memory_size=4") == 0
+    assert "engram-seed3: done, skipped (stopped early at epoch 1)" in capsys.readouterr().err
+    assert snapshot(run) == before
 
 
 def test_resume_with_another_model_or_task_changes_nothing(unfinished_run, capsys):
@@ -402,6 +441,9 @@ def test_compare_summarises_and_resumes(tmp_path, capsys):
     assert enn(*args[:2], "assoc", *args[3:]) == 2
     assert "holds a run made with task=digits, not assoc" in capsys.readouterr().err
     assert snapshot(out) == before
+    assert enn(*args[:-4], "--epochs", "2", *args[-2:]) == 0  # runs at their cap go on
+    assert capsys.readouterr().err.count("going on to 2 epochs") == 4
+    assert read_metrics(out / "rnn-seed1")["epochs_run"] == 2
 
 
 @pytest.mark.parametrize(

@@ -112,17 +112,20 @@ def _user_errors():
 
 
 def _resumed_config(args, out: Path):
-    """The saved run's configuration; every option given that differs from it is an error."""
+    """The saved run's configuration, or the same with a larger ``train.epochs`` when the
+    options ask for one; every other option given that differs from it is an error."""
     from ..models.config import apply_overrides, config_differences, format_value
-    from ..train.run import RunError, run_status, saved_config
+    from ..train.run import RunError, raises_cap, run_status, saved_config
 
-    if run_status(out) != "partial":
+    if run_status(out) == "empty":
         return None  # train() says why there is nothing to resume
     saved = saved_config(out)
     given = {"task": args.task, "model.backbone": args.model}
     given.update({k: v for k, v in (("preset", args.preset), ("seed", args.seed)) if v is not None})
     given.update(_overrides(args))
     requested = apply_overrides(copy.deepcopy(saved), given)
+    if raises_cap(saved, requested):
+        return requested
     diff = config_differences(saved, requested)
     if diff:
         key, was, now = diff[0]

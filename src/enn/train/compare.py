@@ -10,7 +10,16 @@ from pathlib import Path
 from ..analysis.report import write_report
 from ..analysis.summary import SUMMARY_FIELDS, summarize
 from .callbacks import atomic_write_json, atomic_write_text
-from .run import check_same_config, check_writable, configs_for, run_status, train
+from .run import (
+    check_same_config,
+    check_writable,
+    configs_for,
+    raises_cap,
+    run_status,
+    saved_config,
+    stopped_early,
+    train,
+)
 
 
 def run_dir_for(out: Path, model: str, seed: int) -> Path:
@@ -30,7 +39,9 @@ def compare(
 ) -> dict:
     """Train every model x seed into ``out`` (skipping finished runs, resuming unfinished
     ones), then write the summary and the report. The runs already there must have been made
-    with the requested configuration; that is checked before any training starts."""
+    with the requested configuration, or with fewer ``train.epochs``: finished runs that
+    ended at their cap then go on to the new one, those that stopped early are kept. That is
+    checked before any training starts."""
     out = Path(out)
     check_writable(out, "comparison folder")
     cfgs = configs_for(task, models, seeds, preset, overrides or {}, data_dir, match_params)
@@ -38,15 +49,20 @@ def compare(
         run_dir = run_dir_for(out, cfg.model.backbone, cfg.seed)
         check_writable(run_dir, "run folder")
         if run_status(run_dir) != "empty":
-            check_same_config(run_dir, cfg)
+            check_same_config(run_dir, cfg, larger_cap=True)
     for cfg in cfgs:
         run_dir = run_dir_for(out, cfg.model.backbone, cfg.seed)
         status = run_status(run_dir)
         if status == "done":
-            log(f"{run_dir.name}: done, skipped")
-            continue
-        log(f"{run_dir.name}: {'resuming' if status == 'partial' else 'training'}")
-        m = train(cfg, run_dir, data_dir=data_dir, resume=status == "partial")
+            early = stopped_early(run_dir)
+            if not raises_cap(saved_config(run_dir), cfg) or early is not None:
+                log(f"{run_dir.name}: done, skipped"
+                    + (f" (stopped early at epoch {early})" if early is not None else ""))
+                continue
+            log(f"{run_dir.name}: going on to {cfg.train.epochs} epochs")
+        else:
+            log(f"{run_dir.name}: {'resuming' if status == 'partial' else 'training'}")
+        m = train(cfg, run_dir, data_dir=data_dir, resume=status != "empty")
         score = (
             f"test_acc {m['test_acc']:.4f}" if "test_acc" in m else f"test_ppl {m['test_ppl']:.1f}"
         )

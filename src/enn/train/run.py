@@ -7,6 +7,7 @@ finished, ``metrics.json``. Its presence is what marks a run complete.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -230,9 +231,26 @@ def saved_config(run_dir: Path) -> RunConfig:
         raise RunError(f"{run_dir} holds a run without a readable config.yaml") from err
 
 
-def check_same_config(run_dir: Path, cfg: RunConfig) -> None:
-    """A ``RunError`` naming the first differing key unless ``run_dir`` was made with ``cfg``."""
-    diff = config_differences(saved_config(run_dir), cfg)
+def raises_cap(saved: RunConfig, cfg: RunConfig) -> bool:
+    """Whether ``cfg`` is ``saved`` with a larger ``train.epochs`` and nothing else changed.
+    No learning-rate schedule depends on the cap, so a run continued to it is a run of ``cfg``."""
+    diff = config_differences(saved, cfg)
+    return len(diff) == 1 and diff[0][0] == "train.epochs" and diff[0][2] > diff[0][1]
+
+
+def stopped_early(run_dir: Path) -> int | None:
+    """The epoch at which a finished run's early stopping ended it before its cap, else None."""
+    epochs_run = json.loads((Path(run_dir) / METRICS_FILE).read_text())["epochs_run"]
+    return epochs_run if epochs_run < saved_config(run_dir).train.epochs else None
+
+
+def check_same_config(run_dir: Path, cfg: RunConfig, larger_cap: bool = False) -> None:
+    """A ``RunError`` naming the first differing key unless ``run_dir`` was made with ``cfg``
+    (or, with ``larger_cap``, with ``cfg`` but a smaller ``train.epochs``)."""
+    saved = saved_config(run_dir)
+    if larger_cap and raises_cap(saved, cfg):
+        return
+    diff = config_differences(saved, cfg)
     if diff:
         key, saved, given = diff[0]
         raise RunError(
@@ -281,28 +299,38 @@ def train(
 
     Everything is checked (the config's ranges, the folder, the data, the model, Lightning's
     settings) before anything is written: a run that cannot start leaves the disk untouched.
-    ``resume`` continues the run in ``run_dir``, which must have been made with ``cfg``.
-    Ctrl-C raises ``RunInterrupted`` at the next batch."""
+    ``resume`` continues the run in ``run_dir``, which must have been made with ``cfg``, or
+    with ``cfg`` but fewer ``train.epochs``: a run that ended at its cap then goes on to the
+    new one. Ctrl-C raises ``RunInterrupted`` at the next batch."""
     validate(cfg)
     run_dir = Path(run_dir)
     if resume and force:
         raise RunError("--resume continues a run and --force starts it over: give one of them")
     check_writable(run_dir, "run folder")
     status = run_status(run_dir)
-    if status == "done" and not force:
+    if status == "done" and not (resume or force):
         raise RunError(f"{run_dir} holds a finished run; use --force to overwrite it")
     if status == "partial" and not (resume or force):
         raise RunError(
             f"{run_dir} holds an unfinished run; use --resume to continue it "
             f"or --force to start over"
         )
-    if resume and status != "partial":
+    if resume and status == "empty":
         raise RunError(
             f"nothing to resume in {run_dir} (no checkpoints/last.ckpt); "
             f"start the run without --resume"
         )
-    if resume:
-        check_same_config(run_dir, cfg)
+    if resume and status == "done":
+        saved = saved_config(run_dir)
+        if not raises_cap(saved, cfg):
+            raise RunError(f"{run_dir} holds a finished run; --resume continues one only to a "
+                           f"larger train.epochs (use --force to start it over)")
+        early = stopped_early(run_dir)
+        if early is not None:
+            raise RunError(f"{run_dir} stopped early at epoch {early} of {saved.train.epochs}; "
+                           f"a larger train.epochs would end it the same way")
+    elif resume:
+        check_same_config(run_dir, cfg, larger_cap=True)
     progress = sys.stderr.isatty() if progress is None else progress
     threads = torch.get_num_threads()
     if cfg.train.threads:
@@ -368,10 +396,11 @@ def _train(
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume or raises_cap(saved_config(run_dir), cfg):
         atomic_write_text(
             run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         )
+    (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a run going on to a larger cap
     with _ctrl_c_stops(stopper):
         trainer.fit(
             lit,
