@@ -53,9 +53,9 @@ case "${1:-}" in
         --epochs "$epochs" --out "$OUT/$task-associative-paper-update" \
         model.hidden_update=paper "$T"
     done
-    for update in paper residual; do  # full MNIST, one seed each
+    for update in paper residual; do  # full MNIST
       # shellcheck disable=SC2086
-      enn compare --task mnist --models engram $PAPER_CELL --seeds 0 \
+      enn compare --task mnist --models engram $PAPER_CELL --seeds 0,1,2 \
         --out "$OUT/mnist-hidden-$update" "model.hidden_update=$update" "$T"
     done
     ;;
