@@ -9,13 +9,18 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"  # OUT, T, PAPER_CELL
 case "${1:-}" in
   recall)
-    # 20 hidden units, 50k / 5k / 10k sequences, 8 epochs; K = 4 and K = 8 side by side
-    for k in 4 8; do
-      enn compare --task assoc --models engram --preset associative --seeds 0,1,2 \
-        --epochs 8 --out "$OUT/recall-k$k-h20" model.hidden_sizes=20 "data.k=$k" \
-        data.n_train=50000 data.n_val=5000 data.n_test=10000 "$T" &
+    # 20 hidden units, 50k / 5k / 10k sequences, 8 epochs; K = 4 and K = 8 side by side; the
+    # preset, then the preset with the gated hidden update
+    for update in residual gated; do
+      suffix=$([ "$update" = gated ] && echo -gated || true)
+      for k in 4 8; do
+        enn compare --task assoc --models engram --preset associative --seeds 0,1,2 \
+          --epochs 8 --out "$OUT/recall-k$k-h20$suffix" model.hidden_sizes=20 "data.k=$k" \
+          data.n_train=50000 data.n_val=5000 data.n_test=10000 \
+          "model.hidden_update=$update" "$T" &
+      done
+      wait
     done
-    wait
     ;;
   capacity)
     # MQAR, 64 steps, every key queried once; the baselines sized to the associative ENN's
@@ -39,7 +44,7 @@ case "${1:-}" in
   hidden)
     # the paper's cell with the per-sample trace and the default recipe ("paper memory"),
     # with each hidden update (8), (12); the default ENN (the associative memory, residual
-    # update), and the same with the paper's update
+    # update), and the same with the paper's and the gated update
     for task in digits mnist10k; do
       epochs=$([ "$task" = digits ] && echo 300 || echo 15)
       for update in paper residual gated; do
@@ -52,12 +57,16 @@ case "${1:-}" in
       enn compare --task "$task" --models engram --preset default --seeds 0,1,2 \
         --epochs "$epochs" --out "$OUT/$task-associative-paper-update" \
         model.hidden_update=paper "$T"
+      enn compare --task "$task" --models engram --preset default --seeds 0,1,2 \
+        --epochs "$epochs" --out "$OUT/$task-associative-gated" model.hidden_update=gated "$T"
     done
     for update in paper residual; do  # full MNIST
       # shellcheck disable=SC2086
       enn compare --task mnist --models engram $PAPER_CELL --seeds 0,1,2 \
         --out "$OUT/mnist-hidden-$update" "model.hidden_update=$update" "$T"
     done
+    enn compare --task mnist --models engram --preset default --seeds 0,1,2 \
+      --out "$OUT/mnist-associative-gated" model.hidden_update=gated "$T"
     ;;
   repeats)
     # keys written again (the last 2 of 4 pairs rewrite an earlier key; the target is its
