@@ -33,7 +33,10 @@ case "${1:-}" in
      for p in 4 8 16; do
        enn compare --task mqar --models engram --preset paper --seeds 0,1,2 --epochs 30 \
          --out "$OUT/capacity-p$p-paper-cell" model.hidden_sizes=64 "data.pairs=$p" "$T"
-     done) &
+     done
+     enn compare --task mqar --models engram --preset associative --seeds 0,1,2 --epochs 30 \
+       --out "$OUT/capacity-p16-gated" model.hidden_sizes=64 data.pairs=16 \
+       model.hidden_update=gated "$T") &
     for p in 4 8 16; do
       enn compare --task mqar --models lstm,gru --preset associative --seeds 0,1,2 \
         --match-params --epochs 30 --out "$OUT/capacity-p$p" model.hidden_sizes=64 \
