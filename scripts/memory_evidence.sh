@@ -57,11 +57,11 @@ case "${1:-}" in
       done
       enn compare --task "$task" --models engram --preset default --seeds 0,1,2 \
         --epochs "$epochs" --out "$OUT/$task-associative" "$T"
-      enn compare --task "$task" --models engram --preset default --seeds 0,1,2 \
-        --epochs "$epochs" --out "$OUT/$task-associative-paper-update" \
-        model.hidden_update=paper "$T"
-      enn compare --task "$task" --models engram --preset default --seeds 0,1,2 \
-        --epochs "$epochs" --out "$OUT/$task-associative-gated" model.hidden_update=gated "$T"
+      for variant in paper-update gated; do  # the folder's suffix; the update without "-update"
+        enn compare --task "$task" --models engram --preset default --seeds 0,1,2 \
+          --epochs "$epochs" --out "$OUT/$task-associative-$variant" \
+          "model.hidden_update=${variant%-update}" "$T"
+      done
     done
     for update in paper residual; do  # full MNIST
       # shellcheck disable=SC2086
