@@ -2,12 +2,13 @@
 # The ablation of docs/results/memory.md, on associative recall (K pairs, 20 hidden units,
 # 64 slots, 50k / 5k / 10k sequences, 10 epochs): the associative preset without its clip
 # (the linear memory that runs in chunks), then each ingredient removed from it or another
-# added; plus-clip is the preset itself; every row at each seed of SEEDS (default 0,1,2).
+# added; every row at each seed of SEEDS (default 0,1,2). Every row has the residual hidden
+# update: plus-clip is the preset with it, plus-gated the preset itself.
 # Each row is a folder of its seeds' runs,
 # $OUT/ablation-assoc-k$K/<variant>/engram-seed<S>; the table (scripts/variant_table.py)
 # gives each row's seeds, mean and difference from the first row.
 # On multi-query recall (`mqar`, 8 pairs, 64 steps, 64 units, 10 epochs, seeds 0-2) the base
-# is the preset itself, with each ingredient removed; two runs side by side.
+# is the preset with the residual update, with each ingredient removed; two runs side by side.
 #   bash scripts/memory_ablation.sh [K [SEEDS]]   # K = 4 (default) or 8; SEEDS e.g. 0,1
 #   bash scripts/memory_ablation.sh mqar
 set -euo pipefail
@@ -29,7 +30,7 @@ if [ "$K" = mqar ]; then
   ABL=$ROOT/ablation-mqar-p8
   for seed in 0 1 2; do
     COMMON=(--task mqar --model engram --epochs 10 --seed "$seed" model.hidden_sizes=64
-            data.pairs=8 train.threads=1)
+            data.pairs=8 model.hidden_update=residual train.threads=1)
     (variant preset associative
      variant minus-previous-key associative model.write_key=current
      variant minus-residual associative model.hidden_update=paper) &
@@ -44,7 +45,8 @@ ABL=$ROOT/ablation-assoc-k$K
 for seed in ${SEEDS//,/ }; do
   COMMON=(--task assoc --model engram --epochs 10 --seed "$seed" model.hidden_sizes=20
           "data.k=$K" model.memory_size=64 model.trace_clip=null
-          data.n_train=50000 data.n_val=5000 data.n_test=10000 train.threads=1)
+          data.n_train=50000 data.n_val=5000 data.n_test=10000 model.hidden_update=residual
+          train.threads=1)
   variant linear associative
   variant plus-clip associative model.trace_clip=1.0
   variant minus-previous-key associative model.write_key=current

@@ -10,7 +10,7 @@ source "$(dirname "$0")/common.sh"  # OUT, T, PAPER_CELL
 case "${1:-}" in
   recall)
     # 20 hidden units, 50k / 5k / 10k sequences, 8 epochs; K = 4 and K = 8 side by side; the
-    # preset, then the preset with the gated hidden update
+    # preset with the residual hidden update, then the preset itself (the gated update)
     for update in residual gated; do
       suffix=$([ "$update" = gated ] && echo -gated || true)
       for k in 4 8; do
@@ -23,31 +23,35 @@ case "${1:-}" in
     done
     ;;
   capacity)
-    # MQAR, 64 steps, every key queried once; the baselines sized to the associative ENN's
-    # parameter count; up to 30 epochs with the protocol's early stopping (patience 3). Two
-    # streams side by side: the ENNs, then the baselines (3 seeds each)
+    # MQAR, 64 steps, every key queried once; the baselines sized to the parameter count of
+    # the associative ENN with the residual hidden update (60,065; the preset's gate makes it
+    # 72,417); up to 30 epochs with the protocol's early stopping (patience 3). Two streams
+    # side by side: the ENNs, then the baselines (3 seeds each)
     (for p in 4 8 16; do
        enn compare --task mqar --models engram --preset associative --seeds 0,1,2 --epochs 30 \
-         --out "$OUT/capacity-p$p" model.hidden_sizes=64 "data.pairs=$p" "$T"
+         --out "$OUT/capacity-p$p" model.hidden_sizes=64 "data.pairs=$p" \
+         model.hidden_update=residual "$T"
      done
      for p in 4 8 16; do
        enn compare --task mqar --models engram --preset paper --seeds 0,1,2 --epochs 30 \
          --out "$OUT/capacity-p$p-paper-cell" model.hidden_sizes=64 "data.pairs=$p" "$T"
      done
-     enn compare --task mqar --models engram --preset associative --seeds 0,1,2 --epochs 30 \
-       --out "$OUT/capacity-p16-gated" model.hidden_sizes=64 data.pairs=16 \
-       model.hidden_update=gated "$T") &
+     for p in 4 8 16; do
+       enn compare --task mqar --models engram --preset associative --seeds 0,1,2 --epochs 30 \
+         --out "$OUT/capacity-p$p-gated" model.hidden_sizes=64 "data.pairs=$p" "$T"
+     done) &
     for p in 4 8 16; do
       enn compare --task mqar --models lstm,gru --preset associative --seeds 0,1,2 \
         --match-params --epochs 30 --out "$OUT/capacity-p$p" model.hidden_sizes=64 \
-        "data.pairs=$p" "$T"
+        "data.pairs=$p" model.hidden_update=residual "$T"
     done
     wait
     ;;
   hidden)
     # the paper's cell with the per-sample trace and the default recipe ("paper memory"),
-    # with each hidden update (8), (12); the default ENN (the associative memory, residual
-    # update), and the same with the paper's and the gated update
+    # with each hidden update (8), (12); the default ENN (the associative memory) with the
+    # paper's and the residual update (with its own, the gated one: the `default` comparisons
+    # of scripts/reproduce.sh)
     for task in digits mnist10k; do
       epochs=$([ "$task" = digits ] && echo 300 || echo 15)
       for update in paper residual gated; do
@@ -55,9 +59,7 @@ case "${1:-}" in
         enn compare --task "$task" --models engram $PAPER_CELL --seeds 0,1,2 \
           --epochs "$epochs" --out "$OUT/$task-hidden-$update" "model.hidden_update=$update" "$T"
       done
-      enn compare --task "$task" --models engram --preset default --seeds 0,1,2 \
-        --epochs "$epochs" --out "$OUT/$task-associative" "$T"
-      for variant in paper-update gated; do  # the folder's suffix; the update without "-update"
+      for variant in paper-update residual; do  # the folder's suffix; the update without "-update"
         enn compare --task "$task" --models engram --preset default --seeds 0,1,2 \
           --epochs "$epochs" --out "$OUT/$task-associative-$variant" \
           "model.hidden_update=${variant%-update}" "$T"
@@ -68,8 +70,6 @@ case "${1:-}" in
       enn compare --task mnist --models engram $PAPER_CELL --seeds 0,1,2 \
         --out "$OUT/mnist-hidden-$update" "model.hidden_update=$update" "$T"
     done
-    enn compare --task mnist --models engram --preset default --seeds 0,1,2 \
-      --out "$OUT/mnist-associative-gated" model.hidden_update=gated "$T"
     ;;
   repeats)
     # keys written again (the last 2 of 4 pairs rewrite an earlier key; the target is its

@@ -6,8 +6,9 @@
 #   bash scripts/reproduce.sh recipe   # full MNIST: each departure from the Keras recipe
 #   bash scripts/reproduce.sh ptb      # language models on the Penn Treebank (Adam)
 #   bash scripts/reproduce.sh ptb-sgd  # the same with Zaremba et al.'s SGD
+#   bash scripts/reproduce.sh ptb-residual  # the ENN with the residual hidden update
 #   bash scripts/reproduce.sh wt2      # language models on WikiText-2 (Adam)
-#   bash scripts/reproduce.sh assoc-100k  # associative recall, Ba et al.'s protocol
+#   bash scripts/reproduce.sh assoc-100k [OVERRIDES]  # associative recall, Ba et al.'s protocol
 # Needs ENN_DATA_DIR (or --data-dir) pointing at the MNIST and WikiText-103 files.
 # The baselines are trained once, with the default recipe, and their run folders are copied
 # into the paper comparison, so that both pages compare against the same baseline runs.
@@ -70,44 +71,60 @@ case "${1:-}" in
   ptb | ptb-sgd | wt2)
     # Every model at the parameter count of Zaremba et al.'s small LSTM (2 x 200 units,
     # embedding 200). `ptb` trains with Adam (configs/adam-ptb.yaml), `ptb-sgd` with their
-    # SGD (ptb-zaremba.md): 4.65M parameters, the ENN one layer of 207 units (4,650,700), GRU
-    # and RNN two layers of 211 and 242. `wt2` is WikiText-2 under the Adam protocol, with an
-    # adaptive softmax (cutoffs 2,000 and 10,000) so that an epoch fits this machine: 8.39M,
-    # the ENN 209 units, GRU and RNN 2 x 216 and 2 x 268. The ENN keeps its own
-    # initialisation: drawn uniformly from [-0.1, 0.1] its layer norms' gains and sharpness
-    # leave it untrainable at SGD's lr 1.
+    # SGD (ptb-zaremba.md): 4.65M parameters, the default ENN one layer of 199 units
+    # (4,648,542), the paper preset's 207 (4,650,699), GRU and RNN two layers of 211 and 242.
+    # `wt2` is WikiText-2 under the Adam protocol, with an adaptive softmax (cutoffs 2,000
+    # and 10,000) so that an epoch fits this machine: 8.39M, the ENNs 199 and 209 units, GRU
+    # and RNN 2 x 216 and 2 x 268. The ENN keeps its own initialisation: drawn uniformly
+    # from [-0.1, 0.1] its layer norms' gains and sharpness leave it untrainable at SGD's lr 1.
     case $1 in
-      ptb) LM=(--task ptb --config configs/adam-ptb.yaml); widths=(207 211 242) ;;
-      ptb-sgd) LM=(--task ptb --config configs/zaremba-small-ptb.yaml); widths=(207 211 242) ;;
+      ptb) LM=(--task ptb --config configs/adam-ptb.yaml); widths=(199 207 211 242) ;;
+      ptb-sgd) LM=(--task ptb --config configs/zaremba-small-ptb.yaml); widths=(199 207 211 242) ;;
       wt2) LM=(--task wikitext2 --config configs/adam-ptb.yaml model.adaptive_cutoffs=2000,10000)
-           widths=(209 216 268) ;;
+           widths=(199 209 216 268) ;;
     esac
     LM+=("$T")
-    ENN=("model.hidden_sizes=${widths[0]}" model.init_range=0 model.head_init=torch)
+    ENN=(model.init_range=0 model.head_init=torch)
     for seed in 0 1 2; do
-      enn compare "${LM[@]}" --models engram --seeds "$seed" --out "$OUT/$1-default" "${ENN[@]}"
+      enn compare "${LM[@]}" --models engram --seeds "$seed" --out "$OUT/$1-default" \
+        "model.hidden_sizes=${widths[0]}" "${ENN[@]}"
       enn compare "${LM[@]}" --models lstm --seeds "$seed" --out "$OUT/$1-default"
       enn compare "${LM[@]}" --models engram --seeds "$seed" --preset paper \
-        --out "$OUT/$1-paper" "${ENN[@]}"
+        --out "$OUT/$1-paper" "model.hidden_sizes=${widths[1]}" "${ENN[@]}"
       if [ "$seed" = 0 ]; then
         enn compare "${LM[@]}" --models gru --seeds 0 --out "$OUT/$1-default" \
-          "model.hidden_sizes=${widths[1]},${widths[1]}"
-        enn compare "${LM[@]}" --models rnn --seeds 0 --out "$OUT/$1-default" \
           "model.hidden_sizes=${widths[2]},${widths[2]}"
+        enn compare "${LM[@]}" --models rnn --seeds 0 --out "$OUT/$1-default" \
+          "model.hidden_sizes=${widths[3]},${widths[3]}"
       fi
     done
+    ;;
+  ptb-residual)
+    # The default ENN with the residual hidden update instead of the gate: 207 units
+    # (4,650,700), beside the LSTM runs of `ptb`
+    mkdir -p "$OUT/ptb-residual"
+    for seed in 0 1 2; do
+      enn compare --task ptb --config configs/adam-ptb.yaml --models engram --seeds "$seed" \
+        --out "$OUT/ptb-residual" model.hidden_sizes=207 model.hidden_update=residual \
+        model.init_range=0 model.head_init=torch "$T"
+    done
+    for run in "$OUT/ptb-default"/lstm-seed*; do
+      [ -e "$OUT/ptb-residual/$(basename "$run")" ] || cp -r "$run" "$OUT/ptb-residual/"
+    done
+    enn report "$OUT/ptb-residual"
     ;;
   assoc-100k)
     # Associative recall on the fast-weights protocol (100k / 10k / 20k sequences, the
     # task's defaults), K = 4, trained until 10 epochs bring no better validation loss (at
     # most 300; the learning rate halves after 5 without): h = 20, where Ba et al.'s LSTM
     # stays near 61% error, and h = 50, where theirs solves the task. Every model has h
-    # units in one layer, as in that paper; the ENN is the default preset.
+    # units in one layer, as in that paper; the ENN is the default preset. Further arguments
+    # are overrides for every run (e.g. model.hidden_update=residual, with another OUT).
     for h in 20 50; do
       enn compare --task assoc --models engram,lstm,gru,rnn --seeds 0,1,2 --epochs 300 \
         --out "$OUT/assoc100k-k4-h$h" "model.hidden_sizes=$h" train.patience=10 \
-        train.lr_patience=5 "$T"
+        train.lr_patience=5 "$T" "${@:2}"
     done
     ;;
-  *) echo "usage: $0 a|b|c|recipe|ptb|ptb-sgd|wt2|assoc-100k" >&2; exit 2 ;;
+  *) echo "usage: $0 a|b|c|recipe|ptb|ptb-sgd|ptb-residual|wt2|assoc-100k" >&2; exit 2 ;;
 esac

@@ -441,6 +441,11 @@ def test_compare_summarises_and_resumes(tmp_path, capsys):
     assert enn(*args[:2], "assoc", *args[3:]) == 2
     assert "holds a run made with task=digits, not assoc" in capsys.readouterr().err
     assert snapshot(out) == before
+    # a baseline's run stands whatever the Engram fields: they do not touch its model
+    assert enn(*args[:4], "rnn", *args[5:], "model.hidden_update=residual") == 0
+    assert capsys.readouterr().err.count("done, skipped") == 2
+    assert enn(*args[:4], "rnn", *args[5:-1], "model.hidden_sizes=16") == 2
+    assert "rnn-seed0 holds a run made with model.hidden_sizes=8, not 16" in capsys.readouterr().err
     assert enn(*args[:-4], "--epochs", "2", *args[-2:]) == 0  # runs at their cap go on
     assert capsys.readouterr().err.count("going on to 2 epochs") == 4
     assert read_metrics(out / "rnn-seed1")["epochs_run"] == 2

@@ -77,11 +77,11 @@ ENGRAM_FIELDS = (
 )
 # The associative memory (docs/model.md): each value written under the key before it, both
 # addresses on the bank alone, a slow decay apart from a full-strength write clipped at 1, a
-# learned sharpness, a smooth cosine and the residual hidden update (docs/results/memory.md).
+# learned sharpness, a smooth cosine and the gated hidden update (docs/results/memory.md).
 ASSOCIATIVE = dict(
     write_key="previous", address_trace=False, trace_clip=1.0, trace_decay=0.98,
     hebbian_lr=1.0, sharpness="layer", temperature=0.1, sparsity=0.0, trace_noise=0.0,
-    cosine_eps=1e-3, layer_norm_eps=1e-5, hidden_update="residual",
+    cosine_eps=1e-3, layer_norm_eps=1e-5, hidden_update="gated",
 )
 
 

@@ -39,7 +39,13 @@ from ..models import (
     resolve,
 )
 from ..models.build import DataShape
-from ..models.config import apply_overrides, config_differences, format_value, validate
+from ..models.config import (
+    ENGRAM_FIELDS,
+    apply_overrides,
+    config_differences,
+    format_value,
+    validate,
+)
 from .callbacks import (
     AtomicCheckpointIO,
     EpochLog,
@@ -246,11 +252,13 @@ def stopped_early(run_dir: Path) -> int | None:
 
 def check_same_config(run_dir: Path, cfg: RunConfig, larger_cap: bool = False) -> None:
     """A ``RunError`` naming the first differing key unless ``run_dir`` was made with ``cfg``
-    (or, with ``larger_cap``, with ``cfg`` but a smaller ``train.epochs``)."""
+    (or, with ``larger_cap``, with ``cfg`` but a smaller ``train.epochs``). A baseline's run
+    is the same whatever the Engram fields, which it ignores."""
     saved = saved_config(run_dir)
     if larger_cap and raises_cap(saved, cfg):
         return
-    diff = config_differences(saved, cfg)
+    ignored = set() if cfg.model.backbone == "engram" else {f"model.{n}" for n in ENGRAM_FIELDS}
+    diff = [d for d in config_differences(saved, cfg) if d[0] not in ignored]
     if diff:
         key, saved, given = diff[0]
         raise RunError(
