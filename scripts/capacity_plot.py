@@ -23,7 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from enn.train.callbacks import atomic_write_json  # noqa: E402
 
 # the comparison folder's suffix and run name -> the line's label
-LINES = {("", "engram"): "ENN, default (associative)",
+LINES = {("-gated", "engram"): "ENN, default (associative, gated update)",
+         ("", "engram"): "ENN, associative, residual update",
          ("-paper-cell", "engram"): "ENN, paper preset", ("", "lstm"): "LSTM", ("", "gru"): "GRU"}
 KEPT = ("params", "hidden_sizes", "preset")
 
@@ -64,7 +65,7 @@ def plot(curves: dict[str, dict[int, dict]], out: Path) -> None:
     ax.set_xlabel("key-value pairs per sequence (64 steps)")
     ax.set_ylabel("test accuracy over the queries (mean, std)")
     ax.set_ylim(0, 1.02)
-    ax.set_title("Multi-query associative recall, about 60k parameters each")
+    ax.set_title("Multi-query associative recall, 60k-72k parameters each")
     ax.legend(loc="center right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
