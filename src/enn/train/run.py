@@ -19,6 +19,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -237,10 +238,17 @@ def saved_config(run_dir: Path) -> RunConfig:
         raise RunError(f"{run_dir} holds a run without a readable config.yaml") from err
 
 
+def run_differences(saved: RunConfig, cfg: RunConfig) -> list[tuple[str, Any, Any]]:
+    """The differences that make ``saved`` another run than ``cfg``: a baseline's run is the
+    same whatever the Engram fields, which it ignores."""
+    ignored = set() if cfg.model.backbone == "engram" else {f"model.{n}" for n in ENGRAM_FIELDS}
+    return [d for d in config_differences(saved, cfg) if d[0] not in ignored]
+
+
 def raises_cap(saved: RunConfig, cfg: RunConfig) -> bool:
     """Whether ``cfg`` is ``saved`` with a larger ``train.epochs`` and nothing else changed.
     No learning-rate schedule depends on the cap, so a run continued to it is a run of ``cfg``."""
-    diff = config_differences(saved, cfg)
+    diff = run_differences(saved, cfg)
     return len(diff) == 1 and diff[0][0] == "train.epochs" and diff[0][2] > diff[0][1]
 
 
@@ -252,13 +260,11 @@ def stopped_early(run_dir: Path) -> int | None:
 
 def check_same_config(run_dir: Path, cfg: RunConfig, larger_cap: bool = False) -> None:
     """A ``RunError`` naming the first differing key unless ``run_dir`` was made with ``cfg``
-    (or, with ``larger_cap``, with ``cfg`` but a smaller ``train.epochs``). A baseline's run
-    is the same whatever the Engram fields, which it ignores."""
+    (or, with ``larger_cap``, with ``cfg`` but a smaller ``train.epochs``)."""
     saved = saved_config(run_dir)
     if larger_cap and raises_cap(saved, cfg):
         return
-    ignored = set() if cfg.model.backbone == "engram" else {f"model.{n}" for n in ENGRAM_FIELDS}
-    diff = [d for d in config_differences(saved, cfg) if d[0] not in ignored]
+    diff = run_differences(saved, cfg)
     if diff:
         key, saved, given = diff[0]
         raise RunError(
