@@ -135,6 +135,28 @@ def test_bad_compare_input(tmp_path, capsys, args, message):
     assert not (tmp_path / "cmp").exists()
 
 
+@pytest.mark.parametrize(
+    "args, warned",
+    [
+        (["train", "--model", "lstm", "model.trace=shared"], "enn train: warning: model.trace"),
+        (["compare", "--models", "gru,rnn", "model.hebbian_lr=0.5"],
+         "enn compare: warning: model.hebbian_lr has no effect on gru, rnn"),
+        (["train", "--model", "engram", "model.trace=shared"], None),
+        (["compare", "--models", "gru,engram", "model.hebbian_lr=0.5"], None),
+        (["train", "--model", "lstm", "model.hidden_sizes=8"], None),
+    ],
+)
+def test_engram_fields_warn_when_no_model_reads_them(tmp_path, capsys, args, warned):
+    capsys.readouterr()
+    with pytest.raises(AssertionError, match="training started"):
+        main([*args, "--task", "digits", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == (0 if warned is None else 1), err
+    if warned is not None:
+        assert warnings[0].startswith(warned), err
+
+
 def test_bad_data_input(tmp_path, capsys):
     code, err = run_cli(["data", "download", "mnist", "--file", "bogus.gz"], capsys)
     assert_one_line_error(code, err, "data", "mnist has no file(s) ['bogus.gz']")

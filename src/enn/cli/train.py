@@ -104,6 +104,19 @@ def _check_names(task: str, models: list[str]) -> None:
             raise CLIError(f"unknown model {m!r}; known models: {', '.join(BACKBONES)}")
 
 
+def _warn_without_effect(command: str, models: list[str], args) -> None:
+    """One warning line for each Engram field set on the command line when no model given
+    is an Engram: the baselines ignore those fields."""
+    from ..models.config import ENGRAM_FIELDS, parse_overrides
+
+    if "engram" in models:
+        return
+    for key in parse_overrides(args.overrides):
+        if key.startswith("model.") and key[len("model."):] in ENGRAM_FIELDS:
+            print(f"enn {command}: warning: {key} has no effect on {', '.join(models)} "
+                  f"(an Engram field)", file=sys.stderr)
+
+
 def _user_errors():
     from ..models import ConfigError
     from ..train.run import RunError
@@ -144,6 +157,7 @@ def run_train(args) -> int:
     seed = DEFAULT_SEED if args.seed is None else args.seed
     out = Path(args.out or f"runs/{args.task}/{args.model}-{preset}-seed{seed}")
     try:
+        _warn_without_effect("train", [args.model], args)
         cfg = _resumed_config(args, out) if args.resume and not args.force else None
         if cfg is None:
             (cfg,) = configs_for(
@@ -199,6 +213,7 @@ def run_compare(args) -> int:
         raise CLIError(f"--seeds expects integers like 0,1,2, got {args.seeds!r}") from err
     _check_names(args.task, models)
     try:
+        _warn_without_effect("compare", models, args)
         summary = compare(
             args.task,
             models,
