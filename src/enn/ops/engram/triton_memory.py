@@ -96,6 +96,13 @@ _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @triton.jit
+def _load_params(prm_ptr):
+    """The scalars ``_params`` packs: decay, strength, alpha, inv_tau, clip, cosine eps."""
+    return (tl.load(prm_ptr + 0), tl.load(prm_ptr + 1), tl.load(prm_ptr + 2),
+            tl.load(prm_ptr + 3), tl.load(prm_ptr + 4), tl.load(prm_ptr + 5))
+
+
+@triton.jit
 def _tile(N, D, BN: tl.constexpr, BH: tl.constexpr):
     """Offsets and masks of an (N, h) trace held as a (BN, BH) tile, row-major."""
     offs_n = tl.arange(0, BN)
@@ -197,12 +204,7 @@ def _ps_fwd_kernel(
 ):
     b = tl.program_id(0).to(tl.int64)
     offs_n, offs_h, mask_n, mask_h, mask, tile = _tile(N, D, BN, BH)
-    decay = tl.load(prm_ptr + 0)
-    strength = tl.load(prm_ptr + 1)
-    alpha = tl.load(prm_ptr + 2)
-    inv_tau = tl.load(prm_ptr + 3)
-    ceps = tl.load(prm_ptr + 5)
-    clip = tl.load(prm_ptr + 4)
+    decay, strength, alpha, inv_tau, clip, ceps = _load_params(prm_ptr)
 
     Mt = tl.load(m_ptr + tile, mask=mask, other=0.0).to(ACC)
     H = _state(h0_ptr + b * N * D, tile, mask, BN, BH, ACC, HAS_H0)
@@ -236,12 +238,7 @@ def _ps_bwd_kernel(
 ):
     b = tl.program_id(0).to(tl.int64)
     offs_n, offs_h, mask_n, mask_h, mask, tile = _tile(N, D, BN, BH)
-    decay = tl.load(prm_ptr + 0)
-    strength = tl.load(prm_ptr + 1)
-    alpha = tl.load(prm_ptr + 2)
-    inv_tau = tl.load(prm_ptr + 3)
-    ceps = tl.load(prm_ptr + 5)
-    clip = tl.load(prm_ptr + 4)
+    decay, strength, alpha, inv_tau, clip, ceps = _load_params(prm_ptr)
 
     Mt = tl.load(m_ptr + tile, mask=mask, other=0.0).to(ACC)
     G = _state(dht_ptr + b * N * D, tile, mask, BN, BH, ACC, HAS_DHT)  # dL/dH_t
