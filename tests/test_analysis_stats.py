@@ -87,3 +87,25 @@ def test_welch_against_a_hand_computed_interval():
     assert res["p"] == pytest.approx(2 * scipy_stats.t.sf(4 / 3 / se, df))
     assert res["g"] == pytest.approx(stats.hedges_g(a, b)["g"])
 
+
+
+def test_tests_leave_out_the_models_with_one_seed(tmp_path):
+    import json
+
+    from enn.analysis.report import tests_in_words
+    from enn.analysis.summary import summarize
+
+    scores = {"engram": [0.90, 0.92, 0.91], "lstm": [0.80, 0.81, 0.79], "gru": [0.85]}
+    for model, values in scores.items():
+        for seed, acc in enumerate(values):
+            run = tmp_path / f"{model}-seed{seed}"
+            run.mkdir()
+            (run / "metrics.json").write_text(json.dumps({
+                "task": "digits", "model": model, "seed": seed, "preset": "default",
+                "test_acc": acc, "test_loss": 1 - acc}))
+    summary = summarize(tmp_path)
+    tests = summary["tests"]
+    assert tests["left_out"] == ["gru"]
+    assert tests["anova"]["p"] < 0.05
+    assert [(p["a"], p["b"]) for p in tests["tukey"]["pairs"]] == [("engram", "lstm")]
+    assert tests_in_words(summary)[0].endswith("left out (one seed): gru.")

@@ -156,7 +156,9 @@ def tests_in_words(summary: dict) -> list[str]:
     """The statistical tests as sentences; skipped tests with their reason."""
     score = summary["score"]
     tests = summary["tests"]
-    lines = []
+    left_out = tests.get("left_out")
+    lines = [f"The tests compare the models with two or more seeds; left out (one seed): "
+             f"{', '.join(left_out)}."] if left_out else []
     for key, what in (("anova", score), ("kruskal", "test_loss")):
         t = tests[key]
         if "skipped" in t:

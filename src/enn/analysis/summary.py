@@ -44,8 +44,11 @@ def summarize(out: Path) -> dict:
             values = [r[f] for r in rs if r.get(f) is not None]
             if values:
                 table[model][f] = stats.describe(values)
-    scores = {m: [r[score] for r in rs] for m, rs in by_model.items()}
-    losses = {m: [r["test_loss"] for r in rs] for m, rs in by_model.items()}
+    # the tests compare the models with two or more seeds, where at least two have them
+    repeated = [m for m, rs in by_model.items() if len(rs) > 1]
+    tested = repeated if len(repeated) > 1 else list(by_model)
+    scores = {m: [r[score] for r in by_model[m]] for m in tested}
+    losses = {m: [r["test_loss"] for r in by_model[m]] for m in tested}
     return {
         "task": task,
         "score": score,
@@ -54,6 +57,7 @@ def summarize(out: Path) -> dict:
             "anova": stats.anova(scores),
             "kruskal": stats.kruskal(losses),
             "tukey": stats.tukey(scores),
+            "left_out": [m for m in by_model if m not in tested],  # one seed each
         },
     }
 
