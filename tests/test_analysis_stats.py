@@ -1,11 +1,13 @@
 """Statistics over seeds against values computed by hand on a fixed table."""
 
+import json
 import math
 
 import pytest
 from scipy import stats as scipy_stats
 
-from enn.analysis import stats
+from enn.analysis import report, stats
+from enn.analysis.summary import summarize
 
 TABLE = {"engram": [0.90, 0.92, 0.94], "lstm": [0.95, 0.96, 0.97], "rnn": [0.80, 0.82, 0.84]}
 
@@ -88,13 +90,7 @@ def test_welch_against_a_hand_computed_interval():
     assert res["g"] == pytest.approx(stats.hedges_g(a, b)["g"])
 
 
-
 def test_tests_leave_out_the_models_with_one_seed(tmp_path):
-    import json
-
-    from enn.analysis.report import tests_in_words
-    from enn.analysis.summary import summarize
-
     scores = {"engram": [0.90, 0.92, 0.91], "lstm": [0.80, 0.81, 0.79], "gru": [0.85]}
     for model, values in scores.items():
         for seed, acc in enumerate(values):
@@ -108,4 +104,4 @@ def test_tests_leave_out_the_models_with_one_seed(tmp_path):
     assert tests["left_out"] == ["gru"]
     assert tests["anova"]["p"] < 0.05
     assert [(p["a"], p["b"]) for p in tests["tukey"]["pairs"]] == [("engram", "lstm")]
-    assert tests_in_words(summary)[0].endswith("left out (one seed): gru.")
+    assert report.tests_in_words(summary)[0].endswith("left out (one seed): gru.")

@@ -107,12 +107,12 @@ def _check_names(task: str, models: list[str]) -> None:
 def _warn_without_effect(command: str, models: list[str], args) -> None:
     """One warning line for each Engram field set on the command line when no model given
     is an Engram: the baselines ignore those fields."""
-    from ..models.config import ENGRAM_FIELDS, parse_overrides
+    from ..models.config import ENGRAM_KEYS, parse_overrides
 
     if "engram" in models:
         return
     for key in parse_overrides(args.overrides):
-        if key.startswith("model.") and key[len("model."):] in ENGRAM_FIELDS:
+        if key in ENGRAM_KEYS:
             print(f"enn {command}: warning: {key} has no effect on {', '.join(models)} "
                   f"(an Engram field)", file=sys.stderr)
 

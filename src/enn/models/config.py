@@ -75,6 +75,7 @@ ENGRAM_FIELDS = (
     "trace_decay", "write_key", "address_trace", "delta_rule", "sharpness", "neuromodulation",
     "cosine_eps", "hidden_update",
 )
+ENGRAM_KEYS = frozenset(f"model.{n}" for n in ENGRAM_FIELDS)  # as dotted config keys
 # The associative memory (docs/model.md): each value written under the key before it, both
 # addresses on the bank alone, a slow decay apart from a full-strength write clipped at 1, a
 # learned sharpness, a smooth cosine and the gated hidden update (docs/results/memory.md).

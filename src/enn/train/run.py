@@ -41,7 +41,7 @@ from ..models import (
 )
 from ..models.build import DataShape
 from ..models.config import (
-    ENGRAM_FIELDS,
+    ENGRAM_KEYS,
     apply_overrides,
     config_differences,
     format_value,
@@ -241,7 +241,7 @@ def saved_config(run_dir: Path) -> RunConfig:
 def run_differences(saved: RunConfig, cfg: RunConfig) -> list[tuple[str, Any, Any]]:
     """The differences that make ``saved`` another run than ``cfg``: a baseline's run is the
     same whatever the Engram fields, which it ignores."""
-    ignored = set() if cfg.model.backbone == "engram" else {f"model.{n}" for n in ENGRAM_FIELDS}
+    ignored = frozenset() if cfg.model.backbone == "engram" else ENGRAM_KEYS
     return [d for d in config_differences(saved, cfg) if d[0] not in ignored]
 
 

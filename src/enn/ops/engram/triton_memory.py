@@ -304,9 +304,7 @@ def _sh_read_kernel(
 ):
     pid = tl.program_id(0)
     offs_n, offs_h, mask_n, mask_h, mask, tile = _tile(N, D, BN, BH)
-    alpha = tl.load(prm_ptr + 2)
-    inv_tau = tl.load(prm_ptr + 3)
-    ceps = tl.load(prm_ptr + 5)
+    _, _, alpha, inv_tau, _, ceps = _load_params(prm_ptr)
     Mt = tl.load(m_ptr + tile, mask=mask, other=0.0).to(ACC)
     H = tl.load(hs_ptr + t * N * D + tile, mask=mask, other=0.0)
     E, ef, er, nE = _rows(H, Mt, alpha, ceps, SMOOTH)
@@ -337,9 +335,7 @@ def _sh_write_kernel(
     mask_h = offs_h < D
     mask = mask_n[:, None] & mask_h[None, :]
     tile = offs_n[:, None] * D + offs_h[None, :]
-    decay = tl.load(prm_ptr + 0)
-    strength = tl.load(prm_ptr + 1)
-    clip = tl.load(prm_ptr + 4)
+    decay, strength, _, _, clip, _ = _load_params(prm_ptr)
     U = tl.zeros((BN, BH), dtype=ACC)
     for b0 in range(0, B, BB):  # sum_b a_b z_b^T (inactive samples have a_b = 0)
         offs_b = b0 + tl.arange(0, BB)
@@ -370,10 +366,7 @@ def _sh_bwd_read_kernel(
 ):
     pid = tl.program_id(0)
     offs_n, offs_h, mask_n, mask_h, mask, tile = _tile(N, D, BN, BH)
-    strength = tl.load(prm_ptr + 1)
-    alpha = tl.load(prm_ptr + 2)
-    inv_tau = tl.load(prm_ptr + 3)
-    ceps = tl.load(prm_ptr + 5)
+    _, strength, alpha, inv_tau, _, ceps = _load_params(prm_ptr)
     Mt = tl.load(m_ptr + tile, mask=mask, other=0.0).to(ACC)
     H = tl.load(hs_ptr + t * N * D + tile, mask=mask, other=0.0)
     E, ef, er, nE = _rows(H, Mt, alpha, ceps, SMOOTH)
@@ -408,8 +401,7 @@ def _sh_bwd_write_kernel(
 ):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < ND
-    decay = tl.load(prm_ptr + 0)
-    alpha = tl.load(prm_ptr + 2)
+    decay, _, alpha, _, _, _ = _load_params(prm_ptr)
     dE = tl.zeros((BLOCK,), dtype=ACC)
     for p in range(0, NPROG):
         dE += tl.load(dep_ptr + p * ND + offs, mask=mask, other=0.0)
