@@ -193,10 +193,18 @@ def wait_for_epoch(run: Path, epoch: int, proc: subprocess.Popen) -> None:
     raise AssertionError(f"the run never saved epoch {epoch}")
 
 
+@pytest.fixture(scope="module")
+def plateau_run(tmp_path_factory) -> Path:
+    """The PLATEAU run trained without a break (read only)."""
+    run = tmp_path_factory.mktemp("plateau") / "unbroken"
+    assert enn("train", *PLATEAU, "--out", run) == 0
+    return run
+
+
 @pytest.mark.slow
-def test_resume_after_kill_at_a_plateau_ends_like_the_unbroken_run(tmp_path):
-    assert enn("train", *PLATEAU, "--out", tmp_path / "unbroken") == 0
-    lrs = [row.split(",")[5] for row in (tmp_path / "unbroken" / "metrics.csv").read_text()
+@pytest.mark.xdist_group("plateau_run")  # one worker, one fixture run
+def test_resume_after_kill_at_a_plateau_ends_like_the_unbroken_run(plateau_run, tmp_path):
+    lrs = [row.split(",")[5] for row in (plateau_run / "metrics.csv").read_text()
            .splitlines()[1:]]
     halved = lrs.index("0.005")  # the first epoch (0-based) at the halved rate
     assert 3 <= halved < len(lrs) - 1 and lrs[:halved] == ["0.01"] * halved
@@ -223,10 +231,10 @@ def test_resume_after_kill_at_a_plateau_ends_like_the_unbroken_run(tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "exists and is not empty" not in resumed.stderr
-    assert untimed(read_metrics(killed)) == untimed(read_metrics(tmp_path / "unbroken"))
+    assert untimed(read_metrics(killed)) == untimed(read_metrics(plateau_run))
     strip = [row.rsplit(",", 2)[0] for row in (killed / "metrics.csv").read_text().splitlines()]
     assert strip == [row.rsplit(",", 2)[0]
-                     for row in (tmp_path / "unbroken" / "metrics.csv").read_text().splitlines()]
+                     for row in (plateau_run / "metrics.csv").read_text().splitlines()]
 
 
 def snapshot(folder: Path) -> dict:
@@ -274,19 +282,20 @@ def test_resume_refuses_options_that_differ_from_the_saved_run(
 
 
 @pytest.mark.slow
-def test_a_run_at_its_cap_goes_on_to_a_larger_one_like_the_unbroken_run(tmp_path, capsys):
+@pytest.mark.xdist_group("plateau_run")  # one worker, one fixture run
+def test_a_run_at_its_cap_goes_on_to_a_larger_one_like_the_unbroken_run(plateau_run, tmp_path,
+                                                                        capsys):
     short = [*PLATEAU[:4], "--epochs", "3", *PLATEAU[6:]]
-    assert enn("train", *PLATEAU, "--out", tmp_path / "unbroken") == 0
     run = tmp_path / "extended"
     assert enn("train", *short, "--out", run) == 0
     assert read_metrics(run)["epochs_run"] == 3
     assert enn("train", "--task", "digits", "--model", "engram", "--out", run, "--resume",
                "--epochs", "13") == 0
-    assert untimed(read_metrics(run)) == untimed(read_metrics(tmp_path / "unbroken"))
-    assert (run / "config.yaml").read_text() == (tmp_path / "unbroken" / "config.yaml").read_text()
+    assert untimed(read_metrics(run)) == untimed(read_metrics(plateau_run))
+    assert (run / "config.yaml").read_text() == (plateau_run / "config.yaml").read_text()
     strip = [row.rsplit(",", 2)[0] for row in (run / "metrics.csv").read_text().splitlines()]
     assert strip == [row.rsplit(",", 2)[0]
-                     for row in (tmp_path / "unbroken" / "metrics.csv").read_text().splitlines()]
+                     for row in (plateau_run / "metrics.csv").read_text().splitlines()]
     capsys.readouterr()
     before = snapshot(run)
     assert enn("train", "--task", "digits", "--model", "engram", "--out", run, "--resume") == 2
@@ -382,6 +391,7 @@ def test_ctrl_c_stops_says_how_to_resume_and_exits_130(tmp_path):
     assert "Traceback" not in err and not (run / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path):
     run = tmp_path / "ddp"
     cmd = [
@@ -398,6 +408,8 @@ def test_two_process_ddp_on_cpu(tmp_path):
         "--epochs",
         "1",
         "model.hidden_sizes=16,8",
+        "train.limit_train_batches=4",
+        "train.threads=1",
         "train.devices=2",
         "train.strategy=ddp",
         "train.accelerator=cpu",
