@@ -1,0 +1,73 @@
+"""Which slot each key letter reads, and which test errors that explains, for an ENN trained
+on associative recall whose addresses come from the bank alone (the `default` preset): two
+letters read from one slot store their values in the same place, so a query of one of them
+with its partner key in the same sequence can recall the partner's value.
+
+    python scripts/recall_slots.py runs/results/assoc100k-k4-h20/engram-seed0/checkpoints/best.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from enn.analysis.metrics import find_engram
+from enn.data.assoc import LETTERS, VOCAB_SIZE
+from enn.train.explain import load_model
+
+
+def letter_reads(model: torch.nn.Module) -> torch.Tensor:
+    """(26, N): the first layer's read of each letter, alone, from an empty trace."""
+    engram = find_engram(model)
+    letters = torch.eye(VOCAB_SIZE)[: len(LETTERS)][:, None]  # 26 sequences of one step
+    _, _, record = engram.forward_with_intermediates(
+        letters if engram.batch_first else letters.transpose(0, 1))
+    return record.layers[0].attention.reshape(len(LETTERS), -1)
+
+
+def shared_slots(reads: torch.Tensor) -> dict[int, list[int]]:
+    """The slots that two or more letters read most: slot -> its letters."""
+    groups: dict[int, list[int]] = {}
+    for letter, slot in enumerate(reads.argmax(-1).tolist()):
+        groups.setdefault(slot, []).append(letter)
+    return {slot: letters for slot, letters in groups.items() if len(letters) > 1}
+
+
+def partner_queries(tokens: torch.Tensor, groups: dict[int, list[int]]) -> torch.Tensor:
+    """(n,) bool: sequences (token ids, (n, 2K + 3)) whose query letter shares its slot with
+    another key of the same sequence."""
+    query, keys = tokens[:, -1], tokens[:, :-3:2]  # (n,), (n, K)
+    hit = torch.zeros(len(tokens), dtype=torch.bool)
+    for letters in groups.values():
+        for letter in letters:
+            partners = torch.tensor([other for other in letters if other != letter])
+            hit |= (query == letter) & torch.isin(keys, partners).any(1)
+    return hit
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args(argv)
+    cfg, dm, model = load_model(args.checkpoint, args.data_dir)
+    if cfg.task != "assoc" or cfg.data.get("encoding", "onehot") != "onehot":
+        sys.exit(f"recall_slots: {args.checkpoint} is not a one-hot assoc run")
+    with torch.no_grad():
+        reads = letter_reads(model)
+        inputs, targets = (torch.cat(t) for t in zip(*dm.test_dataloader(), strict=True))
+        wrong = model(inputs).argmax(-1) != targets  # (n,)
+    groups = shared_slots(reads)
+    for slot, letters in groups.items():
+        print(f"slot {slot}: " + ", ".join(f"{LETTERS[i]} {reads[i, slot]:.2f}" for i in letters))
+    hit = partner_queries(inputs.argmax(-1), groups)
+    print(f"{int(wrong.sum())} of {len(wrong)} test queries wrong; {int((wrong & hit).sum())} "
+          f"of them query a letter whose slot partner is a key of the same sequence "
+          f"({int(hit.sum())} such queries)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""scripts/recall_slots.py: letters that read one slot, and the queries they put at risk."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "recall_slots.py"
+spec = importlib.util.spec_from_file_location("recall_slots", SCRIPT)
+recall_slots = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(recall_slots)
+
+
+def test_letters_on_one_slot_and_the_queries_with_their_partner():
+    reads = torch.eye(26, 32)
+    reads[[1, 4], 0] = 2.0  # b and e read slot 0 most, with a
+    reads[7, 30] = 2.0  # h reads slot 30, alone
+    assert recall_slots.shared_slots(reads) == {0: [0, 1, 4]}
+    q = 36  # "?"
+    tokens = torch.tensor([
+        [1, 26, 4, 27, q, q, 1],  # b queried, e a key too: at risk
+        [1, 26, 7, 27, q, q, 1],  # b queried, no partner among the keys
+        [7, 26, 0, 27, q, q, 7],  # h has no partner
+        [0, 26, 2, 27, q, q, 2],  # c queried; a (a partner of b, e) is not c's
+        [2, 26, 0, 27, q, q, 0],  # a queried, the other key c: no partner
+        [4, 26, 0, 27, q, q, 0],  # a queried, e a key too: at risk
+    ])
+    assert recall_slots.partner_queries(tokens, {0: [0, 1, 4]}).tolist() == [
+        True, False, False, False, False, True]
