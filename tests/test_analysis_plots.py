@@ -152,6 +152,8 @@ def test_learning_curves_png(tmp_path):
                 for e in range(1, epochs + 1)
             ]
             write_run(tmp_path / f"{model}-seed{seed}", model, seed, rows, {})
+    write_run(tmp_path / "gru-seed0", "gru", 0, rows, {})
+    (tmp_path / "gru-seed0" / "metrics.json").unlink()  # still training: not in the report
     curves = plots.read_curves(tmp_path)
     assert sorted(curves) == ["engram", "lstm"] and len(curves["lstm"]) == 2
     assert png_shape(plots.plot_learning_curves(tmp_path, tmp_path / "c.png")) == (450, 1200)

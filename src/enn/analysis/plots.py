@@ -219,9 +219,12 @@ def plot_attribution(
 
 
 def read_curves(compare_dir: str | Path) -> dict[str, list[list[dict[str, float]]]]:
-    """``{model: [rows of metrics.csv per seed]}`` from ``<dir>/<model>-seed<s>/``."""
+    """``{model: [rows of metrics.csv per seed]}`` from the finished runs (with metrics.json,
+    as in the report's table) ``<dir>/<model>-seed<s>/``."""
     curves: dict[str, list[list[dict[str, float]]]] = {}
     for path in sorted(Path(compare_dir).glob("*-seed*/metrics.csv")):
+        if not path.with_name("metrics.json").is_file():
+            continue  # still training, or stopped before its end
         model = path.parent.name.rsplit("-seed", 1)[0]
         with open(path, newline="") as f:
             rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
@@ -234,7 +237,7 @@ def plot_learning_curves(compare_dir: str | Path, out: str | Path) -> Path:
     the mean over seeds, with a band from the lowest to the highest seed."""
     curves = read_curves(compare_dir)
     if not curves:
-        raise FileNotFoundError(f"no */metrics.csv under {compare_dir}")
+        raise FileNotFoundError(f"no finished run (*/metrics.csv) under {compare_dir}")
     sample = next(iter(curves.values()))[0][0]
     score = "val_acc" if "val_acc" in sample else "val_ppl"
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
