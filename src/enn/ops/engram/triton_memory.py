@@ -194,6 +194,16 @@ def _attend_backward(da, a, E, ef, er, nE, zf, zr, nz, inv_tau):
 
 
 @triton.jit
+def _ps_write(H, a, zt, noise_ptr, t, N, D, tile, mask, decay, strength,
+              HAS_NOISE: tl.constexpr, ACC: tl.constexpr):
+    """A sample's trace before the clip (9): decay H + strength (a z^T + the step's noise)."""
+    W = a[:, None] * zt[None, :]
+    if HAS_NOISE:
+        W += tl.load(noise_ptr + t * N * D + tile, mask=mask, other=0.0).to(ACC)
+    return decay * H + strength * W
+
+
+@triton.jit
 def _ps_fwd_kernel(
     z_ptr, m_ptr, h0_ptr, noise_ptr, len_ptr, prm_ptr,
     att_ptr, rec_ptr, ht_ptr, ck_ptr,
@@ -219,10 +229,7 @@ def _ps_fwd_kernel(
         m = tl.sum(a[:, None] * E, axis=0)
         tl.store(att_ptr + (b * T + t) * N + offs_n, a.to(att_ptr.dtype.element_ty), mask=mask_n)
         tl.store(rec_ptr + (b * T + t) * D + offs_h, m.to(rec_ptr.dtype.element_ty), mask=mask_h)
-        W = a[:, None] * zt[None, :]
-        if HAS_NOISE:
-            W += tl.load(noise_ptr + t * N * D + tile, mask=mask, other=0.0).to(ACC)
-        P = decay * H + strength * W
+        P = _ps_write(H, a, zt, noise_ptr, t, N, D, tile, mask, decay, strength, HAS_NOISE, ACC)
         H = tl.minimum(tl.maximum(P, -clip), clip)
     tl.store(ht_ptr + b * N * D + tile, H.to(ht_ptr.dtype.element_ty), mask=mask)
 
@@ -255,10 +262,9 @@ def _ps_bwd_kernel(
             zt = tl.load(z_ptr + (b * T + t) * D + offs_h, mask=mask_h, other=0.0).to(ACC)
             E, ef, er, nE = _rows(H, Mt, alpha, ceps, SMOOTH)
             zf, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, ceps, HAS_TOPK, SMOOTH)
-            W = a[:, None] * zt[None, :]
-            if HAS_NOISE:
-                W += tl.load(noise_ptr + t * N * D + tile, mask=mask, other=0.0).to(ACC)
-            H = tl.minimum(tl.maximum(decay * H + strength * W, -clip), clip)
+            P = _ps_write(H, a, zt, noise_ptr, t, N, D, tile, mask, decay, strength,
+                          HAS_NOISE, ACC)
+            H = tl.minimum(tl.maximum(P, -clip), clip)
         tl.store(scratch + (t1 - 1 - t0) * N * D + tile, H, mask=mask)
         tl.debug_barrier()
         # walk the chunk back
@@ -268,10 +274,8 @@ def _ps_bwd_kernel(
             zt = tl.load(z_ptr + (b * T + t) * D + offs_h, mask=mask_h, other=0.0).to(ACC)
             E, ef, er, nE = _rows(H, Mt, alpha, ceps, SMOOTH)
             zf, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, ceps, HAS_TOPK, SMOOTH)
-            W = a[:, None] * zt[None, :]
-            if HAS_NOISE:
-                W += tl.load(noise_ptr + t * N * D + tile, mask=mask, other=0.0).to(ACC)
-            P = decay * H + strength * W
+            P = _ps_write(H, a, zt, noise_ptr, t, N, D, tile, mask, decay, strength,
+                          HAS_NOISE, ACC)
             dP = tl.where((P >= -clip) & (P <= clip), G, 0.0)  # a clipped entry passes nothing
             dat = tl.load(da_ptr + (b * T + t) * N + offs_n, mask=mask_n, other=0.0).to(ACC)
             dmt = tl.load(dr_ptr + (b * T + t) * D + offs_h, mask=mask_h, other=0.0).to(ACC)
