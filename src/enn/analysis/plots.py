@@ -22,6 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from ..data import decode  # noqa: E402
 from .memory import epoch_file, read_stats  # noqa: E402
+from .summary import METRICS_FILE  # noqa: E402
 
 DPI = 100
 SIGNED_CMAP = "RdBu_r"
@@ -219,11 +220,11 @@ def plot_attribution(
 
 
 def read_curves(compare_dir: str | Path) -> dict[str, list[list[dict[str, float]]]]:
-    """``{model: [rows of metrics.csv per seed]}`` from the finished runs (with metrics.json,
-    as in the report's table) ``<dir>/<model>-seed<s>/``."""
+    """``{model: [rows of metrics.csv per seed]}`` from the finished runs (as in the report's
+    table) ``<dir>/<model>-seed<s>/``."""
     curves: dict[str, list[list[dict[str, float]]]] = {}
     for path in sorted(Path(compare_dir).glob("*-seed*/metrics.csv")):
-        if not path.with_name("metrics.json").is_file():
+        if not path.with_name(METRICS_FILE).is_file():
             continue  # still training, or stopped before its end
         model = path.parent.name.rsplit("-seed", 1)[0]
         with open(path, newline="") as f:
