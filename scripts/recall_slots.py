@@ -14,8 +14,10 @@ import sys
 import torch
 
 from enn.analysis.metrics import find_engram
+from enn.cli import user_errors
 from enn.data.assoc import LETTERS, VOCAB_SIZE
-from enn.train.explain import load_model
+from enn.train.explain import ExplainError, load_model
+from enn.train.run import RunError
 
 
 def letter_reads(model: torch.nn.Module) -> torch.Tensor:
@@ -25,6 +27,16 @@ def letter_reads(model: torch.nn.Module) -> torch.Tensor:
     _, _, record = engram.forward_with_intermediates(
         letters if engram.batch_first else letters.transpose(0, 1))
     return record.layers[0].attention.reshape(len(LETTERS), -1)
+
+
+def check_run(cfg) -> str | None:
+    """Why the letters' slots of this run cannot be read from the bank, or None."""
+    if cfg.task != "assoc" or cfg.data.get("encoding", "onehot") != "onehot":
+        return f"expected a one-hot assoc run, got task {cfg.task}"
+    if cfg.model.address_trace:
+        return ("expected addresses on the bank alone (model.address_trace=false): with the "
+                "trace in them a letter's slot changes along the sequence")
+    return None
 
 
 def shared_slots(reads: torch.Tensor) -> dict[int, list[int]]:
@@ -52,9 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
-    cfg, dm, model = load_model(args.checkpoint, args.data_dir)
-    if cfg.task != "assoc" or cfg.data.get("encoding", "onehot") != "onehot":
-        sys.exit(f"recall_slots: {args.checkpoint} is not a one-hot assoc run")
+    try:
+        cfg, dm, model = load_model(args.checkpoint, args.data_dir)  # its errors name the file
+        problem = check_run(cfg)
+        if problem:
+            raise RunError(f"{args.checkpoint}: {problem}")
+    except (ExplainError, RunError, *user_errors()) as err:
+        print(f"recall_slots: {err}", file=sys.stderr)
+        return 2
     with torch.no_grad():
         reads = letter_reads(model)
         inputs, targets = (torch.cat(t) for t in zip(*dm.test_dataloader(), strict=True))

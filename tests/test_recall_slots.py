@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from enn.models.config import resolve
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "recall_slots.py"
 spec = importlib.util.spec_from_file_location("recall_slots", SCRIPT)
 recall_slots = importlib.util.module_from_spec(spec)
@@ -27,3 +29,10 @@ def test_letters_on_one_slot_and_the_queries_with_their_partner():
     ])
     assert recall_slots.partner_queries(tokens, {0: [0, 1, 4]}).tolist() == [
         True, False, False, False, False, True]
+
+
+def test_runs_whose_addresses_read_the_trace_are_refused():
+    assert recall_slots.check_run(resolve("assoc", "engram", "default")) is None
+    paper = recall_slots.check_run(resolve("assoc", "engram", "paper"))  # reads M + alpha H
+    assert "address_trace=false" in paper
+    assert "one-hot assoc" in recall_slots.check_run(resolve("digits", "engram"))
