@@ -240,6 +240,7 @@ def _bad_values(rng: random.Random) -> dict[str, list[str]]:
         "model.trace_noise": [neg, ".inf"],
         "model.top_k": ["0", "65", neg, junk],
         "model.sparsity_penalty": [neg],
+        "model.slot_diversity": [neg, ".nan"],
         "model.layer_norm_eps": ["0", neg],
         f"train.{junk}": ["1"],
         f"model.{junk}": ["1"],

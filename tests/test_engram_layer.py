@@ -210,6 +210,44 @@ def test_sparsity_penalty_is_weighted_attention_entropy_and_differentiable():
     assert plain.aux_loss is None
 
 
+def usage_gap(attention, lengths):
+    """ln N minus the entropy of the mean read over the real steps of (B, T, N), by hand."""
+    rows = torch.cat([attention[b, :n] for b, n in enumerate(lengths.tolist())])
+    usage = rows.mean(0)
+    return torch.log(torch.tensor(float(N))) + (usage * usage.log()).sum()
+
+
+def test_slot_diversity_is_the_weighted_usage_gap_of_the_real_steps():
+    x, lengths = torch.randn(3, 5, D), torch.tensor([5, 2, 4])
+    layer = make(slot_diversity=0.3).eval()
+    _, _, inter = layer.forward_with_intermediates(x, lengths=lengths)
+    torch.testing.assert_close(layer.aux_loss, 0.3 * usage_gap(inter.attention, lengths))
+    entropy_only = make(sparsity_penalty=0.5).eval()
+    both = make(sparsity_penalty=0.5, slot_diversity=0.3).eval()
+    for other in (entropy_only, both):
+        other.load_state_dict(layer.state_dict())
+        other(x, lengths=lengths)
+    torch.testing.assert_close(both.aux_loss, entropy_only.aux_loss + layer.aux_loss)
+
+
+def test_slot_diversity_spreads_sharp_reads_over_the_slots():
+    torch.manual_seed(0)
+    layer = make(slot_diversity=1.0, temperature=0.05).train()
+    with torch.no_grad():  # every encoding near one direction, that of slot 0
+        layer.ln_z_weight_l0.fill_(0.1)
+        layer.ln_z_bias_l0.copy_(layer.memory_l0[0])
+    x = torch.randn(16, 6, D)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.05)
+    gaps = []
+    for _ in range(40):
+        layer(x)
+        gaps.append(layer.aux_loss.item())
+        opt.zero_grad()
+        layer.aux_loss.backward()
+        opt.step()
+    assert gaps[0] > 0.5 and gaps[-1] < 0.25 * gaps[0]
+
+
 def test_intermediates_are_consistent_with_the_state():
     layer = make().eval()
     x = torch.randn(2, 4, D)

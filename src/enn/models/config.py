@@ -54,6 +54,7 @@ class ModelConfig:
     trace_noise: float = 0.001
     top_k: int | None = None
     sparsity_penalty: float = 0.0
+    slot_diversity: float = 0.0
     layer_norm_eps: float = 1e-6
     trace_decay: float | None = None
     write_key: str = "current"
@@ -71,9 +72,9 @@ class ModelConfig:
 # The ModelConfig fields that are Engram arguments (the baselines ignore them).
 ENGRAM_FIELDS = (
     "memory_size", "trace", "init_state", "hebbian_lr", "trace_scale", "temperature",
-    "sparsity", "trace_clip", "trace_noise", "top_k", "sparsity_penalty", "layer_norm_eps",
-    "trace_decay", "write_key", "address_trace", "delta_rule", "sharpness", "neuromodulation",
-    "cosine_eps", "hidden_update",
+    "sparsity", "trace_clip", "trace_noise", "top_k", "sparsity_penalty", "slot_diversity",
+    "layer_norm_eps", "trace_decay", "write_key", "address_trace", "delta_rule", "sharpness",
+    "neuromodulation", "cosine_eps", "hidden_update",
 )
 ENGRAM_KEYS = frozenset(f"model.{n}" for n in ENGRAM_FIELDS)  # as dotted config keys
 # The associative memory (docs/model.md): each value written under the key before it, both
@@ -334,7 +335,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _choice("model.trace", m.trace, TRACE_MODES)
     _choice("model.init_state", m.init_state, INIT_STATES)
     _float_range("model.hebbian_lr", m.hebbian_lr, 0.0, 1.0)
-    for name in ("trace_scale", "sparsity", "trace_noise", "sparsity_penalty"):
+    for name in ("trace_scale", "sparsity", "trace_noise", "sparsity_penalty",
+                 "slot_diversity"):
         _float_range(f"model.{name}", getattr(m, name), 0.0)
     for name in ("temperature", "layer_norm_eps"):
         _float_range(f"model.{name}", getattr(m, name), 0.0, strict=True)

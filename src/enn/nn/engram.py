@@ -62,6 +62,7 @@ class _EngramBase(nn.Module):
         init_state: str = "zeros",
         top_k: int | None = None,
         sparsity_penalty: float = 0.0,
+        slot_diversity: float = 0.0,
         layer_norm_eps: float = 1e-6,
         trace_decay: float | None = None,
         write_key: str = "current",
@@ -83,6 +84,7 @@ class _EngramBase(nn.Module):
         _check_range("sparsity", sparsity, 0.0)
         _check_range("trace_noise", trace_noise, 0.0)
         _check_range("sparsity_penalty", sparsity_penalty, 0.0)
+        _check_range("slot_diversity", slot_diversity, 0.0)
         _check_range("cosine_eps", cosine_eps, 0.0)
         for name, value in (
             ("temperature", temperature),
@@ -112,6 +114,7 @@ class _EngramBase(nn.Module):
         self.trace_noise = float(trace_noise)
         self.init_state = init_state
         self.sparsity_penalty = float(sparsity_penalty)
+        self.slot_diversity = float(slot_diversity)
         self.hyper = EngramHyper(
             hebbian_lr=float(hebbian_lr), trace_scale=float(trace_scale),
             temperature=float(temperature), sparsity=float(sparsity),
@@ -122,8 +125,8 @@ class _EngramBase(nn.Module):
             sharpness=sharpness, neuromodulation=bool(neuromodulation),
             cosine_eps=float(cosine_eps), hidden_update=hidden_update,
         )
-        # Filled by forward when sparsity_penalty > 0: the weighted mean attention entropy,
-        # a differentiable term for the training loss.
+        # Filled by forward when sparsity_penalty or slot_diversity > 0: the weighted
+        # attention terms, a differentiable addition to the training loss.
         self.aux_loss: Tensor | None = None
         # The memory pass's backend in each layer in the last forward, bottom first: "native",
         # "scan", "chunk", "triton" or "torch" (docs/model.md).
@@ -154,8 +157,9 @@ class _EngramBase(nn.Module):
         ``type(layer)(input_size, hidden_size, ..., **layer.options())``."""
         names = ("memory_size", "hebbian_lr", "trace_scale", "temperature", "sparsity",
                  "trace_clip", "trace_noise", "init_state", "top_k", "sparsity_penalty",
-                 "layer_norm_eps", "trace_decay", "write_key", "address_trace", "delta_rule",
-                 "sharpness", "neuromodulation", "cosine_eps", "hidden_update")
+                 "slot_diversity", "layer_norm_eps", "trace_decay", "write_key",
+                 "address_trace", "delta_rule", "sharpness", "neuromodulation", "cosine_eps",
+                 "hidden_update")
         return {"trace": self.trace_mode, **{name: getattr(self, name) for name in names}}
 
     @property
@@ -268,11 +272,21 @@ class _EngramBase(nn.Module):
             raise ValueError(f"{type(self).__name__}: expected input.size(-1) == input_size="
                              f"{self.input_size}, got {input.size(-1)}")
 
-    def _set_aux_loss(self, entropies: list[Tensor | None]) -> None:
-        self.aux_loss = (
-            self.sparsity_penalty * torch.stack(entropies).mean()
-            if self.sparsity_penalty > 0 else None
-        )
+    def _set_aux_loss(self, per_layer: list[Tensor | None]) -> None:
+        self.aux_loss = None if per_layer[0] is None else torch.stack(per_layer).mean()
+
+    def _layer_aux_loss(self, attention: Tensor, lengths: Tensor | None) -> Tensor | None:
+        """The layer's weighted attention terms (B, T, N) -> (), or None when both are off:
+        the mean entropy of each read, and how far the reads' mean over the batch and steps
+        is from using every slot alike (ln N minus its entropy; 0 when uniform)."""
+        aux = None
+        if self.sparsity_penalty > 0:
+            aux = self.sparsity_penalty * _masked_entropy(attention, lengths)
+        if self.slot_diversity > 0:
+            usage = _slot_usage(attention, lengths)  # (N,)
+            gap = math.log(self.memory_size) + (usage * usage.clamp_min(1e-12).log()).sum()
+            aux = self.slot_diversity * gap if aux is None else aux + self.slot_diversity * gap
+        return aux
 
     def _run_layer(
         self, x: Tensor, suffix: str, state: EngramState | None,
@@ -289,14 +303,12 @@ class _EngramBase(nn.Module):
         o, final, mem = engram_layer(x, weights, self.hyper, state, True, lengths, noise,
                                      record_traces=keep_steps,
                                      options=self._layer_options(suffix))
-        entropy = None
-        if self.sparsity_penalty > 0:
-            entropy = _masked_entropy(mem.attention, lengths)
+        aux = self._layer_aux_loss(mem.attention, lengths)
         record = None
         if keep_steps:
             record = EngramIntermediates(mem.attention, mem.recall, mem.traces)
         path = layer_backend(o, self.hyper, noise, keep_steps)
-        return o, final, entropy, record, path
+        return o, final, aux, record, path
 
     def extra_repr(self) -> str:
         hp = self.hyper
@@ -318,6 +330,14 @@ def _masked_entropy(attention: Tensor, lengths: Tensor | None) -> Tensor:
     mask = torch.arange(attention.size(1), device=attention.device) < lengths[:, None]
     per_step = (ent * mask).sum(0) / mask.sum(0).clamp_min(1)  # (T,)
     return per_step[mask.any(0)].mean()
+
+
+def _slot_usage(attention: Tensor, lengths: Tensor | None) -> Tensor:
+    """The mean attention (N,) over the real steps of every sample, (B, T, N)."""
+    if lengths is None:
+        return attention.mean((0, 1))
+    mask = torch.arange(attention.size(1), device=attention.device) < lengths[:, None]
+    return (attention * mask[..., None]).sum((0, 1)) / mask.sum().clamp_min(1)
 
 
 def _stack_layers(per_layer: list[Tensor]) -> Tensor:
@@ -392,9 +412,9 @@ class EngramCell(_EngramBase):
                 key = torch.zeros_like(h)
             _check_state_shape("hx.key", key, (B, self.hidden_size))
             state = EngramState(h, trace, key)
-        _, (h, trace, key), entropy, _, path = self._run_layer(x[:, None], "", state)
+        _, (h, trace, key), aux, _, path = self._run_layer(x[:, None], "", state)
         self.last_path = (path,)
-        self._set_aux_loss([entropy])
+        self._set_aux_loss([aux])
         if not batched:
             h, key = h[0], key[0]
             trace = trace[0] if self.trace_mode == "per_sample" else trace
@@ -420,6 +440,9 @@ class Engram(_EngramBase):
         top_k: hard top-k retrieval (other attention weights exactly 0); None = dense.
         sparsity_penalty: weight of the mean attention entropy; when > 0, every forward sets
             ``self.aux_loss`` to that weighted entropy, for the training loss.
+        slot_diversity: weight of ln N minus the entropy of the attention's mean over the
+            batch and steps (0 when every slot is used alike), added to ``self.aux_loss``:
+            it spreads different inputs over different slots.
         Beyond the paper (docs/model.md, eqs. 10-12; the defaults are the paper's):
         trace_decay (None: 1 - hebbian_lr), write_key ("current", "previous", "mix"),
         address_trace (True), delta_rule (False), sharpness ("fixed", "layer", "slot"),
@@ -530,22 +553,22 @@ class Engram(_EngramBase):
         states = self._split_state(hx, B, batched, x)
 
         finals: list[EngramState] = []
-        entropies: list[Tensor | None] = []
+        auxes: list[Tensor | None] = []
         records: list[EngramIntermediates] = []
         paths: list[str] = []
         layer_in = x
         for k in range(self.num_layers):
             if k > 0 and self.dropout > 0:
                 layer_in = F.dropout(layer_in, self.dropout, self.training)
-            layer_in, final, entropy, record, path = self._run_layer(
+            layer_in, final, aux, record, path = self._run_layer(
                 layer_in, f"_l{k}", states[k], lengths, record
             )
             paths.append(path)
             finals.append(final)
-            entropies.append(entropy)
+            auxes.append(aux)
             if record is not None:
                 records.append(record)
-        self._set_aux_loss(entropies)
+        self._set_aux_loss(auxes)
         self.last_path = tuple(paths)
 
         h_n = _stack_layers([s.h for s in finals])  # (L, B, h)
