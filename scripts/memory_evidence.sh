@@ -4,6 +4,7 @@
 #   bash scripts/memory_evidence.sh capacity   # MQAR: accuracy against the number of pairs
 #   bash scripts/memory_evidence.sh hidden     # the hidden update on digits and MNIST
 #   bash scripts/memory_evidence.sh repeats    # keys written again: the delta rule
+#   bash scripts/memory_evidence.sh diversity  # letters sharing a slot: slot_diversity
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "$0")/common.sh"  # OUT, T, PAPER_CELL
@@ -83,5 +84,19 @@ case "${1:-}" in
     done
     wait
     ;;
-  *) echo "usage: $0 recall|capacity|hidden|repeats" >&2; exit 2 ;;
+  diversity)
+    # the recall runs of the preset (K = 4) with the slot-diversity term at two weights,
+    # side by side; then Ba et al.'s protocol (reproduce.sh assoc-100k) with the larger
+    for weight in 0.01 0.1; do
+      enn compare --task assoc --models engram --preset default --seeds 0,1,2 --epochs 8 \
+        --out "$OUT/recall-k4-h20-diversity-$weight" model.hidden_sizes=20 data.k=4 \
+        data.n_train=50000 data.n_val=5000 data.n_test=10000 \
+        "model.slot_diversity=$weight" "$T" &
+    done
+    wait
+    enn compare --task assoc --models engram --seeds 0,1,2 --epochs 300 \
+      --out "$OUT/assoc100k-k4-h20-diversity" model.hidden_sizes=20 train.patience=10 \
+      train.lr_patience=5 model.slot_diversity=0.1 "$T"
+    ;;
+  *) echo "usage: $0 recall|capacity|hidden|repeats|diversity" >&2; exit 2 ;;
 esac

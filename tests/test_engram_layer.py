@@ -1,5 +1,6 @@
 """The Engram layer against the naive reference of the spec, and its torch.nn behaviour."""
 
+import copy
 import io
 import warnings
 
@@ -228,6 +229,8 @@ def test_slot_diversity_is_the_weighted_usage_gap_of_the_real_steps():
         other.load_state_dict(layer.state_dict())
         other(x, lengths=lengths)
     torch.testing.assert_close(both.aux_loss, entropy_only.aux_loss + layer.aux_loss)
+    both.train()(x.requires_grad_())
+    assert copy.deepcopy(both).aux_loss is None and both.aux_loss is not None
 
 
 def test_slot_diversity_spreads_sharp_reads_over_the_slots():

@@ -152,6 +152,10 @@ class _EngramBase(nn.Module):
     cosine_eps = property(lambda self: self.hyper.cosine_eps)
     hidden_update = property(lambda self: self.hyper.hidden_update)
 
+    def __getstate__(self) -> dict:
+        # the last forward's aux_loss holds its graph, which neither copies nor pickles
+        return {**super().__getstate__(), "aux_loss": None}
+
     def options(self) -> dict:
         """The ENN keyword arguments that rebuild this layer's settings:
         ``type(layer)(input_size, hidden_size, ..., **layer.options())``."""
