@@ -21,6 +21,7 @@ from ..ops.engram import (
     EngramState,
     EngramWeights,
     OptionWeights,
+    attention_entropy,
     engram_layer,
     layer_backend,
 )
@@ -283,14 +284,15 @@ class _EngramBase(nn.Module):
         """The layer's weighted attention terms (B, T, N) -> (), or None when both are off:
         the mean entropy of each read, and how far the reads' mean over the batch and steps
         is from using every slot alike (ln N minus its entropy; 0 when uniform)."""
-        aux = None
+        mask = _real_steps(attention, lengths)
+        terms = []
         if self.sparsity_penalty > 0:
-            aux = self.sparsity_penalty * _masked_entropy(attention, lengths)
+            terms.append(self.sparsity_penalty * _masked_entropy(attention, mask))
         if self.slot_diversity > 0:
-            usage = _slot_usage(attention, lengths)  # (N,)
-            gap = math.log(self.memory_size) + (usage * usage.clamp_min(1e-12).log()).sum()
-            aux = self.slot_diversity * gap if aux is None else aux + self.slot_diversity * gap
-        return aux
+            usage = _slot_usage(attention, mask)  # (N,)
+            gap = math.log(self.memory_size) - attention_entropy(usage)
+            terms.append(self.slot_diversity * gap)
+        return sum(terms) if terms else None
 
     def _run_layer(
         self, x: Tensor, suffix: str, state: EngramState | None,
@@ -325,22 +327,27 @@ class _EngramBase(nn.Module):
         return s
 
 
-def _masked_entropy(attention: Tensor, lengths: Tensor | None) -> Tensor:
-    """Mean entropy (nats) of the attention rows (B, T, N) of real steps: per step over the
-    samples still running, then over the steps."""
-    ent = -(attention * attention.clamp_min(1e-12).log()).sum(-1)  # (B, T)
+def _real_steps(attention: Tensor, lengths: Tensor | None) -> Tensor | None:
+    """(B, T) bool: the steps of attention (B, T, N) that are not padding; None: all."""
     if lengths is None:
+        return None
+    return torch.arange(attention.size(1), device=attention.device) < lengths[:, None]
+
+
+def _masked_entropy(attention: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean entropy (nats) of the attention rows (B, T, N) of real steps (mask (B, T) or
+    None: all): per step over the samples still running, then over the steps."""
+    ent = -(attention * attention.clamp_min(1e-12).log()).sum(-1)  # (B, T)
+    if mask is None:
         return ent.mean()
-    mask = torch.arange(attention.size(1), device=attention.device) < lengths[:, None]
     per_step = (ent * mask).sum(0) / mask.sum(0).clamp_min(1)  # (T,)
     return per_step[mask.any(0)].mean()
 
 
-def _slot_usage(attention: Tensor, lengths: Tensor | None) -> Tensor:
-    """The mean attention (N,) over the real steps of every sample, (B, T, N)."""
-    if lengths is None:
+def _slot_usage(attention: Tensor, mask: Tensor | None) -> Tensor:
+    """The mean attention (N,) over the real steps (mask (B, T) or None: all) of (B, T, N)."""
+    if mask is None:
         return attention.mean((0, 1))
-    mask = torch.arange(attention.size(1), device=attention.device) < lengths[:, None]
     return (attention * mask[..., None]).sum((0, 1)) / mask.sum().clamp_min(1)
 
 
