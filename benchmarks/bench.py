@@ -50,9 +50,11 @@ CPU = torch.device("cpu")
 USUAL_PATHS = ("torch", "native")  # the scaling plots name any other path of the layer
 
 
-# ENN variants whose memory pass runs on a set backend, to time the native kernels against
-# the PyTorch path inside a whole training step: ``enn_per_sample:torch``
-VARIANTS = {"torch": "torch"}
+# ENN variants whose passes run on set backends (memory, hidden; None: the layer chooses), to
+# time each native kernel against the PyTorch path inside a whole training step:
+# ``enn_per_sample:torch-hidden``
+VARIANTS = {"torch-hidden": (None, "torch"), "torch-memory": ("torch", None),
+            "torch": ("torch", "torch")}
 
 
 def build(name: str, input_size: int, hidden: int, memory: int) -> nn.Module:
@@ -69,25 +71,20 @@ def build(name: str, input_size: int, hidden: int, memory: int) -> nn.Module:
     return build_model(cfg, DataShape("classification", CLASSES, input_size))
 
 
-def forced_backend(name: str) -> str | None:
-    """The memory backend an ENN variant runs on; None: the layer chooses."""
-    variant = name.partition(":")[2]
-    return VARIANTS[variant] if variant else None
-
-
 @contextlib.contextmanager
 def backends_of(name: str):
-    """Inside: the ENN's memory pass runs on the variant's backend, if it sets one."""
-    forced = forced_backend(name)
-    if forced is None:
-        yield
-        return
-    choose = layer.choose_backend
-    layer.choose_backend = lambda *args, **kwargs: forced
+    """Inside: the ENN's passes run on the variant's backends, where it sets them."""
+    variant = name.partition(":")[2]
+    memory, hidden = VARIANTS[variant] if variant else (None, None)
+    choose_memory, choose_hidden = layer.choose_backend, layer.hidden_backend
+    if memory:
+        layer.choose_backend = lambda *args, **kwargs: memory
+    if hidden:
+        layer.hidden_backend = lambda *args, **kwargs: hidden
     try:
         yield
     finally:
-        layer.choose_backend = choose
+        layer.choose_backend, layer.hidden_backend = choose_memory, choose_hidden
 
 
 def _since(start: float, device: torch.device) -> float:
@@ -155,8 +152,7 @@ def measure(names: list[str], batch: int, steps: int, input_size: int, hidden: i
                 t = train_step(m, opts[n], x, y)
                 faulted = _page_faults() - before
                 if n.startswith("enn_"):
-                    forced = forced_backend(n)
-                    paths[n] = (forced,) if forced else find_engram(m).last_path
+                    paths[n] = find_engram(m).last_path
                 m.eval()
                 ti = _infer(m, x)
             if i >= warmup:
@@ -225,6 +221,18 @@ def memory_step(weights, hyper, z: torch.Tensor, noise: torch.Tensor | None,
     return memory_pass
 
 
+def hidden_step(weights, hyper, z: torch.Tensor, m: torch.Tensor, backend: str
+                ) -> Callable[[], None]:
+    """Forward + backward of the hidden pass on one backend, given detached z and recalls m."""
+
+    def hidden_pass() -> None:
+        out, h_n = layer.hidden_pass(z, m, z.new_zeros(z.shape[0], z.shape[2]), weights,
+                                     hyper.ln_eps, None, backend)
+        (out.sum() + h_n.sum()).backward()
+
+    return hidden_pass
+
+
 def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, memory: int,
               repeats: int, warmup: int, device: torch.device = CPU) -> dict[str, float]:
     """Forward + backward ms of the parts of one Engram layer (median) on each backend that
@@ -246,12 +254,7 @@ def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, 
     for backend in backends:
         parts[f"memory pass ({backend})"] = memory_step(weights, hyper, z, noise, backend)
 
-    def hidden_pass() -> None:
-        out, h_n = layer.hidden_pass(z, m, z.new_zeros(z.shape[0], z.shape[2]), weights,
-                                     hyper.ln_eps, None)
-        (out.sum() + h_n.sum()).backward()
-
-    parts["hidden pass"] = hidden_pass
+        parts[f"hidden pass ({backend})"] = hidden_step(weights, hyper, z, m, backend)
     parts["trace noise"] = lambda: std * torch.randn(shape, device=device)
     parts["LSTM step"] = lambda: train_step(lstm, opt, x, y)
     return interleaved_ms(parts, repeats, warmup, device)

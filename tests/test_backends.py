@@ -28,16 +28,17 @@ def make_layer(d, h, N, trace, dtype=torch.double, **kw):
 
 def run(layer, x, state, lengths, noise, backend, probe_seed=1):
     """Outputs, final state, attention and the gradients of every input and parameter."""
-    weights = layer.layer_weights(0)
+    weights, options = layer.layer_weights(0), layer._layer_options("_l0")
     xi = x.clone().requires_grad_()
     si = None if state is None else EngramState(*(t.clone().requires_grad_() for t in state[:2]))
     out, final, mem = engram_layer(xi, weights, layer.hyper, si, True, lengths, noise,
-                                   backend=backend)
+                                   backend=backend, options=options)
     results = (out, final.h, final.trace, mem.attention, mem.recall)
     g = torch.Generator().manual_seed(probe_seed)
     loss = sum((t * torch.randn(t.shape, generator=g, dtype=torch.double).to(t.dtype)).sum()
                for t in results)  # the same probes in every dtype
-    wants = [xi, *([] if si is None else si[:2]), *(p for p in weights if p is not None)]
+    wants = [xi, *([] if si is None else si[:2]),
+             *(p for p in (*weights, *options) if p is not None)]
     return (*results, *torch.autograd.grad(loss, wants))
 
 
@@ -86,6 +87,22 @@ def test_native_matches_the_reference_with_every_gradient(shape, trace, top_k, w
 
 
 @needs_native
+@pytest.mark.parametrize("update", ["residual", "gated"])
+@pytest.mark.parametrize("shape, trace, with_state, with_lengths", [
+    (SHAPES[0], "per_sample", True, True), (SHAPES[1], "shared", False, False),
+    (SHAPES[2], "per_sample", False, True), (SHAPES[3], "per_sample", True, False),
+])
+def test_native_hidden_updates_match_the_reference(shape, trace, with_state, with_lengths,
+                                                   update):
+    B, T, d, h, N = shape
+    layer = make_layer(d, h, N, trace, hidden_update=update)
+    case = random_case(B, T, d, h, N, trace, with_state, with_lengths, False)
+    for got, expected in zip(run(layer, *case, "native"), run(layer, *case, "torch"),
+                             strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+
+
+@needs_native
 @pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[1]])
 @pytest.mark.parametrize("trace", ["per_sample", "shared"])
 def test_native_smooth_cosine_matches_the_reference_at_a_zero_encoding(shape, trace):
@@ -114,15 +131,17 @@ def test_native_matches_the_reference_where_the_clip_acts(trace):
 
 
 @needs_native
-@pytest.mark.parametrize("trace", ["per_sample", "shared"])
-def test_float32_at_the_paper_shapes_is_as_accurate_as_the_reference_in_float32(trace):
+@pytest.mark.parametrize("trace, update", [("per_sample", "paper"), ("shared", "paper"),
+                                           ("per_sample", "gated")])
+def test_float32_at_the_paper_shapes_is_as_accurate_as_the_reference_in_float32(trace,
+                                                                                update):
     # float32 gradients of this layer are ill-conditioned (a LayerNorm over a mostly-zero
     # ReLU output divides by a tiny deviation), so the measure is the reference's own float32
     # error against float64: the kernels may not be worse. In a sample or two a unit can sit
     # on its ReLU's edge, where any rounding of the other path flips it and moves that
     # sample's gradient by a few percent; those samples are left out (a kernel bug moves most)
     B, T, d, h, N = 128, 28, 28, 128, 64
-    layer = make_layer(d, h, N, trace)
+    layer = make_layer(d, h, N, trace, hidden_update=update)
     case = random_case(B, T, d, h, N, trace, False, False, True)
     case32 = [None if t is None else t.float() for t in case]
     exact = run(layer, *case, "torch")
@@ -136,9 +155,9 @@ def test_float32_at_the_paper_shapes_is_as_accurate_as_the_reference_in_float32(
         exact = run(layer.double(), *case, "torch")
         got = run(layer.float(), *case32, "native")
     ref32 = run(layer, *case32, "torch")
-    names = ["output", "h", "trace", "attention", "recall", "grad x", *(
-        f"grad {n}" for n, p in zip(layer.layer_weights(0)._fields, layer.layer_weights(0),
-                                    strict=True) if p is not None)]
+    params = {**layer.layer_weights(0)._asdict(), **layer._layer_options("_l0")._asdict()}
+    names = ["output", "h", "trace", "attention", "recall", "grad x",
+             *(f"grad {n}" for n, p in params.items() if p is not None)]
     for name, g, r, e in zip(names, got, ref32, exact, strict=True):
         err, ref_err = ((t.double() - e).abs().max().item() for t in (g, r))
         assert err <= 2 * ref_err + 1e-6 * e.abs().max().item(), (

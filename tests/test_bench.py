@@ -19,17 +19,19 @@ def test_bench_writes_rows_and_breakdown(tmp_path):
     assert main(argv) == 0
     report = json.loads(out.read_text())
     rows = {(r["model"], r["trace"]): r for r in report["rows"]}
-    variants = {("ENN", f"{t}:torch") for t in ("per_sample", "shared")}
+    variants = {("ENN", f"{t}:{v}") for t in ("per_sample", "shared")
+                for v in ("torch-hidden", "torch-memory", "torch")}
     assert set(rows) == {("ENN", "per_sample"), ("ENN", "shared"), ("LSTM (2 layers)", "-"),
                          ("GRU (2 layers)", "-"), *variants}
+    assert rows[("ENN", "shared:torch-hidden")]["path"] == "native/torch"
     assert rows[("ENN", "shared:torch")]["path"] == "torch"
     assert rows[("LSTM (2 layers)", "-")]["ratio_to_lstm"] == 1.0
     assert all(r["train_ms"] > 0 and r["infer_seq_per_s"] > 0 for r in rows.values())
     assert rows[("ENN", "per_sample")]["path"] == rows[("ENN", "shared")]["path"] == "native"
     for mode in ("per_sample", "shared"):
         assert set(report["breakdown"][mode]) == {
-            "encoder", "memory pass (native)", "memory pass (torch)", "hidden pass",
-            "trace noise", "LSTM step"}
+            "encoder", "memory pass (native)", "hidden pass (native)", "memory pass (torch)",
+            "hidden pass (torch)", "trace noise", "LSTM step"}
     assert report["matmul"]["enn_gmac"] > report["matmul"]["lstm_gmac"] > 0
     assert report["allocator"] == "keeps freed memory"  # glibc, as on every supported machine
     assert all(r["page_faults_per_step"] >= 0 for r in rows.values())

@@ -28,6 +28,11 @@ def native_shared_scan(z, M, H0, noise, lengths, hyper):
     return mem.attention, mem.recall, H
 
 
+def native_hidden_pass(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths, update=0):
+    return torch.ops.enn.hidden_pass(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths,
+                                     update)[:2]
+
+
 def scan_inputs(B=3, T=9, N=4, h=5, dtype=torch.double, seed=0):
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(B, T, h, dtype=dtype, generator=g).requires_grad_()
@@ -210,13 +215,15 @@ def test_kernels_built_without_avx512_or_openmp_match_the_reference(flags, kerne
     # the register tiles' plain C path (any CPU without AVX-512, and float64 everywhere), and
     # a build with no threads
     kernel_env(ENN_NATIVE_CFLAGS=flags, ENN_CACHE_DIR=tmp_path)
-    for trace in ("per_sample", "shared"):
-        engram = Engram(5, 40, batch_first=True, memory_size=8, trace=trace).float()
+    for trace, update in (("per_sample", "paper"), ("shared", "gated")):
+        engram = Engram(5, 40, batch_first=True, memory_size=8, trace=trace,
+                        hidden_update=update).float()
         x = torch.randn(11, 9, 5, requires_grad=True)
         results = []
         for backend in ("native", "torch"):
             out, final, _ = layer.engram_layer(x, engram.layer_weights(0), engram.hyper, None,
-                                               True, backend=backend)
+                                               True, backend=backend,
+                                               options=engram._layer_options("_l0"))
             loss = out.sin().sum() + final.trace.sum()
             results.append((out, final.trace,
                             *torch.autograd.grad(loss, [x, *engram.parameters()])))
@@ -274,3 +281,63 @@ def test_native_shared_scan_does_not_depend_on_the_thread_count():
     assert_same_bits_with_1_and_2_threads(run, more=(8,))
 
 
+HIDDEN_SHAPES = {"z": "BTh", "m": "BTh", "h0": "Bh", "w_c": "33", "b_c": "3", "w_o": "u3",
+                 "b_o": "u", "ln_w": "h", "ln_b": "h"}
+UPDATES = {"paper": 0, "residual": 1, "gated": 2}  # the kernel's codes (HIDDEN_UPDATES)
+
+
+def hidden_inputs(B, T, h, dtype, update="paper"):
+    """The operator's tensors; w_o and b_o stack W_g and b_g below W_o and b_o when gated."""
+    size = {"B": B, "T": T, "h": h, "3": 3 * h, "u": 2 * h if update == "gated" else h}
+    return [torch.randn(*(size[c] for c in shape), dtype=dtype, requires_grad=True)
+            for shape in HIDDEN_SHAPES.values()]
+
+
+@pytest.mark.parametrize("update", list(UPDATES))
+@pytest.mark.parametrize("with_mask, with_bias", [(False, True), (True, True), (False, False)])
+def test_native_hidden_pass_passes_gradcheck(update, with_mask, with_bias):
+    torch.manual_seed(0)
+    B, T, h = 11, 5, 4  # more samples than a register tile, and a remainder
+    lengths = torch.randint(1, T + 1, (B,)) if with_mask else None
+    args = hidden_inputs(B, T, h, torch.double, update)
+    if not with_bias:  # a layer built with bias=False
+        for name in ("b_c", "b_o"):
+            args[list(HIDDEN_SHAPES).index(name)] = None
+    assert torch.autograd.gradcheck(
+        lambda *a: native_hidden_pass(*a, 1e-6, lengths, UPDATES[update]), tuple(args))
+
+
+@pytest.mark.parametrize("update", ["paper", "gated"])
+def test_native_hidden_pass_does_not_depend_on_the_thread_count(update):
+    torch.manual_seed(0)
+    args = hidden_inputs(37, 6, 32, torch.float, update)
+
+    def run():
+        out, h_n = native_hidden_pass(*args, 1e-6, None, UPDATES[update])
+        return (out, h_n, *torch.autograd.grad(out.sin().sum() + h_n.sum(), args))
+
+    assert_same_bits_with_1_and_2_threads(run)
+
+
+def test_native_hidden_pass_reads_strided_inputs_as_their_values():
+    torch.manual_seed(0)
+    args = hidden_inputs(5, 4, 8, torch.double)
+    z, m = args[0].detach(), args[1].detach()
+    # the same values laid out (T, B, h) and viewed as (B, T, h)
+    strided = [z.transpose(0, 1).contiguous().transpose(0, 1),
+               m.transpose(0, 1).contiguous().transpose(0, 1), *args[2:]]
+    assert not strided[0].is_contiguous() and not strided[1].is_contiguous()
+    for got, expected in zip(native_hidden_pass(*strided, 1e-6, None),
+                             native_hidden_pass(z, m, *args[2:], 1e-6, None),
+                             strict=True):
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+def test_native_hidden_pass_checks_its_arguments():
+    args = hidden_inputs(3, 4, 8, torch.float)
+    with pytest.raises(ValueError, match="expected update in 0..2, got 3"):
+        native_hidden_pass(*args, 1e-6, None, 3)
+    with pytest.raises(ValueError, match=r"expected weight_o of shape \(16, 24\), got \(8, 24\)"):
+        native_hidden_pass(*args, 1e-6, None, UPDATES["gated"])
+    with pytest.raises(TypeError, match="expected weight_c of dtype torch.float32"):
+        native_hidden_pass(*args[:3], args[3].double(), *args[4:], 1e-6, None)

@@ -23,7 +23,7 @@ from ..ops.engram import (
     OptionWeights,
     attention_entropy,
     engram_layer,
-    layer_backend,
+    layer_backends,
 )
 
 INIT_STATES = ("zeros", "random")
@@ -129,8 +129,9 @@ class _EngramBase(nn.Module):
         # Filled by forward when sparsity_penalty or slot_diversity > 0: the weighted
         # attention terms, a differentiable addition to the training loss.
         self.aux_loss: Tensor | None = None
-        # The memory pass's backend in each layer in the last forward, bottom first: "native",
-        # "scan", "chunk", "triton" or "torch" (docs/model.md).
+        # The backends each layer ran in the last forward, bottom first: the memory pass's
+        # ("native", "scan", "chunk", "triton" or "torch"), then "/" and the hidden pass's
+        # where it differs (docs/model.md).
         self.last_path: tuple[str, ...] = ()
 
     @property
@@ -313,7 +314,7 @@ class _EngramBase(nn.Module):
         record = None
         if keep_steps:
             record = EngramIntermediates(mem.attention, mem.recall, mem.traces)
-        path = layer_backend(o, self.hyper, noise, keep_steps)
+        path = "/".join(dict.fromkeys(layer_backends(o, self.hyper, noise, keep_steps)))
         return o, final, aux, record, path
 
     def extra_repr(self) -> str:

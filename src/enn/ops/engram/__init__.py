@@ -18,7 +18,7 @@ from .common import (
     TraceMode,
     attention_entropy,
 )
-from .layer import BACKENDS, choose_backend, engram_layer, layer_backend
+from .layer import BACKENDS, choose_backend, engram_layer, layer_backend, layer_backends
 from .naive import encode, naive_hidden, naive_memory
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "encode",
     "engram_layer",
     "layer_backend",
+    "layer_backends",
     "naive_hidden",
     "naive_memory",
     "scan_memory",

@@ -1,5 +1,5 @@
-"""One Engram layer: the encoder (1), then the memory pass (2-6, 9) on the fastest backend
-that applies to its inputs, then the hidden pass (7-8, 12) in PyTorch.
+"""One Engram layer: the encoder (1), then the memory pass (2-6, 9) and the hidden pass
+(7-8, 12), each on the fastest backend that applies to its inputs.
 
 Memory backends: ``native`` (the C kernels of ``native.py``: float32/64 on the CPU),
 ``triton`` (the fused recurrent kernels of ``triton_memory.py``, for CUDA tensors where
@@ -7,9 +7,9 @@ Triton is installed), ``torch`` (``naive.py``: everywhere, and the only one that
 trace of every step). Those kernels run the paper's cell. A memory with the options of eqs.
 (10)-(11) whose addresses do not read the trace runs on ``bank.py``'s paths: in chunks
 (``chunk``) where it is a linear recurrence, on the clipped scan (``scan``: native on the
-CPU, Triton on CUDA) where the clip acts; elsewhere on ``torch``. The hidden pass is
-``naive_hidden`` on every device: its work is matrix products, which PyTorch's BLAS runs as
-fast as a kernel of ours did.
+CPU, Triton on CUDA) where the clip acts; elsewhere on ``torch``. The hidden pass runs
+``native`` (every update) on float32/64 CPU tensors outside autocast, else ``naive_hidden``
+(on CUDA, cuBLAS runs its products).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from torch import Tensor
 
 from . import bank, native
 from .common import (
+    HIDDEN_UPDATES,
     EngramHyper,
     EngramState,
     EngramWeights,
@@ -74,6 +75,21 @@ def choose_backend(z: Tensor, record_traces: bool = False, backend: str = "auto"
 def _autocast(device_type: str) -> bool:
     return (torch.amp.is_autocast_available(device_type)
             and torch.is_autocast_enabled(device_type))
+
+
+def hidden_backend(z: Tensor, backend: str = "auto") -> str:
+    """The backend of the hidden pass for encodings like ``z``: ``native`` wherever the
+    kernels take z, unless the layer is held to ``torch``."""
+    if backend != "torch" and native.supports(z) and not _autocast(z.device.type):
+        return "native"
+    return "torch"
+
+
+def layer_backends(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
+                   record_traces: bool = False, backend: str = "auto") -> tuple[str, str]:
+    """The backends of the memory pass and of the hidden pass of a layer with these
+    settings."""
+    return layer_backend(z, hyper, noise, record_traces, backend), hidden_backend(z, backend)
 
 
 def layer_backend(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
@@ -152,10 +168,19 @@ def memory_pass(
 
 
 def hidden_pass(z: Tensor, m: Tensor, h0: Tensor, w: EngramWeights, eps: float,
-                lengths: Tensor | None, update: str = "paper",
+                lengths: Tensor | None, backend: str, update: str = "paper",
                 options: OptionWeights = NO_OPTIONS) -> tuple[Tensor, Tensor]:
     """The hidden chain (7)-(8), or (12): outputs (B, T, h) and the last state (B, h)."""
-    return naive_hidden(z, m, h0, w, eps, lengths, update, (options.weight_g, options.bias_g))
+    if backend == "torch":
+        return naive_hidden(z, m, h0, w, eps, lengths, update, (options.weight_g, options.bias_g))
+    w_o, b_o = w.weight_o, w.bias_o
+    if update == "gated":  # one product gives u's and the gate's pre-activations
+        w_o = torch.cat([w_o, options.weight_g])
+        b_o = None if b_o is None else torch.cat([b_o, options.bias_g])
+    out, h_n, *_ = torch.ops.enn.hidden_pass(z, m, h0, w.weight_c, w.bias_c, w_o, b_o,
+                                             w.ln_h_weight, w.ln_h_bias, eps, lengths,
+                                             HIDDEN_UPDATES.index(update))
+    return out, h_n
 
 
 def engram_layer(
@@ -179,14 +204,14 @@ def engram_layer(
     H0 = None if initial_state is None else initial_state.trace.to(dtype)
     key0 = None if initial_state is None else initial_state.key
     noise = None if noise is None else noise.to(dtype)
-    mem_backend = layer_backend(z, hyper, noise, record_traces, backend)
+    mem_backend, hid_backend = layer_backends(z, hyper, noise, record_traces, backend)
     no_autocast = (torch.autocast(x.device.type, enabled=False) if _autocast(x.device.type)
                    else contextlib.nullcontext())
     with no_autocast:
         mem, H = memory_pass(z, weights.memory, hyper, noise, H0, lengths, record_traces,
                              mem_backend, options, key0)
     o, h = hidden_pass(z, mem.recall, h0.to(dtype), weights, hyper.ln_eps, lengths,
-                       hyper.hidden_update, options)
+                       hid_backend, hyper.hidden_update, options)
     if not output_final_state:
         return o.to(dtype), None, mem
     last = z[:, -1] if lengths is None else z[torch.arange(z.shape[0]), lengths - 1]  # (B, h)

@@ -1,6 +1,6 @@
 """The native CPU backend: C kernels registered as PyTorch operators (``torch.ops.enn``).
 
-Three passes, each an operator with a fake (shape) implementation and a hand-written
+Four passes, each an operator with a fake (shape) implementation and a hand-written
 backward, so that ``torch.compile(fullgraph=True)`` traces a layer that uses them:
 
 - ``enn::per_sample_memory``: the memory (eqs. 2-6, 9) with one trace per sequence
@@ -16,6 +16,10 @@ backward, so that ``torch.compile(fullgraph=True)`` traces a layer that uses the
   with the clip (``csrc/clipped_trace.inc``): given every step's addresses it only walks
   the writes and the reads, one sequence per thread; the backward rewrites each chunk from
   its checkpoint.
+- ``enn::hidden_pass``: the hidden chain (eqs. 7-8, and each update of 12) given the
+  recalls (``csrc/hidden_scan.inc``); samples are independent, so each thread runs its own
+  through every step with no synchronisation, and the weights' gradients are register-tiled
+  products in the same call.
 
 Results do not depend on the thread count, to the last bit. Every operator checks its
 arguments' devices, dtypes and shapes and makes them contiguous. The library is compiled on
@@ -43,6 +47,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .common import HIDDEN_UPDATES
 
 _CSRC = Path(__file__).with_name("csrc")
 _MAIN_SOURCE = _CSRC / "engram_kernels.c"  # it includes every .inc file beside it
@@ -138,6 +144,8 @@ def _library() -> ctypes.CDLL | None:
         "enn_scan_backward": [p] * 15 + [i64] * 4 + [f64] * 6 + [p] * 3 + [i64] * 2,
         "enn_shared_forward": [p] * 6 + [i64] * 4 + [f64] * 6 + [i64] + [p] * 8 + [i64],
         "enn_shared_backward": [p] * 12 + [i64] * 4 + [f64] * 6 + [p] * 3 + [i64],
+        "enn_hidden_forward": [p] * 10 + [f64, i64, p] + [i64] * 3 + [p] * 6 + [i64],
+        "enn_hidden_backward": [p] * 5 + [i64] + [p] * 8 + [i64] * 3 + [p] * 8 + [i64],
         "enn_clipped_forward": [p] * 6 + [i64] * 4 + [f64] * 2 + [p] * 3 + [i64] * 2,
         "enn_clipped_backward": [p] * 9 + [i64] * 4 + [f64] * 2 + [p] * 5 + [i64] * 2,
     }
@@ -513,3 +521,98 @@ def _clipped_backward(ctx, g_read, g_HT, _):
 
 
 clipped_trace.register_autograd(_clipped_backward, setup_context=_clipped_setup)
+
+
+# --- hidden pass --------------------------------------------------------------------------
+
+@torch.library.custom_op("enn::hidden_pass", mutates_args=())
+def hidden_pass(
+    z: Tensor, m: Tensor, h0: Tensor, w_c: Tensor, b_c: Tensor | None, w_o: Tensor,
+    b_o: Tensor | None, ln_w: Tensor, ln_b: Tensor, eps: float, lengths: Tensor | None,
+    update: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Outputs (B, T, h), zero at padded steps, and the last state (B, h) of the hidden chain
+    (7)-(8), or (12) with the residual or gated update (``update`` indexes
+    ``HIDDEN_UPDATES``), given encodings z and recalls m (B, T, h); then what the backward
+    needs. ``w_o`` (hu, 3h) and ``b_o`` (hu,) are W_o and b_o, with W_g and b_g below them
+    when gated (hu = 2h; else h)."""
+    _check_z(z)
+    B, T, h = z.shape
+    dt = z.dtype
+    if update not in range(len(HIDDEN_UPDATES)):
+        raise ValueError(f"enn: expected update in 0..{len(HIDDEN_UPDATES) - 1}, "
+                         f"got {update}")
+    hu = 2 * h if HIDDEN_UPDATES[update] == "gated" else h
+    m, h0 = _arg("recall", m, (B, T, h), dt), _arg("h0", h0, (B, h), dt)
+    w_c, w_o = _arg("weight_c", w_c, (3 * h, 3 * h), dt), _arg("weight_o", w_o, (hu, 3 * h), dt)
+    b_c, b_o = _arg("bias_c", b_c, (3 * h,), dt), _arg("bias_o", b_o, (hu,), dt)
+    ln_w, ln_b = _arg("ln_h_weight", ln_w, (h,), dt), _arg("ln_h_bias", ln_b, (h,), dt)
+    mask = None if lengths is None else (torch.arange(T) < lengths[:, None]).to(torch.uint8)
+    S, out, C, U = (z.new_empty(s) for s in ((B, T, h), (B, T, h), (B, T, 3 * h), (B, T, hu)))
+    hT, MU, RS = z.new_empty(B, h), z.new_empty(B, T), z.new_empty(B, T)
+    _call("enn_hidden_forward", dt, z.contiguous(), m, S, h0, w_c, w_o, b_c, b_o, ln_w, ln_b,
+          eps, update, mask, B, T, h, out, hT, C, U, MU, RS)
+    return out, hT, S, C, U, MU, RS
+
+
+@hidden_pass.register_fake
+def _(z, m, h0, w_c, b_c, w_o, b_o, ln_w, ln_b, eps, lengths, update):
+    B, T, h = z.shape
+    return (z.new_empty(B, T, h), z.new_empty(B, h), z.new_empty(B, T, h),
+            z.new_empty(B, T, 3 * h), z.new_empty(B, T, w_o.shape[0]), z.new_empty(B, T),
+            z.new_empty(B, T))
+
+
+@torch.library.custom_op("enn::hidden_pass_backward", mutates_args=())
+def hidden_pass_backward(
+    g_out: Tensor | None, g_hT: Tensor | None, w_c: Tensor, w_o: Tensor, ln_w: Tensor,
+    update: int, lengths: Tensor | None, z: Tensor, m: Tensor, S: Tensor, C: Tensor,
+    U: Tensor, MU: Tensor, RS: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    B, T, h = z.shape
+    hu = w_o.shape[0]
+    mask = None if lengths is None else (torch.arange(T) < lengths[:, None]).to(torch.uint8)
+    g_out = z.new_zeros(B, T, h) if g_out is None else g_out.contiguous()
+    g_hT = None if g_hT is None else g_hT.contiguous()
+    # G_pre and G_u (the gradients before the ReLUs and the gate's sigmoid) are the kernel's
+    # working buffers
+    G_pre, G_u = z.new_empty(B, T, 3 * h), z.new_empty(B, T, hu)
+    g_z, g_m, g_h0 = z.new_empty(B, T, h), z.new_empty(B, T, h), z.new_empty(B, h)
+    g_vec = z.new_empty(5 * h + hu)  # the gradients of ln_w, ln_b, b_o (and b_g), b_c
+    g_w_c, g_w_o = z.new_empty(3 * h, 3 * h), z.new_empty(hu, 3 * h)
+    _call("enn_hidden_backward", z.dtype, g_out, g_hT, w_c.contiguous(), w_o.contiguous(),
+          ln_w.contiguous(), update, mask, z.contiguous(), m.contiguous(), S, C, U, MU, RS,
+          B, T, h, G_pre, g_z, g_m, G_u, g_h0, g_w_c, g_w_o, g_vec)
+    return g_z, g_m, g_h0, g_w_c, g_w_o, g_vec
+
+
+@hidden_pass_backward.register_fake
+def _(g_out, g_hT, w_c, w_o, ln_w, update, lengths, z, m, S, C, U, MU, RS):
+    B, T, h = z.shape
+    hu = w_o.shape[0]
+    return (torch.empty_like(z), torch.empty_like(z), z.new_empty(B, h),
+            z.new_empty(3 * h, 3 * h), z.new_empty(hu, 3 * h), z.new_empty(5 * h + hu))
+
+
+def _hidden_setup(ctx, inputs, output):
+    z, m, _h0, w_c, b_c, w_o, b_o, ln_w, _ln_b, _eps, lengths, update = inputs
+    _out, _hT, S, C, U, MU, RS = output
+    ctx.save_for_backward(w_c, w_o, ln_w, lengths, z, m, S, C, U, MU, RS)
+    ctx.update = update
+    ctx.has_bias = b_c is not None, b_o is not None
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(S, C, U, MU, RS)
+
+
+def _hidden_backward(ctx, g_out, g_hT, *_):
+    w_c, w_o, ln_w, *rest = ctx.saved_tensors
+    g_z, g_m, g_h0, g_w_c, g_w_o, g_vec = torch.ops.enn.hidden_pass_backward(
+        g_out, g_hT, w_c, w_o, ln_w, ctx.update, *rest)
+    h, hu = g_z.shape[-1], w_o.shape[0]
+    g_lnw, g_lnb, g_b_o, g_b_c = g_vec.split([h, h, hu, 3 * h])
+    has_b_c, has_b_o = ctx.has_bias
+    return (g_z, g_m, g_h0, g_w_c, g_b_c if has_b_c else None, g_w_o,
+            g_b_o if has_b_o else None, g_lnw, g_lnb, None, None, None)
+
+
+hidden_pass.register_autograd(_hidden_backward, setup_context=_hidden_setup)

@@ -3,7 +3,8 @@
  *   per_sample_scan.inc: the per-sample trace, one sequence at a time so that its (N, h)
  *     trace stays in cache;
  *   shared_scan.inc: the shared trace (N, h), one step at a time over the whole batch;
- *   clipped_trace.inc: the clipped per-sample trace of a memory addressed by its bank alone.
+ *   hidden_scan.inc: the hidden pass that follows the memory pass (every update);
+ *   clipped_trace.inc: the clipped per-sample trace of a memory addressed by its bank alone;
  * All are written once, with the helpers of common.inc (kernels.inc gathers them), and
  * compiled for float and double.
  * Built with -fopenmp, the library shares the OpenMP runtime PyTorch has already loaded (the
@@ -15,6 +16,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+
+/* The hidden update (12), as the index into HIDDEN_UPDATES of ops/engram/common.py. */
+enum { UPDATE_PAPER, UPDATE_RESIDUAL, UPDATE_GATED };
 
 /* The calling thread's contiguous share [*lo, *hi) of n items (all of them without OpenMP). */
 static inline void thread_share(int64_t n, int64_t *lo, int64_t *hi)
