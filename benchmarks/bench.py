@@ -61,7 +61,7 @@ def build(name: str, input_size: int, hidden: int, memory: int) -> nn.Module:
     """``enn_<trace>[:<variant>]``: the ENN classifier (one Engram layer of the paper's cell);
     ``enn_associative``: the same with the associative preset's layer; ``lstm``, ``gru``,
     ``rnn``: the paper's baselines, two stacked layers (hidden, hidden / 2)."""
-    if name == "enn_associative":
+    if name.partition(":")[0] == "enn_associative":
         cfg = ModelConfig("engram", (hidden,), memory_size=memory, **ASSOCIATIVE)
     elif name.startswith("enn_"):
         trace = name[len("enn_"):].partition(":")[0]
@@ -453,6 +453,8 @@ def main(argv: list[str] | None = None, prog: str = "enn bench") -> int:
     if args.backends:
         names += [f"enn_{m}:{v}" for m in args.trace for v in VARIANTS]
     names += [f"enn_{p}" for p in args.presets]
+    if args.backends:
+        names += [f"enn_{p}:torch-hidden" for p in args.presets]
     names += ["lstm", *[b for b in args.baselines if b != "lstm"]]
     shape = {"batch": args.batch, "steps": args.steps, "input_size": args.input_size,
              "hidden": args.hidden, "memory": args.memory}
