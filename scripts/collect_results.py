@@ -4,6 +4,10 @@ report, copy report + figures + summaries, and regenerate the overview table of
 docs/results/README.md (between its markers) from every published comparison there.
 Numbers come from the run files only.
 
+A published comparison keeps each run's record (``runs/<run>/``: its configuration and
+metrics, not its checkpoints). Publishing a folder first copies in the records of runs it
+lacks, so that seeds trained later, on another machine, join those already published.
+
     python scripts/collect_results.py runs/results docs/results
 """
 
@@ -16,7 +20,7 @@ import sys
 from pathlib import Path
 
 from enn.analysis.memory import EXPLAIN_DIR
-from enn.analysis.report import best_engram_run, load_runs, write_report
+from enn.analysis.report import best_engram_run, is_record, load_runs, write_report
 from enn.analysis.summary import summarize
 from enn.models.config import PER_STEP_TASKS
 from enn.train.callbacks import atomic_write_json, summarize_epochs
@@ -24,6 +28,8 @@ from enn.train.compare import write_summary
 from enn.train.explain import explain
 
 START, END = "<!-- overview:start -->", "<!-- overview:end -->"
+RECORDS = "runs"
+RECORD_FILES = ("config.yaml", "metrics.json", "metrics.csv")
 
 
 def refresh_run_fields(run_dir: Path) -> None:
@@ -33,7 +39,20 @@ def refresh_run_fields(run_dir: Path) -> None:
     atomic_write_json(run_dir / "metrics.json", metrics)
 
 
+def restore_records(compare_dir: Path, dest: Path) -> list[str]:
+    """Copy the published records of the runs ``compare_dir`` lacks into it; their names."""
+    restored = []
+    for record in sorted((dest / RECORDS).glob("*-seed*")):
+        if not (compare_dir / record.name).exists():
+            shutil.copytree(record, compare_dir / record.name)
+            restored.append(record.name)
+    return restored
+
+
 def publish(compare_dir: Path, dest: Path) -> dict:
+    restored = restore_records(compare_dir, dest)
+    if restored:
+        print(f"{compare_dir.name}: published records joined: {', '.join(restored)}")
     for metrics_file in compare_dir.glob("*/metrics.json"):
         refresh_run_fields(metrics_file.parent)
     summary = summarize(compare_dir)
@@ -41,7 +60,8 @@ def publish(compare_dir: Path, dest: Path) -> dict:
     best = best_engram_run(summary, load_runs(compare_dir))
     # explain attributes one class decision per sequence
     classifier = summary["score"] == "test_acc" and summary["task"] not in PER_STEP_TASKS
-    if classifier and best is not None and not (best[0] / EXPLAIN_DIR).exists():
+    if (classifier and best is not None and not is_record(best[0])
+            and not (best[0] / EXPLAIN_DIR).exists()):
         explain(best[0] / "checkpoints" / "best.ckpt", [0, 1, 2])
     write_report(compare_dir)
     if dest.exists():
@@ -52,6 +72,12 @@ def publish(compare_dir: Path, dest: Path) -> dict:
     shutil.copytree(compare_dir / "figures", dest / "figures")
     if best is not None and (best[0] / EXPLAIN_DIR).exists():
         shutil.copytree(best[0] / EXPLAIN_DIR, dest / best[0].name / EXPLAIN_DIR)
+    for metrics_file in sorted(compare_dir.glob("*-seed*/metrics.json")):
+        record = dest / RECORDS / metrics_file.parent.name
+        record.mkdir(parents=True)
+        for name in RECORD_FILES:
+            if (metrics_file.parent / name).is_file():
+                shutil.copy2(metrics_file.parent / name, record / name)
     return summary
 
 

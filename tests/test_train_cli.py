@@ -458,9 +458,13 @@ def test_compare_summarises_and_resumes(tmp_path, capsys):
     assert capsys.readouterr().err.count("done, skipped") == 2
     assert enn(*args[:4], "rnn", *args[5:-1], "model.hidden_sizes=16") == 2
     assert "rnn-seed0 holds a run made with model.hidden_sizes=8, not 16" in capsys.readouterr().err
+    shutil.rmtree(out / "rnn-seed1" / "checkpoints")  # a published record: metrics only
     assert enn(*args[:-4], "--epochs", "2", *args[-2:]) == 0  # runs at their cap go on
-    assert capsys.readouterr().err.count("going on to 2 epochs") == 4
-    assert read_metrics(out / "rnn-seed1")["epochs_run"] == 2
+    err = capsys.readouterr().err
+    assert err.count("going on to 2 epochs") == 3
+    assert "rnn-seed1: done, skipped (a published record: no checkpoint to go on from)" in err
+    assert read_metrics(out / "rnn-seed0")["epochs_run"] == 2
+    assert read_metrics(out / "rnn-seed1")["epochs_run"] == 1
 
 
 @pytest.mark.parametrize(

@@ -198,14 +198,21 @@ def tests_in_words(summary: dict) -> list[str]:
     return lines
 
 
+def is_record(run_dir: Path) -> bool:
+    """Whether a finished run is a published record: its configuration and metrics, without
+    the checkpoints and recordings that stayed on the machine that trained it."""
+    return not (Path(run_dir) / "checkpoints").is_dir()
+
+
 def best_engram_run(summary: dict, runs: list[tuple[Path, dict]]) -> tuple[Path, dict] | None:
-    """The ENN run with the best score (highest accuracy or lowest perplexity)."""
+    """The ENN run with the best score (highest accuracy or lowest perplexity), among the runs
+    with their files where there are any (a record has no memory pictures to show)."""
     score = summary["score"]
     engram = [(d, m) for d, m in runs if m.get("model") == "engram" and m.get(score) is not None]
     if not engram:
         return None
     sign = 1 if score == "test_acc" else -1
-    return max(engram, key=lambda r: sign * r[1][score])
+    return max(engram, key=lambda r: (not is_record(r[0]), sign * r[1][score]))
 
 
 def memory_section(doc: Document, run_dir: Path, task: str, figures: Path, rel: str) -> None:
@@ -365,6 +372,12 @@ def write_report(compare_dir: str | Path) -> Path:
             f"{run_dir.name}: {score} = {_fmt(metrics[score])}, test loss "
             f"{_fmt(metrics['test_loss'])}."
         )
+        records = [d.name for d, m in runs if m.get("model") == "engram" and is_record(d)]
+        if records:
+            doc.para(
+                f"Published records, without their recordings: {', '.join(records)} (the "
+                "pictures are of the best ENN run that has them)."
+            )
         memory_section(doc, run_dir, task, figures, FIGURES)
         if score == "test_acc":  # enn explain attributes class decisions, not next tokens
             explain_section(doc, run_dir, run_dir.name)

@@ -7,7 +7,7 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-from ..analysis.report import write_report
+from ..analysis.report import is_record, write_report
 from ..analysis.summary import SUMMARY_FIELDS, summarize
 from .callbacks import atomic_write_json, atomic_write_text
 from .run import (
@@ -58,6 +58,10 @@ def compare(
             if not raises_cap(saved_config(run_dir), cfg) or early is not None:
                 log(f"{run_dir.name}: done, skipped"
                     + (f" (stopped early at epoch {early})" if early is not None else ""))
+                continue
+            if is_record(run_dir):
+                log(f"{run_dir.name}: done, skipped (a published record: no checkpoint to go "
+                    "on from)")
                 continue
             log(f"{run_dir.name}: going on to {cfg.train.epochs} epochs")
         else:

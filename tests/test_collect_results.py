@@ -1,0 +1,81 @@
+"""scripts/collect_results.py: a published comparison keeps its runs' records, and seeds
+trained later, without the earlier run folders, are summarised together with them."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "collect_results.py"
+spec = importlib.util.spec_from_file_location("collect_results", SCRIPT)
+collect_results = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(collect_results)
+
+PPL = {"engram": [150.0, 160.0, 140.0], "lstm": [170.0, 172.0, 168.0]}
+
+
+def fake_runs(root: Path, seeds: list[int]) -> Path:
+    """Finished language-model runs (no enn explain for them), as ``enn compare`` leaves them;
+    the ENN runs with a checkpoint folder."""
+    for model, ppls in PPL.items():
+        for seed in seeds:
+            run = root / f"{model}-seed{seed}"
+            run.mkdir(parents=True)
+            (run / "config.yaml").write_text(f"seed: {seed}\n")
+            with open(run / "metrics.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["epoch", "epoch_seconds", "steps", "train_loss", "val_loss", "val_ppl"])
+                for e in (1, 2):
+                    w.writerow([e, 10.0 + seed, 100, 6 - e, 5.5 - e / 10, 200 - e])
+            (run / "metrics.json").write_text(json.dumps({
+                "task": "ptb", "model": model, "preset": "default", "seed": seed,
+                "params": 1000, "test_ppl": ppls[seed], "test_loss": 5.0,
+            }))
+            if model == "engram":
+                (run / "checkpoints").mkdir()
+    (root / "summary.json").write_text("{}")  # what marks a comparison folder for main
+    return root
+
+
+def publish_all(runs: Path, docs: Path) -> dict:
+    docs.mkdir(exist_ok=True)
+    readme = docs / "README.md"
+    if not readme.exists():
+        readme.write_text(f"# Results\n{collect_results.START}\n{collect_results.END}\nend\n")
+    collect_results.main(runs, docs)
+    return json.loads((docs / "cmp" / "summary.json").read_text())
+
+
+def test_seeds_run_later_join_the_published_records(tmp_path):
+    docs = tmp_path / "docs"
+    first = publish_all(fake_runs(tmp_path / "first" / "cmp", [0, 1]).parent, docs)
+    assert first["models"]["engram"]["seeds"] == [0, 1]
+    record = docs / "cmp" / "runs" / "engram-seed0"
+    assert sorted(p.name for p in record.iterdir()) == ["config.yaml", "metrics.csv",
+                                                        "metrics.json"]
+
+    # another machine: only seed 2's run folders, the earlier ones gone
+    summary = publish_all(fake_runs(tmp_path / "later" / "cmp", [2]).parent, docs)
+    for model, ppls in PPL.items():
+        assert summary["models"][model]["seeds"] == [0, 1, 2]
+        assert summary["models"][model]["test_ppl"]["mean"] == sum(ppls) / 3
+    assert summary["models"]["engram"]["epochs_run"]["mean"] == 2
+    assert summary["tests"]["left_out"] == []
+    assert sorted(p.name for p in (docs / "cmp" / "runs").iterdir()) == [
+        f"{m}-seed{s}" for m in ("engram", "lstm") for s in range(3)
+    ]
+    report = (docs / "cmp" / "report.md").read_text()
+    # the memory section is of the run that has its files
+    assert "engram-seed2: test_ppl = 140.0000" in report
+    assert "Published records, without their recordings: engram-seed0, engram-seed1" in report
+    readme = (docs / "README.md").read_text()
+    assert "| [cmp](cmp/report.md) | engram | 3 | test_ppl 150.0000 ± 10.0000 |" in readme
+
+
+def test_the_best_run_with_its_files_is_chosen_over_a_better_record(tmp_path):
+    docs = tmp_path / "docs"
+    publish_all(fake_runs(tmp_path / "first" / "cmp", [2]).parent, docs)  # the best ENN
+    publish_all(fake_runs(tmp_path / "later" / "cmp", [0]).parent, docs)
+    report = (docs / "cmp" / "report.md").read_text()
+    assert "engram-seed0: test_ppl = 150.0000" in report
+    assert "Published records, without their recordings: engram-seed2" in report
