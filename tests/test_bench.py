@@ -32,7 +32,8 @@ def test_bench_writes_rows_and_breakdown(tmp_path):
         assert set(report["breakdown"][mode]) == {
             "encoder", "memory pass (native)", "hidden pass (native)", "memory pass (torch)",
             "hidden pass (torch)", "trace noise", "LSTM step"}
-    assert report["matmul"]["enn_gmac"] > report["matmul"]["lstm_gmac"] > 0
+    matmul = report["matmul"]
+    assert matmul["enn_associative_gmac"] > matmul["enn_gmac"] > matmul["lstm_gmac"] > 0
     assert report["allocator"] == "keeps freed memory"  # glibc, as on every supported machine
     assert all(r["page_faults_per_step"] >= 0 for r in rows.values())
     assert rows[("LSTM (2 layers)", "-")]["ratio_to_lstm_per_round"]["median"] == 1.0
@@ -63,6 +64,9 @@ def test_matmul_count_at_the_paper_shapes():
     tokens = 128 * 28
     assert macs["lstm"] == 3 * tokens * 4 * (128 * (28 + 128) + 64 * (128 + 64))
     assert abs(macs["enn"] / macs["lstm"] - 1.68) < 0.01  # about 1.7x the LSTM
+    # the gate adds (B T) 3 h^2, the write address (B T) N h, each 3x for the backward
+    assert macs["enn_associative"] - macs["enn"] == 3 * tokens * (3 * 128 * 128 + 64 * 128)
+    assert abs(macs["enn_associative"] / macs["lstm"] - 2.12) < 0.01
 
 
 def test_scaling_plots_are_written_from_sweeps_with_paths(tmp_path):
