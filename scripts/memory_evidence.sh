@@ -5,6 +5,7 @@
 #   bash scripts/memory_evidence.sh hidden     # the hidden update on digits and MNIST
 #   bash scripts/memory_evidence.sh repeats    # keys written again: the delta rule
 #   bash scripts/memory_evidence.sh diversity  # letters sharing a slot: slot_diversity
+#   bash scripts/memory_evidence.sh diversity-tasks  # the same term on the other tasks
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "$0")/common.sh"  # OUT, T, PAPER_CELL
@@ -98,5 +99,18 @@ case "${1:-}" in
       --out "$OUT/assoc100k-k4-h20-diversity" model.hidden_sizes=20 train.patience=10 \
       train.lr_patience=5 model.slot_diversity=0.1 "$T"
     ;;
-  *) echo "usage: $0 recall|capacity|hidden|repeats|diversity" >&2; exit 2 ;;
+  diversity-tasks)
+    # the default preset with the slot-diversity term (w = 0.1) on the tasks of the results
+    # pages, beside their `default` comparisons (scripts/reproduce.sh a, b) and capacity-p16-gated
+    W=model.slot_diversity=0.1
+    enn compare --task digits --models engram --seeds 0,1,2 --epochs 300 \
+      --out "$OUT/digits-diversity-0.1" "$W" "$T"
+    enn compare --task mnist10k --models engram --seeds 0,1,2 \
+      --out "$OUT/mnist10k-diversity-0.1" "$W" "$T"
+    enn compare --task wikitext103-small --models engram --seeds 0,1,2 --epochs 3 \
+      --out "$OUT/wikitext103-small-diversity-0.1" "$W" "$T"
+    enn compare --task mqar --models engram --seeds 0,1,2 --epochs 30 \
+      --out "$OUT/capacity-p16-diversity-0.1" model.hidden_sizes=64 data.pairs=16 "$W" "$T"
+    ;;
+  *) echo "usage: $0 recall|capacity|hidden|repeats|diversity|diversity-tasks" >&2; exit 2 ;;
 esac
