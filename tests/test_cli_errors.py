@@ -202,6 +202,7 @@ def _bad_values(rng: random.Random) -> dict[str, list[str]]:
         "train.clip": [junk, "global,per_variable"],
         "train.optimizer": [junk, "adamw"],
         "train.adam_eps": ["0", neg, ".nan"],
+        "train.adam_fused": [junk, "2"],
         "train.schedule": [junk],
         "train.decay_after": [neg, "1.5"],
         "train.lm_loss": [junk],

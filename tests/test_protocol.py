@@ -73,10 +73,21 @@ def test_adam_eps_and_sgd_reach_the_optimiser():
     lit = LitSequenceModel(nn.Linear(1, 1), "classification", config(preset="paper").train)
     opt = lit.configure_optimizers()["optimizer"]
     assert isinstance(opt, torch.optim.Adam) and opt.defaults["eps"] == 1e-7
+    assert opt.defaults["fused"] is None and opt.defaults["foreach"] is None  # torch's default
     lit.train_cfg = config(**{"train.optimizer": "sgd", "train.lr": 1}).train
     opt = lit.configure_optimizers()["optimizer"]
     assert type(opt) is torch.optim.SGD and opt.defaults["lr"] == 1.0
     assert opt.defaults["momentum"] == 0
+
+
+def test_the_language_model_protocol_runs_adam_fused():
+    overrides = load_yaml_overrides(ROOT / "configs" / "adam-ptb.yaml")
+    lit = LitSequenceModel(nn.Linear(2, 2), "language_model", config("ptb", **overrides).train)
+    opt = lit.configure_optimizers()["optimizer"]
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["fused"] is True
+    lit.model.weight.grad = torch.ones(2, 2)
+    opt.step()  # the fused kernel runs on the CPU
+    assert lit.model.weight.grad is not None and opt.state[lit.model.weight]["step"] == 1
 
 
 def test_step_schedule_keeps_the_rate_then_halves_it_every_epoch():

@@ -96,6 +96,8 @@ class TrainConfig:
     clip: str = "global"  # "global" norm, or "per_variable" (Keras' clipnorm: each tensor)
     optimizer: str = "adam"  # "adam" or "sgd" (plain, no momentum)
     adam_eps: float = 1e-8  # torch's default; Keras' is 1e-7
+    adam_fused: bool = False  # Adam's fused kernel: one pass over the parameters, several
+    # times faster a step where they are many (language models); rounds differently
     schedule: str = "plateau"  # ReduceLROnPlateau, or "step": x lr_factor each epoch after
     decay_after: int = 4  # step schedule: epochs at the full rate
     lm_loss: str = "mean"  # language models: "mean" token NLL, or "sum_steps" (summed over

@@ -184,7 +184,9 @@ class LitSequenceModel(pl.LightningModule):
         if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=cfg.lr)
         else:
-            opt = torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps)
+            # fused=None, not False: False would also turn off the default multi-tensor path
+            opt = torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps,
+                                   fused=True if cfg.adam_fused else None)
         if cfg.schedule == "step":
             sched = torch.optim.lr_scheduler.LambdaLR(opt, StepDecay(cfg))
         else:
