@@ -57,6 +57,12 @@ def random_case(B, T, d, h, N, trace, with_state, with_lengths, with_noise, dtyp
     return x, state, lengths, noise
 
 
+def assert_native_matches(layer, case, reference):
+    """The native layer's outputs and gradients (``run``) against the reference's."""
+    for got, expected in zip(run(layer, *case, "native"), reference, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+
+
 # (B, T, d, h, N): batches past the register tiles' rows (8) and the shared kernel's blocks,
 # hidden sizes that fill 8 x 32 tiles and leave edges, memory 8 and 64, odd lengths
 SHAPES = [(9, 13, 7, 40, 8), (12, 5, 3, 48, 64), (17, 19, 5, 41, 8), (1, 1, 2, 40, 64)]
@@ -81,9 +87,7 @@ def test_native_matches_the_reference_with_every_gradient(shape, trace, top_k, w
     B, T, d, h, N = shape
     layer = make_layer(d, h, N, trace, top_k=top_k)
     case = random_case(B, T, d, h, N, trace, with_state, with_lengths, with_noise)
-    for got, expected in zip(run(layer, *case, "native"), run(layer, *case, "torch"),
-                             strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+    assert_native_matches(layer, case, run(layer, *case, "torch"))
 
 
 @needs_native
@@ -97,9 +101,7 @@ def test_native_hidden_updates_match_the_reference(shape, trace, with_state, wit
     B, T, d, h, N = shape
     layer = make_layer(d, h, N, trace, hidden_update=update)
     case = random_case(B, T, d, h, N, trace, with_state, with_lengths, False)
-    for got, expected in zip(run(layer, *case, "native"), run(layer, *case, "torch"),
-                             strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+    assert_native_matches(layer, case, run(layer, *case, "torch"))
 
 
 @needs_native
@@ -113,9 +115,7 @@ def test_native_smooth_cosine_matches_the_reference_at_a_zero_encoding(shape, tr
     case = random_case(B, T, d, h, N, trace, True, True, True)
     case[0][: B // 2, T // 2] = 0
     assert not encode(case[0], layer.layer_weights(0), layer.hyper.ln_eps)[0, T // 2].any()
-    for got, expected in zip(run(layer, *case, "native"), run(layer, *case, "torch"),
-                             strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+    assert_native_matches(layer, case, run(layer, *case, "torch"))
 
 
 @needs_native
@@ -126,8 +126,7 @@ def test_native_matches_the_reference_where_the_clip_acts(trace):
     case = random_case(B, T, d, h, N, trace, True, True, True)
     ref = run(layer, *case, "torch")
     assert (ref[2].abs() == 0.02).any() and (ref[2].abs() < 0.02).any()
-    for got, expected in zip(run(layer, *case, "native"), ref, strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+    assert_native_matches(layer, case, ref)
 
 
 @needs_native

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from enn import Engram
-from enn.ops.engram import EngramHyper, layer, native
+from enn.ops.engram import HIDDEN_UPDATES, EngramHyper, layer, native
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="no C compiler here")
 
@@ -283,7 +283,7 @@ def test_native_shared_scan_does_not_depend_on_the_thread_count():
 
 HIDDEN_SHAPES = {"z": "BTh", "m": "BTh", "h0": "Bh", "w_c": "33", "b_c": "3", "w_o": "u3",
                  "b_o": "u", "ln_w": "h", "ln_b": "h"}
-UPDATES = {"paper": 0, "residual": 1, "gated": 2}  # the kernel's codes (HIDDEN_UPDATES)
+UPDATES = {name: code for code, name in enumerate(HIDDEN_UPDATES)}  # the kernel's codes
 
 
 def hidden_inputs(B, T, h, dtype, update="paper"):

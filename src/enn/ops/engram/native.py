@@ -525,6 +525,11 @@ clipped_trace.register_autograd(_clipped_backward, setup_context=_clipped_setup)
 
 # --- hidden pass --------------------------------------------------------------------------
 
+def _step_mask(lengths: Tensor | None, T: int) -> Tensor | None:
+    """(B, T) bytes, 1 at the steps before each sample's length; None without lengths."""
+    return None if lengths is None else (torch.arange(T) < lengths[:, None]).to(torch.uint8)
+
+
 @torch.library.custom_op("enn::hidden_pass", mutates_args=())
 def hidden_pass(
     z: Tensor, m: Tensor, h0: Tensor, w_c: Tensor, b_c: Tensor | None, w_o: Tensor,
@@ -547,7 +552,7 @@ def hidden_pass(
     w_c, w_o = _arg("weight_c", w_c, (3 * h, 3 * h), dt), _arg("weight_o", w_o, (hu, 3 * h), dt)
     b_c, b_o = _arg("bias_c", b_c, (3 * h,), dt), _arg("bias_o", b_o, (hu,), dt)
     ln_w, ln_b = _arg("ln_h_weight", ln_w, (h,), dt), _arg("ln_h_bias", ln_b, (h,), dt)
-    mask = None if lengths is None else (torch.arange(T) < lengths[:, None]).to(torch.uint8)
+    mask = _step_mask(lengths, T)
     S, out, C, U = (z.new_empty(s) for s in ((B, T, h), (B, T, h), (B, T, 3 * h), (B, T, hu)))
     hT, MU, RS = z.new_empty(B, h), z.new_empty(B, T), z.new_empty(B, T)
     _call("enn_hidden_forward", dt, z.contiguous(), m, S, h0, w_c, w_o, b_c, b_o, ln_w, ln_b,
@@ -571,7 +576,7 @@ def hidden_pass_backward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     B, T, h = z.shape
     hu = w_o.shape[0]
-    mask = None if lengths is None else (torch.arange(T) < lengths[:, None]).to(torch.uint8)
+    mask = _step_mask(lengths, T)
     g_out = z.new_zeros(B, T, h) if g_out is None else g_out.contiguous()
     g_hT = None if g_hT is None else g_hT.contiguous()
     # G_pre and G_u (the gradients before the ReLUs and the gate's sigmoid) are the kernel's
