@@ -117,6 +117,31 @@ def test_step_schedule_keeps_the_rate_then_halves_it_every_epoch():
     assert sched.lr_lambdas[0](12) == pytest.approx(0.1)
 
 
+def plateau_rates(val_losses, **overrides) -> list[float]:
+    """The rate of each epoch when the epochs before it ended with these validation losses."""
+    cfg = config(**{"train.lr": 1, **overrides})
+    out = LitSequenceModel(nn.Linear(1, 1), "classification", cfg.train).configure_optimizers()
+    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    rates = [opt.param_groups[0]["lr"]]
+    for loss in val_losses:
+        sched.step(loss)
+        rates.append(opt.param_groups[0]["lr"])
+    return rates
+
+
+def test_plateau_schedule_lowers_the_rate_after_lr_patience_bad_epochs_as_keras():
+    # patience 2: the second epoch in a row without a loss lower by 1e-4 halves the rate, so
+    # that early stopping's patience 3 leaves a run one epoch at the lower rate
+    losses = [1.0, 1.1, 1.1, 0.95, 0.94995, 0.96, 0.9, 0.95]
+    assert plateau_rates(losses) == [1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25]
+    assert plateau_rates(losses, **{"train.lr_patience": 1}) == [
+        1, 1, 0.5, 0.25, 0.25, 0.125, 0.0625, 0.0625, 0.03125]
+    assert plateau_rates(losses, **{"train.lr_patience": 0}) == plateau_rates(
+        losses, **{"train.lr_patience": 1})  # Keras: patience 0 and 1 alike
+    assert plateau_rates([1.0] * 8, **{"train.min_lr": 0.3})[-1] == 0.3
+    assert plateau_rates([10.0, 9.9995, 9.999]) == [1, 1, 1, 1]  # 1e-4 absolute, not relative
+
+
 @pytest.mark.parametrize("task, shape", [("mnist", CLASSIFIER), ("ptb", LM)])
 def test_glorot_output_layers_with_zero_bias(task, shape):
     torch_init = build_model(config(task).model, shape)

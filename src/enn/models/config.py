@@ -104,7 +104,7 @@ class TrainConfig:
     # the window's steps, averaged over the batch rows: Zaremba et al.'s loss)
     patience: int = 3  # early stopping on validation loss, best weights restored
     lr_factor: float = 0.5  # ReduceLROnPlateau
-    lr_patience: int = 2
+    lr_patience: int = 2  # bad epochs in a row that lower the rate (Keras' count)
     min_lr: float = 1e-5
     precision: str = "32-true"  # any Lightning precision, e.g. "bf16-mixed"
     accelerator: str = "auto"
