@@ -162,9 +162,10 @@ def test_wikitext_small_language_model_end_to_end(tmp_path):
 
 
 # A run whose validation loss gets worse at epochs 9 and 10: the learning-rate schedule
-# (patience 1) halves the rate after epoch 10, early stopping (patience 3) counts on. After
-# epoch 9 both counters stand at 1, so a resume from there must restore them as they are
-# after that epoch. One thread: torch's LayerNorm backward sums in a thread-dependent order.
+# (lr_patience 2, Keras' count) halves the rate after epoch 10, early stopping (patience 3)
+# counts on. After epoch 9 both counters stand at 1, so a resume from there must restore
+# them as they are after that epoch. One thread: torch's LayerNorm backward sums in a
+# thread-dependent order.
 PLATEAU = ["--task", "digits", "--model", "engram", "--epochs", "13", "model.hidden_sizes=16",
            "model.memory_size=8", "train.batch_size=16", "train.lr=0.01", "train.lr_patience=2",
            "train.patience=3", "train.threads=1"]
