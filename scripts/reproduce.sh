@@ -55,13 +55,18 @@ case "${1:-}" in
     ;;
   recipe)
     # The paper preset trains with the reference's Keras recipe (keras: the preset as it is,
-    # the ENN runs of mnist-paper again); each other set changes one of its three departures
-    # from torch's defaults back, and the last all three.
+    # the same command as mnist-paper's ENN runs, whose finished runs are copied, not
+    # retrained); each other set changes one of its three departures from torch's defaults
+    # back, and the last all three.
     recipe_runs() {  # name, overrides...
       local name=$1; shift
       enn compare --task mnist --models engram --seeds 0,1,2 --preset paper \
         --out "$OUT/mnist-recipe-$name" "$T" "$@"
     }
+    mkdir -p "$OUT/mnist-recipe-keras"
+    for run in "$OUT/mnist-paper"/engram-seed*; do
+      [ -e "$OUT/mnist-recipe-keras/$(basename "$run")" ] || cp -r "$run" "$OUT/mnist-recipe-keras/"
+    done
     recipe_runs keras
     recipe_runs global-clip train.clip=global
     recipe_runs torch-adam-eps train.adam_eps=1e-8
