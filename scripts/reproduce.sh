@@ -16,14 +16,19 @@ set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "$0")/common.sh"  # OUT, T, PAPER_CELL
 
+copy_runs() {  # destination, run folders...: copies the runs the destination lacks
+  local dest=$1; shift
+  mkdir -p "$dest"
+  for run in "$@"; do
+    [ -e "$dest/$(basename "$run")" ] || cp -r "$run" "$dest/"
+  done
+}
+
 both_presets() {  # task, extra args...
   local task=$1; shift
   enn compare --task "$task" --models engram,lstm,gru,rnn --seeds 0,1,2 --preset default \
     --out "$OUT/$task-default" "$T" "$@"
-  mkdir -p "$OUT/$task-paper"
-  for run in "$OUT/$task-default"/{lstm,gru,rnn}-seed*; do
-    [ -e "$OUT/$task-paper/$(basename "$run")" ] || cp -r "$run" "$OUT/$task-paper/"
-  done
+  copy_runs "$OUT/$task-paper" "$OUT/$task-default"/{lstm,gru,rnn}-seed*
   enn compare --task "$task" --models engram --seeds 0,1,2 --preset paper \
     --out "$OUT/$task-paper" "$T" "$@"
   enn report "$OUT/$task-paper"
@@ -63,10 +68,7 @@ case "${1:-}" in
       enn compare --task mnist --models engram --seeds 0,1,2 --preset paper \
         --out "$OUT/mnist-recipe-$name" "$T" "$@"
     }
-    mkdir -p "$OUT/mnist-recipe-keras"
-    for run in "$OUT/mnist-paper"/engram-seed*; do
-      [ -e "$OUT/mnist-recipe-keras/$(basename "$run")" ] || cp -r "$run" "$OUT/mnist-recipe-keras/"
-    done
+    copy_runs "$OUT/mnist-recipe-keras" "$OUT/mnist-paper"/engram-seed*
     recipe_runs keras
     recipe_runs global-clip train.clip=global
     recipe_runs torch-adam-eps train.adam_eps=1e-8
@@ -107,15 +109,12 @@ case "${1:-}" in
   ptb-residual)
     # The default ENN with the residual hidden update instead of the gate: 207 units
     # (4,650,700), beside the LSTM runs of `ptb`
-    mkdir -p "$OUT/ptb-residual"
     for seed in 0 1 2; do
       enn compare --task ptb --config configs/adam-ptb.yaml --models engram --seeds "$seed" \
         --out "$OUT/ptb-residual" model.hidden_sizes=207 model.hidden_update=residual \
         model.init_range=0 model.head_init=torch "$T"
     done
-    for run in "$OUT/ptb-default"/lstm-seed*; do
-      [ -e "$OUT/ptb-residual/$(basename "$run")" ] || cp -r "$run" "$OUT/ptb-residual/"
-    done
+    copy_runs "$OUT/ptb-residual" "$OUT/ptb-default"/lstm-seed*
     enn report "$OUT/ptb-residual"
     ;;
   assoc-100k)
