@@ -1,7 +1,8 @@
 """Which slot each key letter reads, and which test errors that explains, for an ENN trained
 on associative recall whose addresses come from the bank alone (the `default` preset): two
 letters read from one slot store their values in the same place, so a query of one of them
-with its partner key in the same sequence can recall the partner's value.
+with its partner key in the same sequence can recall the partner's value. Also prints how
+sharp the letters' reads are (the top slot's share, the sharpness 1 / tau_eff).
 
     python scripts/recall_slots.py runs/results/assoc100k-k4-h20/engram-seed0/checkpoints/best.ckpt
 """
@@ -27,6 +28,15 @@ def letter_reads(model: torch.nn.Module) -> torch.Tensor:
     _, _, record = engram.forward_with_intermediates(
         letters if engram.batch_first else letters.transpose(0, 1))
     return record.layers[0].attention.reshape(len(LETTERS), -1)
+
+
+def sharpness(model: torch.nn.Module) -> float:
+    """The first layer's 1 / tau_eff in (5): learned (its mean over slots) or fixed."""
+    engram = find_engram(model)
+    learned = getattr(engram, "log_sharpness_l0", None)
+    if learned is None:
+        return 1.0 / engram.hyper.effective_temperature
+    return learned.detach().exp().mean().item()
 
 
 def check_run(cfg) -> str | None:
@@ -76,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         reads = letter_reads(model)
         inputs, targets = (torch.cat(t) for t in zip(*dm.test_dataloader(), strict=True))
         wrong = model(inputs).argmax(-1) != targets  # (n,)
+    top = reads.max(-1).values  # (26,) the share of each letter's read on its slot
+    print(f"reads: the top slot holds {top.mean():.2f} of a letter's read on average "
+          f"({top.min():.2f}-{top.max():.2f}); sharpness 1 / tau_eff {sharpness(model):.1f}")
     groups = shared_slots(reads)
     for slot, letters in groups.items():
         print(f"slot {slot}: " + ", ".join(f"{LETTERS[i]} {reads[i, slot]:.2f}" for i in letters))

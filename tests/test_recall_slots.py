@@ -5,7 +5,8 @@ from pathlib import Path
 
 import torch
 
-from enn.models.config import resolve
+from enn.models.config import ASSOCIATIVE, resolve
+from enn.nn import Engram
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "recall_slots.py"
 spec = importlib.util.spec_from_file_location("recall_slots", SCRIPT)
@@ -36,3 +37,13 @@ def test_runs_whose_addresses_read_the_trace_are_refused():
     paper = recall_slots.check_run(resolve("assoc", "engram", "paper"))  # reads M + alpha H
     assert "address_trace=false" in paper
     assert "one-hot assoc" in recall_slots.check_run(resolve("digits", "engram"))
+
+
+def test_sharpness_is_the_learned_one_where_learned_else_the_fixed_one():
+    paper = Engram(37, 8, memory_size=4)
+    assert abs(recall_slots.sharpness(paper) - 1 / paper.hyper.effective_temperature) < 1e-9
+    learned = Engram(37, 8, memory_size=4, **ASSOCIATIVE)  # starts at 1 / 0.1
+    assert abs(recall_slots.sharpness(learned) - 10.0) < 1e-5
+    with torch.no_grad():
+        learned.log_sharpness_l0.fill_(0.0)
+    assert recall_slots.sharpness(learned) == 1.0
