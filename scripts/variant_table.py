@@ -1,9 +1,11 @@
 """One model's test score across comparison folders that differ in one setting, against the
 first folder: per-seed values, mean ± std, and each folder's difference from the first with
-Welch's 95% interval, its p-value and Hedges' g. Prints a Markdown table.
+Welch's 95% interval, its p-value and Hedges' g. Prints a Markdown table. A folder is a
+comparison's run folder or a published one (its run records under ``runs/``); the score is
+the runs' test accuracy or perplexity unless ``--score`` names another metrics.json field.
 
     python scripts/variant_table.py runs/results/mnist-paper runs/results/mnist-recipe-*
-    python scripts/variant_table.py --model engram --score test_acc BASE OTHER...
+    python scripts/variant_table.py --model engram --score test_loss BASE OTHER...
 """
 
 from __future__ import annotations
@@ -14,16 +16,32 @@ from pathlib import Path
 from enn.analysis.report import load_runs
 from enn.analysis.stats import describe, welch
 
-
-def seed_scores(folder: Path, model: str, score: str) -> list[float]:
-    """The score of each finished run ``MODEL-seedS`` in a comparison folder, by seed."""
-    return [m[score] for run, m in load_runs(folder) if run.name.startswith(f"{model}-seed")]
+SCORES = ("test_acc", "test_ppl")
 
 
-def rows(folders: list[Path], model: str, score: str) -> list[str]:
+def finished_runs(folder: Path, model: str) -> list[tuple[Path, dict]]:
+    """The finished runs ``MODEL-seedS`` of a comparison folder (or of its records), by seed."""
+    runs = load_runs(folder) or load_runs(folder / "runs")
+    return [(run, m) for run, m in runs if run.name.startswith(f"{model}-seed")]
+
+
+def seed_scores(folder: Path, model: str, score: str | None) -> list[float]:
+    """Each finished run's ``score`` (None: its test accuracy or perplexity), by seed."""
+    values = []
+    for run, m in finished_runs(folder, model):
+        field = score or next((s for s in SCORES if s in m), SCORES[0])
+        if field not in m:
+            raise SystemExit(f"variant_table: {run}/metrics.json has no {field!r}; its fields: "
+                             + ", ".join(sorted(m)))
+        values.append(m[field])
+    return values
+
+
+def rows(folders: list[Path], model: str, score: str | None = None) -> list[str]:
     base = seed_scores(folders[0], model, score)
     lines = [
-        f"| folder | {score} per seed | mean ± std | difference [Welch 95%] | p | Hedges' g |",
+        f"| folder | {score or 'test score'} per seed | mean ± std | difference [Welch 95%] | p "
+        "| Hedges' g |",
         "|---|---|---|---|---|---|",
     ]
     for folder in folders:
@@ -49,7 +67,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+", type=Path, help="comparison folders, the base first")
     p.add_argument("--model", default="engram")
-    p.add_argument("--score", default="test_acc", help="a metrics.json field (test_ppl, ...)")
+    p.add_argument("--score", help="a metrics.json field (default: test_acc or test_ppl)")
     args = p.parse_args()
     print("\n".join(rows(args.folders, args.model, args.score)))
 

@@ -12,11 +12,12 @@ variant_table = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(variant_table)
 
 
-def write_runs(folder: Path, scores: list[float], model: str = "engram") -> Path:
+def write_runs(folder: Path, scores: list[float], model: str = "engram",
+               field: str = "test_acc") -> Path:
     for seed, score in enumerate(scores):
         run = folder / f"{model}-seed{seed}"
         run.mkdir(parents=True)
-        (run / "metrics.json").write_text(json.dumps({"test_acc": score}))
+        (run / "metrics.json").write_text(json.dumps({field: score, "test_loss": 1.0}))
     (folder / f"{model}-seed9").mkdir()  # unfinished: no metrics.json
     return folder
 
@@ -40,3 +41,14 @@ def test_a_folder_without_finished_runs_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no finished engram runs"):
         variant_table.rows([base, tmp_path / "empty"], "engram", "test_acc")
+
+
+def test_perplexities_and_published_records_are_read_and_a_missing_field_named(tmp_path):
+    base = write_runs(tmp_path / "base", [140.0, 142.0], field="test_ppl")
+    published = write_runs(tmp_path / "published" / "runs", [150.0, 152.0], field="test_ppl")
+    lines = variant_table.rows([base, published.parent], "engram")
+    assert lines[0].startswith("| folder | test score per seed |")
+    assert lines[2] == "| base | 140.0000, 142.0000 | 141.0000 ± 1.4142 | | | |"
+    assert lines[3].startswith("| published | 150.0000, 152.0000 | 151.0000 ± 1.4142 | +10.0000 [")
+    with pytest.raises(SystemExit, match="has no 'test_acc'; its fields: test_loss, test_ppl"):
+        variant_table.rows([base], "engram", "test_acc")
