@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from enn.analysis.memory import EXPLAIN_DIR
-from enn.analysis.report import best_engram_run, is_record, load_runs, write_report
+from enn.analysis.report import RECORDS, best_engram_run, is_record, load_runs, write_report
 from enn.analysis.summary import summarize
 from enn.models.config import PER_STEP_TASKS
 from enn.train.callbacks import atomic_write_json, summarize_epochs
@@ -28,7 +28,6 @@ from enn.train.compare import write_summary
 from enn.train.explain import explain
 
 START, END = "<!-- overview:start -->", "<!-- overview:end -->"
-RECORDS = "runs"
 RECORD_FILES = ("config.yaml", "metrics.json", "metrics.csv")
 
 

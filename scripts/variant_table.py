@@ -13,15 +13,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from enn.analysis.report import load_runs
+from enn.analysis.report import RECORDS, load_runs
 from enn.analysis.stats import describe, welch
-
-SCORES = ("test_acc", "test_ppl")
+from enn.analysis.summary import score_of
 
 
 def finished_runs(folder: Path, model: str) -> list[tuple[Path, dict]]:
     """The finished runs ``MODEL-seedS`` of a comparison folder (or of its records), by seed."""
-    runs = load_runs(folder) or load_runs(folder / "runs")
+    runs = load_runs(folder) or load_runs(folder / RECORDS)
     return [(run, m) for run, m in runs if run.name.startswith(f"{model}-seed")]
 
 
@@ -29,7 +28,7 @@ def seed_scores(folder: Path, model: str, score: str | None) -> list[float]:
     """Each finished run's ``score`` (None: its test accuracy or perplexity), by seed."""
     values = []
     for run, m in finished_runs(folder, model):
-        field = score or next((s for s in SCORES if s in m), SCORES[0])
+        field = score or score_of(m)
         if field not in m:
             raise SystemExit(f"variant_table: {run}/metrics.json has no {field!r}; its fields: "
                              + ", ".join(sorted(m)))

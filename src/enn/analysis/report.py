@@ -198,6 +198,9 @@ def tests_in_words(summary: dict) -> list[str]:
     return lines
 
 
+RECORDS = "runs"  # a published comparison folder keeps its runs' records here
+
+
 def is_record(run_dir: Path) -> bool:
     """Whether a finished run is a published record: its configuration and metrics, without
     the checkpoints and recordings that stayed on the machine that trained it."""

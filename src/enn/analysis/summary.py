@@ -22,6 +22,11 @@ SUMMARY_FIELDS = (
 )
 
 
+def score_of(metrics: dict) -> str:
+    """The test score a run is compared by: perplexity for a language model, else accuracy."""
+    return "test_ppl" if "test_ppl" in metrics else "test_acc"
+
+
 def collect(out: Path) -> list[dict]:
     """The metrics of every finished run below ``out``."""
     return [json.loads(p.read_text()) for p in sorted(Path(out).glob(f"*/{METRICS_FILE}"))]
@@ -32,8 +37,7 @@ def summarize(out: Path) -> dict:
     if not runs:
         raise FileNotFoundError(f"no finished runs (*/{METRICS_FILE}) under {out}")
     task = runs[0]["task"]
-    lm = "test_ppl" in runs[0]
-    score = "test_ppl" if lm else "test_acc"
+    score = score_of(runs[0])
     by_model: dict[str, list[dict]] = {}
     for r in runs:
         by_model.setdefault(r["model"], []).append(r)
