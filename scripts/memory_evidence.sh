@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind docs/results/memory.md besides the ablation (scripts/memory_ablation.sh):
-#   bash scripts/memory_evidence.sh recall     # associative recall, Ba et al.'s protocol
+#   bash scripts/memory_evidence.sh recall     # associative recall, 20 units, 50k sequences
 #   bash scripts/memory_evidence.sh capacity   # MQAR: accuracy against the number of pairs
 #   bash scripts/memory_evidence.sh hidden     # the hidden update on digits and MNIST
 #   bash scripts/memory_evidence.sh repeats    # keys written again: the delta rule
