@@ -1,9 +1,24 @@
 """Presets and typed overrides of the run configuration."""
 
+import warnings
+from pathlib import Path
+
 import pytest
+import yaml
 
 from enn.models import ConfigError, resolve
-from enn.models.config import ASSOCIATIVE, RunConfig, apply_overrides, parse_overrides
+from enn.models.config import (
+    ASSOCIATIVE,
+    LM_TASKS,
+    PRESETS,
+    RunConfig,
+    apply_overrides,
+    load_yaml_overrides,
+    parse_overrides,
+    validate,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_paper_preset_matches_the_spec():
@@ -50,10 +65,10 @@ def test_overrides_are_typed():
                 "train.lr=1",
                 "model.top_k=4",
                 "data.k=8",
-                "seed=7",
             ]
         ),
     )
+    apply_overrides(cfg, {"seed": 7})  # a saved config's field (the command line refuses it)
     assert cfg.train.epochs == 3 and cfg.model.hidden_sizes == (64, 64)
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
     assert cfg.model.top_k == 4 and cfg.data == {"k": 8} and cfg.seed == 7
@@ -84,3 +99,72 @@ def test_round_trip_through_dict():
     cfg = resolve("assoc", "lstm", "paper", seed=3)
     cfg.data["k"] = 6
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("preset=paper", "set the preset with --preset, not preset=paper"),
+        ("task=mnist", "set the task with --task, not task=mnist"),
+        ("seed=7", r"set the seed with --seed \(enn compare: --seeds\), not seed=7"),
+    ],
+)
+def test_the_command_line_and_config_files_refuse_the_runs_own_fields(override, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        parse_overrides(["train.epochs=3", override])
+    key, _, value = override.partition("=")
+    path = tmp_path / "run.yaml"
+    path.write_text(f"train:\n  epochs: 3\n{key}: {value}\n")
+    with pytest.raises(ConfigError, match=f"--config {path}: {match}"):
+        load_yaml_overrides(str(path))
+
+
+def test_a_saved_config_yaml_still_loads_with_its_task_preset_and_seed(tmp_path):
+    cfg = resolve("mnist", "engram", "paper", seed=7)
+    path = tmp_path / "config.yaml"  # what a run folder holds (train.run.saved_config reads it)
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert RunConfig.from_dict(yaml.safe_load(path.read_text())) == cfg
+
+
+def test_the_choice_lists_have_one_definition():
+    from enn.models import classifier, config
+    from enn.nn import engram
+    from enn.ops.engram import common
+
+    for name in ("TRACE_MODES", "WRITE_KEYS", "SHARPNESS", "HIDDEN_UPDATES"):
+        assert getattr(config, name) is getattr(common, name)
+    assert config.INIT_STATES is engram.INIT_STATES
+    assert config.POOLINGS is classifier.POOLINGS
+
+
+@pytest.mark.parametrize(
+    "task, override, match",
+    [
+        ("digits", {"model.tie_weights": True},
+         "model.tie_weights=true has no effect on task digits, a classification task"),
+        ("mnist", {"model.adaptive_cutoffs": [10, 20]},
+         "model.adaptive_cutoffs=10,20 has no effect on task mnist, a classification task"),
+        ("assoc", {"train.lm_loss": "sum_steps"},
+         "train.lm_loss=sum_steps has no effect on task assoc, a classification task"),
+        ("ptb", {"model.pooling": "attention"},
+         "model.pooling=attention has no effect on task ptb, a language-model task"),
+    ],
+)
+def test_a_field_the_task_ignores_warns(task, override, match):
+    with pytest.warns(UserWarning, match=match) as record:
+        validate(apply_overrides(resolve(task, "lstm"), override))
+    assert len(record) == 1
+
+
+def test_the_presets_and_the_shipped_configs_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for task in ("digits", "mnist", "cifar10", "assoc", "mqar", *LM_TASKS):
+            for preset in PRESETS:
+                for backbone in ("engram", "lstm"):
+                    validate(resolve(task, backbone, preset))
+        for path in sorted((ROOT / "configs").glob("*.yaml")):
+            for task in ("ptb", "wikitext2"):
+                validate(apply_overrides(resolve(task, "lstm"), load_yaml_overrides(str(path))))
+        # a saved config holds every field, the defaults included
+        validate(RunConfig.from_dict(resolve("digits", "lstm").to_dict()))

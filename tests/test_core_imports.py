@@ -48,3 +48,17 @@ def test_the_command_line_names_the_extra_a_command_needs():
                         "pip install 'engram-nn[train]'")
     assert lines[1] == ("enn report: error: needs 'matplotlib', from the 'analysis' extra: "
                         "pip install 'engram-nn[analysis]'")
+
+
+def test_the_models_and_their_config_import_without_pyyaml():
+    result = run("""
+        import enn.models
+        from enn.models import build_model, resolve
+        from enn.models.build import DataShape
+        from enn.models.config import ASSOCIATIVE, validate
+
+        cfg = validate(resolve("digits", "engram"))
+        assert cfg.model.write_key == ASSOCIATIVE["write_key"]
+        build_model(cfg.model, DataShape("classification", 10, input_size=8))
+    """)
+    assert result.returncode == 0, result.stderr

@@ -398,3 +398,29 @@ def test_the_models_expose_the_auxiliary_loss_as_one_attribute():
     enn(torch.randn(2, 4, D))
     assert enn.aux_loss is enn.backbone.rnn.aux_loss and enn.aux_loss.requires_grad
     assert lstm.aux_loss is None
+
+
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+def test_packed_output_keeps_the_inputs_order_as_lstm_does(enforce_sorted):
+    lengths = torch.tensor([6, 4, 4, 2]) if enforce_sorted else torch.tensor([2, 6, 4, 4])
+    x = torch.randn(4, 6, D)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=enforce_sorted)
+    layer = make().eval()
+    out, _ = layer(packed)
+    lstm_out, _ = torch.nn.LSTM(D, HID, batch_first=True)(packed)
+    for name in ("batch_sizes", "sorted_indices", "unsorted_indices"):
+        mine, lstms = getattr(out, name), getattr(lstm_out, name)
+        assert (mine is None) == (lstms is None) and (mine is None or torch.equal(mine, lstms))
+    assert out.data.shape == (int(lengths.sum()), HID)
+    torch.testing.assert_close(pad_packed_sequence(out, batch_first=True)[0],
+                               layer(x, lengths=lengths)[0])
+
+
+def test_initial_state_and_cell_output_are_as_documented():
+    layer = Engram(D, HID, memory_size=N, init_state="random")
+    zeros = layer.eval().initial_state(3)
+    assert all(not t.any() for t in zeros)
+    drawn = layer.train().initial_state(3)
+    assert drawn.h.any() and drawn.trace.any() and not drawn.key.any()
+    h, trace, key = EngramCell(D, HID, memory_size=N)(torch.randn(3, D))
+    assert (h.shape, trace.shape, key.shape) == ((3, HID), (3, N, HID), (3, HID))

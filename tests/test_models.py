@@ -1,5 +1,7 @@
 """The plain nn.Module models: classifier, language model, baselines, parameter matching."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -69,3 +71,16 @@ def test_match_params_sizes_a_baseline_to_the_enn():
         cfg.hidden_sizes[0] == 2 * cfg.hidden_sizes[1]
         or abs(cfg.hidden_sizes[0] - 2 * cfg.hidden_sizes[1]) <= 1
     )
+
+
+def test_embed_dim_on_float_inputs_warns():
+    from enn.models import ModelConfig
+
+    floats = DataShape("classification", 3, input_size=5)
+    cfg = ModelConfig(backbone="lstm", embed_dim=64)
+    with pytest.warns(UserWarning, match="model.embed_dim=64 has no effect on float inputs"):
+        build_model(cfg, floats)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_model(cfg, DataShape("classification", 3, vocab_size=20))  # token inputs
+        build_model(ModelConfig(backbone="lstm"), floats)  # the default

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 from torch import nn
@@ -50,6 +51,9 @@ def output_layers(model: nn.Module) -> list[nn.Linear]:
 
 def _build(cfg: ModelConfig, shape: DataShape) -> nn.Module:
     tokens = shape.vocab_size is not None
+    if not tokens and cfg.embed_dim != ModelConfig.embed_dim:  # the default stays silent
+        warnings.warn(f"model.embed_dim={cfg.embed_dim} has no effect on float inputs of "
+                      f"{shape.input_size} features: it sizes a token embedding", stacklevel=2)
     backbone = make_backbone(
         cfg.backbone,
         cfg.embed_dim if tokens else shape.input_size,

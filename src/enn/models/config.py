@@ -14,10 +14,13 @@ import dataclasses
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
+from ..nn.engram import INIT_STATES
+from ..ops.engram import HIDDEN_UPDATES, SHARPNESS, TRACE_MODES, WRITE_KEYS
+from .classifier import POOLINGS
 
 PRESETS = ("paper", "default", "associative")
 LM_TASKS = ("wikitext103", "wikitext2", "wikitext103-small", "ptb")
@@ -174,6 +177,11 @@ def resolve(task: str, backbone: str, preset: str = "default", seed: int = 42) -
     return RunConfig(task=task, preset=preset, seed=seed, model=model, train=train)
 
 
+# The run's own fields, which the command line sets with options: as overrides they would
+# relabel the run without resolving the preset or task (the model would stay the old one's).
+RUN_OPTIONS = {"task": "--task", "preset": "--preset", "seed": "--seed (enn compare: --seeds)"}
+
+
 def parse_overrides(items: list[str]) -> dict[str, str]:
     """``["train.epochs=3", ...]`` -> ``{"train.epochs": "3"}``; values are parsed later."""
     out = {}
@@ -182,10 +190,20 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
         if not sep or not key:
             raise ConfigError(f"expected an override of the form key=value, got {item!r}")
         out[key.strip().removeprefix("--")] = value
-    return out
+    return _refuse_run_options(out)
+
+
+def _refuse_run_options(overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
+    for key, option in RUN_OPTIONS.items():
+        if key in overrides:
+            raise ConfigError(f"{where}set the {key} with {option}, "
+                              f"not {key}={format_value(overrides[key])}")
+    return overrides
 
 
 def load_yaml_overrides(path: str) -> dict[str, Any]:
+    import yaml  # lazily: the core install (the layer alone) has no PyYAML
+
     try:
         with open(path) as f:
             data = yaml.safe_load(f) or {}
@@ -201,7 +219,7 @@ def load_yaml_overrides(path: str) -> dict[str, Any]:
         raise ConfigError(f"--config: {path} is not valid YAML{line}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
-    return _flatten(data)
+    return _refuse_run_options(_flatten(data), f"--config {path}: ")
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
@@ -241,6 +259,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _parse(raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
+    import yaml  # lazily: the core install (the layer alone) has no PyYAML
+
     if "," in raw and not raw.strip().startswith(("[", "{")):
         return [_parse(part) for part in raw.split(",") if part.strip()]
     try:
@@ -291,12 +311,6 @@ PRECISIONS = (
 )
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "single_device")
-TRACE_MODES = ("per_sample", "shared")
-WRITE_KEYS = ("current", "previous", "mix")
-SHARPNESS = ("fixed", "layer", "slot")
-HIDDEN_UPDATES = ("paper", "residual", "gated")
-INIT_STATES = ("zeros", "random")
-POOLINGS = ("last", "attention", "each")
 HEAD_INITS = ("torch", "glorot")
 CLIPS = ("global", "per_variable")
 OPTIMIZERS = ("adam", "sgd")
@@ -378,7 +392,31 @@ def validate(cfg: RunConfig) -> RunConfig:
         value = getattr(t, name)
         if not (math.isfinite(value) and value > 0 and (value <= 1 or value == int(value))):
             _bad(f"train.{name}", "a fraction in (0, 1] or a whole number of batches", value)
+    _warn_without_effect(cfg)
     return cfg
+
+
+# Fields that one kind of task alone reads: (dotted key, read by language models, what it does).
+# model.embed_dim, read for token inputs alone, is build_model's to check (it knows the data).
+KIND_FIELDS = (
+    ("model.tie_weights", True, "it ties a language model's decoder to its embedding"),
+    ("model.adaptive_cutoffs", True, "it gives a language model an adaptive softmax"),
+    ("train.lm_loss", True, "it is a language model's loss"),
+    ("model.pooling", False, "a language model predicts at every step; it pools a classifier's"),
+)
+
+
+def _warn_without_effect(cfg: RunConfig) -> None:
+    """A warning for each field set on a task that ignores it; the defaults stay silent, as
+    saved configs hold every field."""
+    lm = cfg.task in LM_TASKS
+    for key, for_lm, what in KIND_FIELDS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if for_lm != lm and value != getattr(type(getattr(cfg, section)), name):
+            kind = "language-model" if lm else "classification"
+            warnings.warn(f"{key}={format_value(value)} has no effect on task {cfg.task}, a "
+                          f"{kind} task: {what}", stacklevel=2)
 
 
 def _bad(key: str, expected: str, got: Any) -> None:

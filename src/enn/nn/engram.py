@@ -314,7 +314,8 @@ class _EngramBase(nn.Module):
         record = None
         if keep_steps:
             record = EngramIntermediates(mem.attention, mem.recall, mem.traces)
-        path = "/".join(dict.fromkeys(layer_backends(o, self.hyper, noise, keep_steps)))
+        path = "/".join(dict.fromkeys(layer_backends(o, self.hyper, noise, keep_steps,
+                                                      memory_size=self.memory_size)))
         return o, final, aux, record, path
 
     def extra_repr(self) -> str:
@@ -390,10 +391,11 @@ def _check_state_shape(what: str, tensor: Tensor, expected: tuple[int, ...]) -> 
 class EngramCell(_EngramBase):
     r"""One step of the Engram Neural Network, like ``nn.LSTMCell``.
 
-    ``cell(input, hx=None) -> EngramState(h, trace)`` with input (B, input_size) or
-    (input_size,), h (B, hidden_size) and trace (B, memory_size, hidden_size) per sample or
-    (memory_size, hidden_size) shared. ``h`` is the step's output. See :class:`Engram` for
-    the arguments.
+    ``cell(input, hx=None) -> EngramState(h, trace, key)`` with input (B, input_size) or
+    (input_size,), h (B, hidden_size), trace (B, memory_size, hidden_size) per sample or
+    (memory_size, hidden_size) shared, and key (B, hidden_size), the step's encoding (the
+    next step's write key with ``write_key="previous"``). ``h`` is the step's output. ``hx``
+    may also be a pair (h, trace), the key then zeros. See :class:`Engram` for the arguments.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, device=None,
@@ -512,7 +514,9 @@ class Engram(_EngramBase):
         return self._layer_weights(f"_l{layer}")
 
     def initial_state(self, batch_size: int, device=None) -> EngramState:
-        """The default state (zeros) for ``batch_size`` sequences, with the layer dimension."""
+        """The state a forward without ``hx`` starts from, for ``batch_size`` sequences, with
+        the layer dimension: zeros, or with ``init_state="random"`` in training mode a fresh
+        Normal(0, 0.01^2) draw of h and trace (the key stays zero)."""
         like = torch.empty(0, device=device)
         per_layer = [self._initial_layer_state(batch_size, like) for _ in range(self.num_layers)]
         return EngramState(*(torch.stack(s) for s in zip(*per_layer, strict=True)))
@@ -587,9 +591,12 @@ class Engram(_EngramBase):
         trace_n = _stack_layers([s.trace for s in finals])  # (L, B, N, h) or (L, N, h)
         key_n = _stack_layers([s.key for s in finals])  # (L, B, h)
         out = layer_in  # (B, T, h)
-        if packed:
-            output = pack_padded_sequence(out, lengths.cpu(), batch_first=True,
-                                          enforce_sorted=False)
+        if packed:  # as nn.LSTM: the input's batch_sizes and sorted / unsorted indices
+            order = input.sorted_indices
+            out = out if order is None else out.index_select(0, order)
+            sorted_lengths = lengths.cpu() if order is None else lengths.cpu()[order.cpu()]
+            data = pack_padded_sequence(out, sorted_lengths, batch_first=True).data
+            output = PackedSequence(data, input.batch_sizes, order, input.unsorted_indices)
         elif batched:
             output = out if self.batch_first else out.transpose(0, 1)
         else:
