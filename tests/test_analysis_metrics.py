@@ -111,11 +111,8 @@ def test_remove_slots_keeps_rows_and_parameters(trace):
     assert same.memory_size == 6
 
 
-def test_keep_state_slots_and_without_slots():
+def test_without_slots():
     model = tiny_classifier().eval()
-    state = model.backbone.rnn.initial_state(2)
-    kept = metrics.keep_state_slots(state, [0, 3])
-    assert kept.trace.shape == (1, 2, 2, 8)
     smaller = metrics.without_slots(model, [2])
     assert smaller.backbone.rnn.memory_size == 5 and model.backbone.rnn.memory_size == 6
     x = torch.randn(3, 4, 5)

@@ -157,3 +157,23 @@ def test_learning_curves_png(tmp_path):
     curves = plots.read_curves(tmp_path)
     assert sorted(curves) == ["engram", "lstm"] and len(curves["lstm"]) == 2
     assert png_shape(plots.plot_learning_curves(tmp_path, tmp_path / "c.png")) == (450, 1200)
+
+
+def test_a_failed_savefig_leaves_no_partial_png(tmp_path, monkeypatch):
+    """PNGs are written atomically: a savefig that dies half-way leaves the previous picture
+    (and no temporary file), and the figure is closed."""
+    out = tmp_path / "bank.png"
+    plots.plot_memory_bank(np.eye(3), out)
+    before = out.read_bytes()
+
+    def half(fig, fname, **kwargs):
+        assert kwargs["format"] == "png"  # the temporary name has no .png suffix
+        with open(fname, "wb") as f:
+            f.write(before[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots.Figure, "savefig", half)
+    with pytest.raises(KeyboardInterrupt):
+        plots.plot_memory_bank(np.eye(3), out)
+    assert out.read_bytes() == before and list(tmp_path.iterdir()) == [out]
+    assert plots.plt.get_fignums() == []

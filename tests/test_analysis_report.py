@@ -2,16 +2,21 @@
 
 import csv
 import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from enn.analysis import memory
+from enn.analysis import memory, plots
 from enn.analysis.report import write_report
 from enn.cli import main
 from enn.models import ModelConfig, build_model
 from enn.models.build import DataShape
+from enn.train.explain import explain
 
 ACC = {"engram": [0.9123, 0.9321], "lstm": [0.8012, 0.8210]}
 
@@ -170,3 +175,126 @@ def test_a_language_model_report_does_not_offer_enn_explain(tmp_path):
         path.write_text(json.dumps(m))
     text = write_report(root).read_text()
     assert "engram-seed1: test_ppl" in text and "enn explain" not in text
+
+
+class Killed(BaseException):
+    """A process killed in the middle of a write."""
+
+
+def kill_while_writing(monkeypatch, name: str) -> None:
+    """Writing ``name`` (or a temporary file for it) with ``Path.write_text``/``write_bytes``
+    stops half-way, as if the process were killed."""
+    write_text, write_bytes = Path.write_text, Path.write_bytes
+
+    def half(path, data, *args, **kwargs):
+        if name not in path.name:
+            writer = write_text if isinstance(data, str) else write_bytes
+            return writer(path, data, *args, **kwargs)
+        with open(path, "w" if isinstance(data, str) else "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise Killed
+
+    monkeypatch.setattr(Path, "write_text", half)
+    monkeypatch.setattr(Path, "write_bytes", half)
+
+
+def test_a_report_killed_while_writing_keeps_the_previous_one(tmp_path, monkeypatch):
+    root = fake_comparison(tmp_path, with_memory=False)
+    write_report(root)
+    before = (root / "report.html").read_text()
+    kill_while_writing(monkeypatch, "report.html")
+    with pytest.raises(Killed):
+        write_report(root)
+    assert (root / "report.html").read_text() == before
+    assert sorted(p.name for p in root.iterdir() if p.is_file()) == [
+        "report.html", "report.md", "summary.json"]  # no temporary file left
+
+
+def test_an_explain_killed_while_writing_leaves_a_readable_explain_json(tmp_path, monkeypatch):
+    run = tmp_path / "engram-seed0"
+    assert main(["train", "--task", "digits", "--model", "engram", "--out", str(run),
+                 "--epochs", "1", "train.batch_size=64", "train.limit_train_batches=2",
+                 "model.hidden_sizes=8", "model.memory_size=4"]) == 0
+    out = explain(run / "checkpoints" / "best.ckpt", [0], k=1, draws=2)
+    names = sorted(p.name for p in out.iterdir())
+    before = (out / memory.EXPLAIN_FILE).read_text()
+    kill_while_writing(monkeypatch, memory.EXPLAIN_FILE)
+    with pytest.raises(Killed):
+        explain(run / "checkpoints" / "best.ckpt", [0], k=1, draws=2)
+    assert sorted(p.name for p in out.iterdir()) == names  # no temporary file left
+    assert (out / memory.EXPLAIN_FILE).read_text() == before
+    assert json.loads(before)["inputs"][0]["index"] == 0
+
+
+def test_an_unreadable_explain_json_is_a_note_in_the_report(tmp_path, capsys):
+    root = fake_comparison(tmp_path, with_memory=False)
+    explain_dir = root / "engram-seed1" / memory.EXPLAIN_DIR
+    explain_dir.mkdir()
+    (explain_dir / memory.EXPLAIN_FILE).write_text('{"inputs": [{"index": 0, "lab')
+    assert main(["report", str(root)]) == 0
+    text = (root / "report.md").read_text()
+    assert ("No attribution: engram-seed1/explain/explain.json is unreadable (JSONDecodeError: "
+            in text)
+    assert "run `enn explain --checkpoint engram-seed1/checkpoints/best.ckpt" in text
+    (explain_dir / memory.EXPLAIN_FILE).write_text('{"inputs": [{"index": 0}]}')  # no label
+    assert "explain.json is unreadable (KeyError: 'label')" in write_report(root).read_text()
+
+
+def test_the_report_counts_the_runs_its_summary_counts(tmp_path):
+    """Every folder with a metrics.json is a finished run, whatever its name: the summary, the
+    report's run count and best run, and the learning curves agree."""
+    root = fake_comparison(tmp_path, with_memory=False)
+    (root / "summary.json").unlink()  # the report summarises the run folders
+    for path in root.glob("*/metrics.json"):
+        m = json.loads(path.read_text())
+        path.write_text(json.dumps({**m, "params": 100, "seconds_per_epoch": 1.0,
+                                    "epochs_run": 3}))
+    (root / "engram-seed1").rename(root / "engram-long")
+    (root / "figures").mkdir()  # not a run
+    text = write_report(root).read_text()
+    assert text.count("| engram | 0, 1 |") == 1
+    assert "4 finished runs of 2 models" in text
+    assert "engram-long: test_acc = 0.9321" in text
+    curves = plots.read_curves(root)
+    assert [len(curves[m]) for m in ("engram", "lstm")] == [2, 2]
+
+
+def test_an_mqar_report_describes_its_per_step_targets(tmp_path, monkeypatch):
+    """MQAR has a target at each query step (-100 elsewhere): not a token window, and enn
+    explain, which attributes one decision per sequence, is not offered."""
+    titles = []
+    plot_attention = plots.plot_attention
+    monkeypatch.setattr(plots, "plot_attention",
+                        lambda a, out, title, *args: titles.append(title)
+                        or plot_attention(a, out, title, *args))
+    root = fake_comparison(tmp_path)
+    s = json.loads((root / "summary.json").read_text())
+    s["task"] = "mqar"
+    (root / "summary.json").write_text(json.dumps(s))
+    probe = root / "engram-seed1" / memory.MEMORY_DIR / memory.PROBE_FILE
+    with np.load(probe) as f:
+        x = f["x"]
+    y = np.full((len(x), 8), -100)
+    y[:, [5, 6, 7]] = 3
+    np.savez(probe, x=x, y=y)
+    text = write_report(root).read_text()
+    assert titles == ["First validation (probe) input, 3 queries, a target at each query step"]
+    assert "enn explain --checkpoint" not in text
+    assert "`enn explain` attributes one decision per sequence, and mqar has a target" in text
+
+
+def test_the_report_imports_without_lightning():
+    """``enn report`` needs the analysis extra only (matplotlib, SciPy), not the train one."""
+    train_extra = ("lightning", "pytorch_lightning", "torchmetrics", "tensorboard", "yaml",
+                   "tqdm", "sklearn")
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules.update(dict.fromkeys({train_extra!r}))
+        import enn.analysis.report, enn.analysis.plots
+        from enn.cli import main
+        assert main(["report", "no-such-folder"]) == 2
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "enn report: error: no-such-folder is not a folder"

@@ -1,10 +1,12 @@
 """Associative recall: targets checked by an independent decoder, seeds, encodings, cache."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
-from enn.data import DataIntegrityError, decode, encode, get_datamodule
+from enn.data import DataIntegrityError, atomic, decode, encode, get_datamodule
 
 
 def recall(text):
@@ -108,3 +110,20 @@ def test_repeated_keys_target_the_last_value_and_leave_the_plain_task_unchanged(
         assert int([v for key, v in pairs if key == text[-1]][-1]) == target
     with pytest.raises(ValueError, match="repeats must be below k=4"):
         get_datamodule("assoc", k=4, repeats=4)
+
+
+def test_an_atomic_write_is_synced_renamed_or_removed(tmp_path, monkeypatch):
+    """The one atomic-write helper: the file appears whole or not at all, is flushed to disk
+    before the rename, and a failed write leaves the previous file and no temporary one."""
+    synced = []
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: synced.append(fd))
+    path = tmp_path / "sub" / "f.json"
+    atomic.atomic_write_text(path, "old")
+    assert path.read_text() == "old" and len(synced) == 1
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_path(path) as tmp:
+        tmp.write_text("half of the n")
+        raise KeyboardInterrupt
+    assert path.read_text() == "old" and os.listdir(path.parent) == ["f.json"]
+    atomic.atomic_save_npz(tmp_path / "a.npz", x=np.arange(3))
+    with np.load(tmp_path / "a.npz") as f:
+        assert f["x"].tolist() == [0, 1, 2]

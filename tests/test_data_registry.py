@@ -11,8 +11,10 @@ from enn.cli.data import register
 from enn.data import (
     TASKS,
     DataIntegrityError,
+    download,
     get_datamodule,
     resolve_data_dir,
+    sources,
     task_options,
     verify,
 )
@@ -125,3 +127,14 @@ def test_cli_verify_and_list(tmp_path, capsys):
 
 def test_integrity_error_is_a_value_error():
     assert issubclass(DataIntegrityError, ValueError)
+
+
+def test_every_task_has_a_download_source_entry(tmp_path, capsys):
+    """The generated tasks (assoc, mqar) have nothing to fetch or check, and the table of
+    download sources names exactly the registry's tasks."""
+    assert set(sources.TASK_SOURCES) == set(TASKS)
+    assert sources.source_of("mqar") is None
+    assert download("mqar", tmp_path) == [] and verify(tmp_path, ["mqar"]) == []
+    assert _cli(["data", "download", "mqar", "--data-dir", str(tmp_path)]) == 0
+    assert "mqar: nothing to download" in capsys.readouterr().out
+    assert _cli(["data", "verify", "mqar", "--data-dir", str(tmp_path)]) == 0

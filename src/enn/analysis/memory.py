@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..data.atomic import atomic_save_npz, atomic_write_text
 from .metrics import attention_stats, find_engram, probe, trace_stats
 
 MEMORY_DIR = "memory"
@@ -49,19 +49,6 @@ def epoch_file(memory_dir: Path, epoch: int) -> Path:
     return Path(memory_dir) / f"epoch_{epoch:03d}.npz"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    _write_atomic(path, buf.getvalue())
-
-
 def read_stats(memory_dir: Path) -> list[dict[str, float]]:
     """The rows of ``trace_stats.csv`` as floats (empty if there is none yet)."""
     path = Path(memory_dir) / STATS_FILE
@@ -76,7 +63,7 @@ def _write_stats(memory_dir: Path, rows: list[dict[str, float]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=STAT_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(Path(memory_dir) / STATS_FILE, buf.getvalue().encode())
+    atomic_write_text(Path(memory_dir) / STATS_FILE, buf.getvalue())
 
 
 def record_memory(model: nn.Module, x: Tensor, memory_dir: Path, epoch: int) -> dict[str, float]:
@@ -89,7 +76,7 @@ def record_memory(model: nn.Module, x: Tensor, memory_dir: Path, epoch: int) -> 
     trace = trace.reshape(-1, *trace.shape[-2:]).float().cpu()  # (P, N, h) or (1, N, h)
     attention = record.attention.float().cpu()  # (P, T, N)
     memory = engram.layer_weights(engram.num_layers - 1).memory.detach().float().cpu()  # (N, h)
-    _save_npz(
+    atomic_save_npz(
         epoch_file(memory_dir, epoch),
         trace=trace.numpy().astype(np.float16),
         trace_mean=trace.mean(0).numpy(),
@@ -104,7 +91,7 @@ def record_memory(model: nn.Module, x: Tensor, memory_dir: Path, epoch: int) -> 
 
 def write_probe(memory_dir: Path, x: Tensor, y: Tensor) -> None:
     """``probe.npz``: the probe batch's inputs and targets."""
-    _save_npz(Path(memory_dir) / PROBE_FILE, x=x.numpy(), y=y.numpy())
+    atomic_save_npz(Path(memory_dir) / PROBE_FILE, x=x.numpy(), y=y.numpy())
 
 
 def probe_batch(datamodule, size: int) -> tuple[Tensor, Tensor]:

@@ -16,7 +16,7 @@ module holding one) and the inputs to explain.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.autograd.graph import GradientEdge
 
 from ..nn import Engram
-from ..ops.engram import EngramIntermediates, EngramState
+from ..ops.engram import EngramIntermediates
 
 SPARSITY_THRESHOLD = 0.01  # the paper's "sparsity": the fraction of |H| below this
 
@@ -228,12 +228,6 @@ def remove_slots(engram: Engram, slots: Iterable[int]) -> Engram:
     smaller.load_state_dict(state)
     smaller.train(engram.training)
     return smaller
-
-
-def keep_state_slots(state: EngramState, keep: Sequence[int]) -> EngramState:
-    """An initial state for the smaller Engram: the trace rows ``keep`` (slot dim is -2)."""
-    index = torch.tensor(list(keep), device=state.trace.device)
-    return EngramState(state.h, state.trace.index_select(state.trace.dim() - 2, index), state.key)
 
 
 def without_slots(model: nn.Module, slots: Iterable[int]) -> nn.Module:

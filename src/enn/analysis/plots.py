@@ -20,9 +20,10 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..data import decode  # noqa: E402
+from ..data.atomic import atomic_path  # noqa: E402
+from ..data.vocab import decode  # noqa: E402
 from .memory import epoch_file, read_stats  # noqa: E402
-from .summary import METRICS_FILE  # noqa: E402
+from .summary import load_runs  # noqa: E402
 
 DPI = 100
 SIGNED_CMAP = "RdBu_r"
@@ -30,10 +31,13 @@ POSITIVE_CMAP = "viridis"
 
 
 def _save(fig: Figure, out: str | Path) -> Path:
+    """Write ``fig`` atomically as a PNG (whatever ``out``'s suffix) and close it."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=DPI, format="png")
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -220,16 +224,16 @@ def plot_attribution(
 
 
 def read_curves(compare_dir: str | Path) -> dict[str, list[list[dict[str, float]]]]:
-    """``{model: [rows of metrics.csv per seed]}`` from the finished runs (as in the report's
-    table) ``<dir>/<model>-seed<s>/``."""
+    """``{model: [rows of metrics.csv per seed]}`` of the finished runs (``summary.load_runs``,
+    as in the report's table); a run still training has no ``metrics.json`` yet."""
     curves: dict[str, list[list[dict[str, float]]]] = {}
-    for path in sorted(Path(compare_dir).glob("*-seed*/metrics.csv")):
-        if not path.with_name(METRICS_FILE).is_file():
-            continue  # still training, or stopped before its end
-        model = path.parent.name.rsplit("-seed", 1)[0]
+    for run_dir, metrics in load_runs(Path(compare_dir)):
+        path = run_dir / "metrics.csv"
+        if not path.is_file():
+            continue
         with open(path, newline="") as f:
             rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-        curves.setdefault(model, []).append(rows)
+        curves.setdefault(metrics["model"], []).append(rows)
     return curves
 
 
@@ -238,7 +242,7 @@ def plot_learning_curves(compare_dir: str | Path, out: str | Path) -> Path:
     the mean over seeds, with a band from the lowest to the highest seed."""
     curves = read_curves(compare_dir)
     if not curves:
-        raise FileNotFoundError(f"no finished run (*/metrics.csv) under {compare_dir}")
+        raise FileNotFoundError(f"no finished run with a metrics.csv under {compare_dir}")
     sample = next(iter(curves.values()))[0][0]
     score = "val_acc" if "val_acc" in sample else "val_ppl"
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")

@@ -1,9 +1,10 @@
 """``write_report(compare_dir)``: a comparison's results, statistics, curves and memory pictures.
 
 Everything is read from the comparison folder: ``summary.json`` (or, if it is missing, the
-summary of the run folders), ``<model>-seed<s>/metrics.{json,csv}``, the best ENN run's
-``memory/`` (``TraceMonitor``) and ``explain/`` (``enn explain``). Writes ``report.md`` and
-``report.html`` with the pictures in ``figures/`` beside them.
+summary of the run folders), the finished runs' ``metrics.{json,csv}`` (``summary.load_runs``:
+the runs the summary counts), the best ENN run's ``memory/`` (``TraceMonitor``) and
+``explain/`` (``enn explain``). Writes ``report.md`` and ``report.html`` (atomically) with the
+pictures in ``figures/`` beside them.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.atomic import atomic_write_text
+from ..models.config import PER_STEP_TASKS
 from . import plots
 from .memory import EXPLAIN_DIR, EXPLAIN_FILE, MEMORY_DIR, PROBE_FILE, epoch_file, read_stats
 from .metrics import class_slot_usage
-from .summary import summarize
+from .summary import load_runs, read_json, summarize
 
 ALPHA = 0.05
 FIGURES = "figures"
@@ -105,15 +108,8 @@ def _p(p: float) -> str:
 def load_summary(compare_dir: Path) -> dict:
     path = compare_dir / "summary.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        return read_json(path)
     return summarize(compare_dir)
-
-
-def load_runs(compare_dir: Path) -> list[tuple[Path, dict]]:
-    return [
-        (p.parent, json.loads(p.read_text()))
-        for p in sorted(compare_dir.glob("*-seed*/metrics.json"))
-    ]
 
 
 def results_table(summary: dict) -> tuple[list[str], list[list[str]]]:
@@ -274,8 +270,14 @@ def memory_section(doc: Document, run_dir: Path, task: str, figures: Path, rel: 
     with np.load(memory / PROBE_FILE) as f:
         x, y = f["x"], f["y"]
     image, symbols = plots.input_view(task, x[0])
-    # classification probes have one label per input; language-model probes a token window
-    target = f"target {int(y[0])}" if y.ndim == 1 else f"a window of {y.shape[1]} tokens"
+    # classification probes have one label per input, per-step tasks (mqar) a target at each
+    # query step (-100 elsewhere), language-model probes a window of next tokens
+    if y.ndim == 1:
+        target = f"target {int(y[0])}"
+    elif task in PER_STEP_TASKS:
+        target = f"{int((y[0] >= 0).sum())} queries, a target at each query step"
+    else:
+        target = f"a window of {y.shape[1]} tokens"
     path = plots.plot_attention(
         attention[0],
         figures / "probe_attention.png",
@@ -295,14 +297,27 @@ def memory_section(doc: Document, run_dir: Path, task: str, figures: Path, rel: 
 
 
 def explain_section(doc: Document, run_dir: Path, rel_run: str) -> None:
+    """``enn explain``'s results of the run; a note instead where they are missing or
+    unreadable (e.g. an explain killed before its atomic writes)."""
     path = run_dir / EXPLAIN_DIR / EXPLAIN_FILE
+    command = f"enn explain --checkpoint {run_dir.name}/checkpoints/best.ckpt --index 0 1 2"
     if not path.is_file():
+        doc.para(f"No attribution yet: run `{command}`.")
+        return
+    section = Document()
+    try:
+        explain_blocks(section, json.loads(path.read_text()), f"{rel_run}/{EXPLAIN_DIR}")
+    except (OSError, ValueError, KeyError, TypeError) as err:
         doc.para(
-            f"No attribution yet: run `enn explain --checkpoint "
-            f"{run_dir.name}/checkpoints/best.ckpt --index 0 1 2`."
+            f"No attribution: {run_dir.name}/{EXPLAIN_DIR}/{EXPLAIN_FILE} is unreadable "
+            f"({type(err).__name__}: {err}); run `{command}` again."
         )
         return
-    info = json.loads(path.read_text())
+    doc.blocks += section.blocks
+
+
+def explain_blocks(doc: Document, info: dict, folder: str) -> None:
+    """The table and pictures of an ``explain.json`` (``info``), its PNGs in ``folder``."""
     doc.heading(3, "Which slots drove the decisions (attribution and ablation)")
     header = [
         "test input",
@@ -330,7 +345,6 @@ def explain_section(doc: Document, run_dir: Path, rel_run: str) -> None:
         for r in info["inputs"]
     ]
     doc.table(header, rows)
-    folder = f"{rel_run}/{EXPLAIN_DIR}"
     for r in info["inputs"]:
         i = r["index"]
         doc.image(f"{folder}/{r['attention_png']}", f"Attention of test input {i}.")
@@ -382,9 +396,16 @@ def write_report(compare_dir: str | Path) -> Path:
                 "pictures are of the best ENN run that has them)."
             )
         memory_section(doc, run_dir, task, figures, FIGURES)
-        if score == "test_acc":  # enn explain attributes class decisions, not next tokens
+        # enn explain attributes one class decision per sequence: not next tokens, nor the
+        # answers at each query step of a per-step task
+        if task in PER_STEP_TASKS:
+            doc.para(
+                f"No attribution: `enn explain` attributes one decision per sequence, and "
+                f"{task} has a target at each query step."
+            )
+        elif score == "test_acc":
             explain_section(doc, run_dir, run_dir.name)
     out = compare_dir / "report.md"
-    out.write_text(doc.markdown())
-    (compare_dir / "report.html").write_text(doc.html(title))
+    atomic_write_text(out, doc.markdown())
+    atomic_write_text(compare_dir / "report.html", doc.html(title))
     return out

@@ -27,13 +27,22 @@ def score_of(metrics: dict) -> str:
     return "test_ppl" if "test_ppl" in metrics else "test_acc"
 
 
-def collect(out: Path) -> list[dict]:
-    """The metrics of every finished run below ``out``."""
-    return [json.loads(p.read_text()) for p in sorted(Path(out).glob(f"*/{METRICS_FILE}"))]
+def load_runs(out: Path) -> list[tuple[Path, dict]]:
+    """(run folder, metrics) of every finished run in the comparison folder ``out``: its
+    folders with a ``metrics.json``. The summary, the report and its curves all count these."""
+    return [(p.parent, read_json(p)) for p in sorted(Path(out).glob(f"*/{METRICS_FILE}"))]
+
+
+def read_json(path: Path):
+    """A run or summary file; a damaged one (or one edited by hand) is a ValueError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
 
 
 def summarize(out: Path) -> dict:
-    runs = collect(out)
+    runs = [metrics for _, metrics in load_runs(out)]
     if not runs:
         raise FileNotFoundError(f"no finished runs (*/{METRICS_FILE}) under {out}")
     task = runs[0]["task"]

@@ -31,7 +31,7 @@ def run_report(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.dir} is not a folder")
     try:
         path = write_report(args.dir)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:  # no runs, or a damaged run file
         raise CLIError(str(err)) from err
     print(f"report: {path} (and {path.with_suffix('.html').name})")
     return 0

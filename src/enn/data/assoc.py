@@ -23,22 +23,17 @@ split as ``<data_dir>/assoc/assoc-k<K>-seed<data_seed>-<split>-<n>.npz`` and rel
 
 from __future__ import annotations
 
-import os
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic import atomic_save_npz
 from .base import ClassificationDataModule, check_int
 from .paths import DataIntegrityError
+from .vocab import DIGIT0, LETTERS, QUERY, SYMBOLS, VOCAB_SIZE
 
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
-SYMBOLS = LETTERS + "0123456789" + "?"
-VOCAB_SIZE = len(SYMBOLS)  # 37
-DIGIT0 = len(LETTERS)  # id of "0"
-QUERY = VOCAB_SIZE - 1  # id of "?"
 SPLITS = ("train", "val", "test")
 
 
@@ -62,26 +57,6 @@ def generate(n: int, k: int, rng: np.random.Generator, repeats: int = 0
     tokens[:, 2 * k + 2] = query
     last = k - 1 - np.argmax((keys == query[:, None])[:, ::-1], axis=1)  # its last pair
     return tokens, values[rows, last].astype(np.int64)
-
-
-def encode(text: str) -> np.ndarray:
-    """A string such as ``"c9k8j3f1??c"`` as token ids (T,) int64."""
-    unknown = sorted(set(text) - set(SYMBOLS))
-    if unknown:
-        raise ValueError(f"symbols {unknown} are not in the associative-recall vocabulary")
-    return np.array([SYMBOLS.index(c) for c in text], dtype=np.int64)
-
-
-def decode(sequence: torch.Tensor | np.ndarray | Sequence[int]) -> str:
-    """A sequence as a string: token ids (T,) or one-hot / scores (T, 37) -> ``"c9k8j3f1??c"``."""
-    array = np.asarray(sequence.detach().cpu() if isinstance(sequence, torch.Tensor) else sequence)
-    if array.ndim == 2:
-        array = array.argmax(axis=1)
-    if array.ndim != 1:
-        raise ValueError(
-            f"decode takes one sequence, (T,) ids or (T, 37) one-hot; got {array.shape}"
-        )
-    return "".join(SYMBOLS[int(i)] for i in array)
 
 
 class AssocDataModule(ClassificationDataModule):
@@ -136,7 +111,7 @@ class AssocDataModule(ClassificationDataModule):
         seed = np.random.SeedSequence(self.data_seed, spawn_key=(SPLITS.index(split),))
         tokens, targets = generate(n, self.k, np.random.default_rng(seed), self.repeats)
         if self.cache:
-            _save_atomic(path, tokens=tokens, targets=targets)
+            atomic_save_npz(path, tokens=tokens, targets=targets)
         return tokens, targets
 
     def _splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -164,11 +139,3 @@ def _load_cached(path: Path, n: int, seq_len: int) -> tuple[np.ndarray, np.ndarr
         )
     return tokens, targets
 
-
-def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write an .npz beside ``path`` and rename it into place: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)

@@ -183,7 +183,8 @@ def download(
 
     ``name`` is a dataset (``mnist``, ``cifar10``, ``wikitext103``, ``wikitext2``) or a task
     that reads one (``mnist10k`` -> ``mnist``); tasks with nothing to fetch (``digits``,
-    ``assoc``) return ``[]``. Files already present and intact are kept unless ``force``.
+    ``assoc``, ``mqar``) return ``[]``. Files already present and intact are kept unless
+    ``force``.
     ``mirrors`` replaces the default base URLs (the file name is appended to each);
     ``files`` restricts the fetch to some of the dataset's files (e.g. only MNIST's t10k
     files) where they are downloadable one by one; a task that reads only some files

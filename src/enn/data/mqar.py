@@ -48,7 +48,6 @@ class MQARDataModule(ClassificationDataModule):
     """Multi-query associative recall: ``pairs`` pairs, then every key queried once."""
 
     task = "mqar"
-    per_step = True  # a target at each query step: the classifier predicts every step
 
     def __init__(
         self,

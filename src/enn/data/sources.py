@@ -106,6 +106,7 @@ TASK_SOURCES: dict[str, str | None] = {
     "ptb": "ptb",
     "digits": None,
     "assoc": None,
+    "mqar": None,
 }
 
 # Tasks that read only some of their source's files.

@@ -18,12 +18,11 @@ from .paths import DataIntegrityError, resolve_data_dir
 from .sources import CIFAR10_BATCHES, CIFAR10_DIR, TASK_FILES, check_md5, source_of
 from .wikitext import EOS, UNK, read_ids
 
-STATUSES = ("ok", "missing", "bad-checksum", "bad-format")
-
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """The state of one data file: ``status`` is one of ``STATUSES``."""
+    """The state of one data file: ``status`` is ``ok``, ``missing``, ``bad-checksum`` or
+    ``bad-format``."""
 
     dataset: str
     path: Path
@@ -87,8 +86,8 @@ def verify(
     """One ``VerifyResult`` per file of each named dataset (default: every dataset).
 
     Names may be datasets or tasks; a task checks the files it reads (``mnist10k``: the two
-    MNIST t10k files). Tasks without files (``digits``, ``assoc``) add nothing. A file named
-    twice is checked once.
+    MNIST t10k files). Tasks without files (``digits``, ``assoc``, ``mqar``) add nothing. A
+    file named twice is checked once.
     """
     root = resolve_data_dir(data_dir)
     results: dict[Path, VerifyResult] = {}

@@ -19,6 +19,7 @@ from ..analysis import plots
 from ..analysis.memory import EXPLAIN_DIR, EXPLAIN_FILE
 from ..analysis.metrics import ablation, class_slot_usage, find_engram, probe, slot_attribution
 from ..data import get_datamodule
+from ..data.atomic import atomic_save_npz, atomic_write_text
 from ..models import build_model
 from ..models.build import DataShape
 from ..models.config import PER_STEP_TASKS
@@ -54,9 +55,17 @@ def load_model(checkpoint: str | Path, data_dir: str | None = None):
         raise ExplainError(
             f"{checkpoint} holds a {cfg.model.backbone} model; explain needs an Engram (ENN) model"
         )
+    layers = find_engram(model).num_layers
+    if layers != 1:
+        raise ExplainError(f"{checkpoint}: explain removes slots of a one-layer ENN; this one has "
+                           f"{layers} layers")
     prefix = "model."
     weights = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ExplainError(f"{checkpoint}: its weights do not fit the model of its enn_config"
+                           ) from err
     return cfg, dm, model.eval()
 
 
@@ -140,7 +149,7 @@ def explain(
         out / USAGE_PNG,
         f"Class-by-slot usage over the {cfg.task} test set (n = {len(test)})",
     )
-    np.savez(out / "explain.npz", **arrays)
+    atomic_save_npz(out / "explain.npz", **arrays)
     summary = {
         "checkpoint": str(checkpoint),
         "task": cfg.task,
@@ -149,5 +158,5 @@ def explain(
         "usage_png": USAGE_PNG,
         "inputs": entries,
     }
-    (out / EXPLAIN_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / EXPLAIN_FILE, json.dumps(summary, indent=2) + "\n")
     return out
