@@ -448,3 +448,50 @@ def test_the_associative_layer_runs_the_clipped_scan_on_cuda():
         results.append((out, final.trace, *torch.autograd.grad(loss, list(layer.parameters()))))
     for got, expected in zip(*results, strict=True):
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+
+
+# --------------------------------------------------------------------------------------------
+# Which layers the kernels take: next_pow2(N) * next_pow2(h) <= MAX_TILE
+# --------------------------------------------------------------------------------------------
+
+
+def fake_cuda(*shape):
+    """A CUDA tensor's metadata without a GPU: what the backend choice reads."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        return torch.empty(*shape, device="cuda")
+
+
+def test_auto_runs_triton_on_cuda_only_where_the_tile_fits():
+    import warnings
+
+    from enn import Engram
+    from enn.models.config import ASSOCIATIVE
+    from enn.ops.engram import choose_backend, layer_backend
+    from enn.ops.engram.triton_memory import _warn_once
+
+    _warn_once.cache_clear()
+    small, large = fake_cuda(2, 3, 1024), fake_cuda(2, 3, 1500)  # N 64: 65536 and 131072
+    assert choose_backend(small, memory_size=64) == "triton"
+    with pytest.warns(RuntimeWarning, match=r"<= 65536, got N 64, h 1500, so the slower"):
+        assert choose_backend(large, memory_size=64) == "torch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per shape
+        assert choose_backend(large, memory_size=64) == "torch"
+    hyper = Engram(3, 8, memory_size=4, **ASSOCIATIVE).hyper  # the clipped scan's memory
+    assert layer_backend(small, hyper, memory_size=64) == "scan"
+    with pytest.warns(RuntimeWarning, match="got N 65, h 1024"):
+        assert layer_backend(small, hyper, memory_size=65) == "torch"
+
+
+def test_triton_asked_for_a_layer_too_large_for_its_tile_is_one_clear_error():
+    from enn import Engram
+    from enn.ops.engram import engram_layer
+
+    layer = Engram(3, 1025, batch_first=True, memory_size=64).to(DEV)
+    x = torch.randn(1, 2, 3, device=DEV)
+    match = (r"^enn: the triton kernels need next_pow2\(N\) \* next_pow2\(h\) <= 65536, "
+             r"got N 64, h 1025$")
+    with pytest.raises(ValueError, match=match):
+        engram_layer(x, layer.layer_weights(0), layer.hyper, backend="triton")

@@ -219,6 +219,8 @@ class LitSequenceModel(pl.LightningModule):
             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
             "python": random.getstate(),
         }
+        if torch.cuda.is_initialized():  # trace noise and dropout on CUDA draw from these
+            checkpoint["enn_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rng = checkpoint.get("enn_rng")
@@ -227,3 +229,5 @@ class LitSequenceModel(pl.LightningModule):
             name, keys, pos, has_gauss, gauss = rng["numpy"]
             np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             random.setstate(rng["python"])
+            if "cuda" in rng and torch.cuda.is_available():  # absent from CPU runs' files
+                torch.cuda.set_rng_state_all(rng["cuda"][:torch.cuda.device_count()])

@@ -41,11 +41,20 @@ def chunk_applies(cfg: MemoryConfig, decay: float | None, noisy: bool) -> bool:
             and (decay is None or decay > 0))
 
 
-def scan_applies(cfg: MemoryConfig, noisy: bool, like: Tensor) -> bool:
+def scan_applies(cfg: MemoryConfig, noisy: bool, like: Tensor,
+                 memory_size: int | None = None) -> bool:
     """Whether ``scan_memory`` computes this memory on tensors like ``like``: a clipped,
-    noiseless trace on the native kernels' dtypes and device, or on CUDA with Triton."""
-    return (_bank_addressed(cfg) and cfg.trace_clip is not None and not noisy
-            and (native.supports(like) or (like.is_cuda and triton_available())))
+    noiseless trace on the native kernels' dtypes and device, or on CUDA with Triton where
+    its tile holds the (memory_size, h) trace (None: not checked)."""
+    if not (_bank_addressed(cfg) and cfg.trace_clip is not None and not noisy):
+        return False
+    if native.supports(like):
+        return True
+    if not (like.is_cuda and triton_available()):
+        return False
+    from .triton_memory import tile_fits
+
+    return memory_size is None or tile_fits(memory_size, like.shape[-1])
 
 
 def _addresses(q: Tensor, k: Tensor | None, memory: Tensor, cfg: MemoryConfig,

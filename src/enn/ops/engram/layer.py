@@ -53,16 +53,23 @@ def check_weights(weights: EngramWeights) -> None:
                              f"got {w.device}")
 
 
-def choose_backend(z: Tensor, record_traces: bool = False, backend: str = "auto") -> str:
-    """The backend of the paper's memory pass for encodings like ``z``."""
+def choose_backend(z: Tensor, record_traces: bool = False, backend: str = "auto",
+                   memory_size: int | None = None) -> str:
+    """The backend of the paper's memory pass for encodings like ``z`` and a bank of
+    ``memory_size`` slots (None: not checked against the Triton kernels' tile)."""
     if backend not in BACKENDS:
         raise ValueError(f"enn: expected backend in {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return "torch"
     if backend == "triton" or (backend == "auto" and z.device.type == "cuda"):
         if triton_available():
-            return "torch" if record_traces else "triton"
-        if backend == "triton":
+            if record_traces:
+                return "torch"
+            from .triton_memory import tile_fits
+
+            if memory_size is None or tile_fits(memory_size, z.shape[-1], backend == "triton"):
+                return "triton"
+        elif backend == "triton":
             raise RuntimeError("enn: the triton backend needs the triton package")
     fits = native.supports(z)
     if backend == "native" and not fits:
@@ -86,29 +93,33 @@ def hidden_backend(z: Tensor, backend: str = "auto") -> str:
 
 
 def layer_backends(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
-                   record_traces: bool = False, backend: str = "auto") -> tuple[str, str]:
+                   record_traces: bool = False, backend: str = "auto",
+                   memory_size: int | None = None) -> tuple[str, str]:
     """The backends of the memory pass and of the hidden pass of a layer with these
     settings."""
-    return layer_backend(z, hyper, noise, record_traces, backend), hidden_backend(z, backend)
+    return (layer_backend(z, hyper, noise, record_traces, backend, memory_size),
+            hidden_backend(z, backend))
 
 
 def layer_backend(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
-                  record_traces: bool = False, backend: str = "auto") -> str:
-    """The backend of the memory pass of a layer with these settings."""
-    memory = choose_backend(z, record_traces, backend)
-    if not hyper.paper_memory:
-        if backend in ("native", "triton"):
-            raise RuntimeError(f"enn: the {backend} backend runs the paper's memory only; "
-                               f"this layer's options need backend 'auto' or 'torch'")
-        cfg, noisy = hyper.memory, noise is not None
-        decay = None if hyper.neuromodulation else hyper.decay
-        memory = "torch"
-        if backend == "auto" and not record_traces:
-            if bank.chunk_applies(cfg, decay, noisy):
-                memory = "chunk"
-            elif bank.scan_applies(cfg, noisy, z):
-                memory = "scan"
-    return memory
+                  record_traces: bool = False, backend: str = "auto",
+                  memory_size: int | None = None) -> str:
+    """The backend of the memory pass of a layer with these settings and a bank of
+    ``memory_size`` slots (None: not checked against the Triton kernels' tile)."""
+    if hyper.paper_memory:
+        return choose_backend(z, record_traces, backend, memory_size)
+    choose_backend(z, record_traces, backend)  # checks the backend asked for
+    if backend in ("native", "triton"):
+        raise RuntimeError(f"enn: the {backend} backend runs the paper's memory only; "
+                           f"this layer's options need backend 'auto' or 'torch'")
+    cfg, noisy = hyper.memory, noise is not None
+    decay = None if hyper.neuromodulation else hyper.decay
+    if backend == "auto" and not record_traces:
+        if bank.chunk_applies(cfg, decay, noisy):
+            return "chunk"
+        if bank.scan_applies(cfg, noisy, z, memory_size):
+            return "scan"
+    return "torch"
 
 
 def memory_inputs(z: Tensor, hyper: EngramHyper, options: OptionWeights,
@@ -204,7 +215,8 @@ def engram_layer(
     H0 = None if initial_state is None else initial_state.trace.to(dtype)
     key0 = None if initial_state is None else initial_state.key
     noise = None if noise is None else noise.to(dtype)
-    mem_backend, hid_backend = layer_backends(z, hyper, noise, record_traces, backend)
+    mem_backend, hid_backend = layer_backends(z, hyper, noise, record_traces, backend,
+                                              weights.memory.shape[0])
     no_autocast = (torch.autocast(x.device.type, enabled=False) if _autocast(x.device.type)
                    else contextlib.nullcontext())
     with no_autocast:

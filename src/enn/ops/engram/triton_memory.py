@@ -72,6 +72,8 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
+from functools import cache
 
 import torch
 import triton
@@ -534,6 +536,25 @@ def _num_warps(tile: int) -> int:
 
 def _tiles(N: int, D: int) -> tuple[int, int]:
     return triton.next_power_of_2(N), triton.next_power_of_2(D)
+
+
+def tile_fits(N: int, D: int, explicit: bool = False) -> bool:
+    """Whether the kernels take a trace of N slots by D units (one register tile). Where they
+    do not, an explicit request for them (``backend="triton"``) is an error; otherwise a
+    warning, once per shape, says that the PyTorch path runs instead."""
+    BN, BH = _tiles(N, D)
+    if BN * BH <= MAX_TILE:
+        return True
+    why = f"the triton kernels need next_pow2(N) * next_pow2(h) <= {MAX_TILE}, got N {N}, h {D}"
+    if explicit:
+        raise ValueError(f"enn: {why}")
+    _warn_once(f"enn: {why}, so the slower PyTorch path runs instead")
+    return False
+
+
+@cache
+def _warn_once(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _params(decay, strength, alpha, inv_tau, clip, ceps, dtype, device) -> Tensor:
