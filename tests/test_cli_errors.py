@@ -157,6 +157,12 @@ def test_engram_fields_warn_when_no_model_reads_them(tmp_path, capsys, args, war
         assert warnings[0].startswith(warned), err
 
 
+def test_demo_in_an_unwritable_place(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    code, err = run_cli(["demo", "--quick", "--out", tmp_path / "a-file" / "demo"], capsys)
+    assert_one_line_error(code, err, "demo", "a-file is a file, not a folder")
+
+
 def test_bad_data_input(tmp_path, capsys):
     code, err = run_cli(["data", "download", "mnist", "--file", "bogus.gz"], capsys)
     assert_one_line_error(code, err, "data", "mnist has no file(s) ['bogus.gz']")

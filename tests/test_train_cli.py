@@ -322,6 +322,60 @@ def test_a_run_that_stopped_early_is_not_continued(tiny_run, tmp_path, capsys):
     assert snapshot(run) == before
 
 
+def test_a_finished_run_without_its_checkpoints_is_not_continued(tiny_run, tmp_path, capsys):
+    run = tmp_path / "record"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "checkpoints")  # as a published record keeps it
+    before = snapshot(run)
+    assert enn("train", "--task", "digits", "--model", "engram", "--out", run, "--resume",
+               "--epochs", "5") == 2
+    err = capsys.readouterr().err.strip()
+    assert "without checkpoints/last.ckpt to go on from" in err and len(err.splitlines()) == 1
+    assert snapshot(run) == before
+
+
+def test_ctrl_c_in_the_test_names_the_last_epoch_not_the_restored_best(tmp_path):
+    from types import SimpleNamespace
+
+    from enn.train.run import RunInterrupted, _StopOnCtrlC
+
+    log = SimpleNamespace(rows=[{"epoch": 1}, {"epoch": 2}])  # the best epoch's log, reloaded
+    stopper = _StopOnCtrlC(tmp_path, log)
+    stopper.epochs_trained = 5  # what the run trained before its test
+    with pytest.raises(RunInterrupted) as stop:
+        stopper.stop()
+    assert stop.value.epochs_done == 5
+
+
+class _Unpickled:
+    """An object only a full unpickle would build (and could run code to build)."""
+
+
+def test_checkpoints_are_loaded_weights_only(tmp_path, capsys):
+    path = tmp_path / "foreign.ckpt"
+    torch.save({"enn_config": {}, "payload": _Unpickled()}, path)
+    assert enn("evaluate", "--checkpoint", path) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a readable checkpoint (UnpicklingError)" in err
+    torch.save({"enn_config": {"task": "digits"}, "state_dict": {}}, path)
+    assert enn("evaluate", "--checkpoint", path) == 2
+    err = capsys.readouterr().err.strip()
+    assert "its weights do not fit the model" in err and len(err.splitlines()) == 1
+    torch.save({"enn_config": {"model": 3}, "state_dict": {}}, path)
+    assert enn("evaluate", "--checkpoint", path) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds an enn_config this version cannot read" in err and len(err.splitlines()) == 1
+
+
+def test_compare_leaves_the_summary_to_the_first_process(tmp_path, monkeypatch):
+    import enn.train.compare
+
+    monkeypatch.setattr(enn.train.compare, "train", lambda *a, **k: {})  # another DDP rank
+    summary = enn.train.compare.compare("digits", ["rnn"], [0, 1], tmp_path / "cmp",
+                                        overrides={"model.hidden_sizes": [8]})
+    assert summary == {} and not (tmp_path / "cmp" / "summary.json").exists()
+
+
 def test_resume_with_another_model_or_task_changes_nothing(unfinished_run, capsys):
     before = snapshot(unfinished_run)
     assert enn("train", "--task", "digits", "--model", "lstm", "--out", unfinished_run,
@@ -362,6 +416,27 @@ def test_evaluate_and_explain_refuse_bad_places_and_k(tiny_run, tmp_path, capsys
     err = capsys.readouterr().err
     assert "--k expects 1 to 3 (the model has 4 memory slots" in err and "got 100" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_explain_refuses_a_two_layer_enn_in_one_line(tmp_path, capsys):
+    run = tmp_path / "two"
+    assert main(["train", "--task", "digits", "--model", "engram", "--out", str(run), "--epochs",
+                 "1", "train.limit_train_batches=1", "model.hidden_sizes=8,8",
+                 "model.memory_size=4"]) == 0
+    capsys.readouterr()
+    assert enn("explain", "--checkpoint", run / "checkpoints" / "best.ckpt", "--index",
+               "0") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "this one has 2 layers" in err
+
+
+def test_report_names_a_damaged_run_file_in_one_line(tiny_run, tmp_path, capsys):
+    run = tmp_path / "cmp" / "engram-seed3"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.json").write_text('{"task": "dig')  # as a hand edit can leave it
+    assert enn("report", tmp_path / "cmp") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "engram-seed3/metrics.json is not valid JSON" in err
 
 
 def test_explain_refuses_a_per_step_task_in_one_line(tmp_path, capsys):
@@ -475,6 +550,10 @@ def test_compare_summarises_and_resumes(tmp_path, capsys):
         (["train", "--task", "digits", "--model", "transformer"], "unknown model 'transformer'"),
         (["train", "--task", "digits", "--model", "lstm", "train.epoch=1"], "unknown config field"),
         (["evaluate", "--checkpoint", "nowhere.ckpt"], "no checkpoint at nowhere.ckpt"),
+        (["train", "--task", "digits", "--model", "rnn", "data.val_size=1000",
+          "data.test_size=900"], "data: options val_size + test_size = 1900 leave no training"),
+        (["train", "--task", "digits", "--model", "lstm", "--match-params",
+          "model.hidden_sizes=32,16"], "expects one width for all Engram layers"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys):

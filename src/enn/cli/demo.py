@@ -11,6 +11,7 @@ call only rewrites the reports.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,9 +81,20 @@ def run_part(part: Part, out: Path) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from ..models import ConfigError
+    from ..train.run import RunError, RunInterrupted
+    from . import CLIError
+
     out = Path(args.out)
     start = time.perf_counter()
-    reports = [run_part(part, out / part.name) for part in (QUICK if args.quick else FULL)]
+    try:
+        reports = [run_part(part, out / part.name) for part in (QUICK if args.quick else FULL)]
+    except (ConfigError, RunError) as err:
+        raise CLIError(str(err)) from err
+    except RunInterrupted as stop:
+        print(f"enn demo: interrupted in {stop.run_dir}; run the same command again to go on "
+              f"(finished runs are reused, unfinished ones resume)", file=sys.stderr)
+        return 130
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; reports:")
     for path in reports:
         print(f"  {path}  ({path.with_suffix('.html')})")

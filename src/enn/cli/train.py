@@ -234,6 +234,7 @@ def run_compare(args) -> int:
             file=sys.stderr,
         )
         return 130
-    print(format_table(summary))
-    print(f"summary: {Path(args.out).resolve() / 'summary.json'}")
+    if summary:  # empty on the other processes of a distributed run
+        print(format_table(summary))
+        print(f"summary: {Path(args.out).resolve() / 'summary.json'}")
     return 0

@@ -41,7 +41,8 @@ def compare(
     ones), then write the summary and the report. The runs already there must have been made
     with the requested configuration, or with fewer ``train.epochs``: finished runs that
     ended at their cap then go on to the new one, those that stopped early are kept. That is
-    checked before any training starts."""
+    checked before any training starts. Under DDP only the first process summarises; the
+    others return an empty dict."""
     out = Path(out)
     check_writable(out, "comparison folder")
     cfgs = configs_for(task, models, seeds, preset, overrides or {}, data_dir, match_params)
@@ -50,6 +51,7 @@ def compare(
         check_writable(run_dir, "run folder")
         if run_status(run_dir) != "empty":
             check_same_config(run_dir, cfg, larger_cap=True)
+    worker = False
     for cfg in cfgs:
         run_dir = run_dir_for(out, cfg.model.backbone, cfg.seed)
         status = run_status(run_dir)
@@ -67,10 +69,15 @@ def compare(
         else:
             log(f"{run_dir.name}: {'resuming' if status == 'partial' else 'training'}")
         m = train(cfg, run_dir, data_dir=data_dir, resume=status != "empty")
+        if not m:  # a process of a distributed run other than the first: it only trains
+            worker = True
+            continue
         score = (
             f"test_acc {m['test_acc']:.4f}" if "test_acc" in m else f"test_ppl {m['test_ppl']:.1f}"
         )
         log(f"{run_dir.name}: {score}, {m['seconds_per_epoch']:.1f} s/epoch")
+    if worker:
+        return {}
     summary = summarize(out)
     write_summary(out, summary)
     write_report(out)

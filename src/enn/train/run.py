@@ -31,6 +31,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from ..analysis.summary import METRICS_FILE
 from ..data import get_datamodule
 from ..data.base import StreamTooShortError
+from ..data.paths import DataIntegrityError
 from ..models import (
     ConfigError,
     RunConfig,
@@ -80,9 +81,11 @@ class _StopOnCtrlC(pl.Callback):
     def __init__(self, run_dir: Path, epoch_log: EpochLog) -> None:
         self.run_dir, self.epoch_log = run_dir, epoch_log
         self.requested = False
+        self.epochs_trained: int | None = None  # set before the test, which reloads the log
 
     def stop(self) -> None:
-        raise RunInterrupted(self.run_dir, len(self.epoch_log.rows))
+        done = self.epochs_trained
+        raise RunInterrupted(self.run_dir, len(self.epoch_log.rows) if done is None else done)
 
     def _check(self, *_args) -> None:
         if self.requested:
@@ -157,7 +160,9 @@ def datamodule(cfg: RunConfig, data_dir: str | None, download: bool = False):
     dm.prepare_data()
     try:
         dm.setup()
-    except StreamTooShortError as err:
+    except DataIntegrityError:
+        raise
+    except ValueError as err:  # options checked against the data (sizes, splits)
         raise ConfigError(f"data: {err}") from None
     return dm
 
@@ -292,9 +297,15 @@ def configs_for(
             if match_params and model != "engram":
                 if target is None:
                     engram = apply_overrides(resolve(task, "engram", preset, seed), overrides)
-                    dm = datamodule(engram, data_dir)
+                    dm = datamodule(validate(engram), data_dir)
                     shape = DataShape.of(dm)
-                    target = count_parameters(build_model(engram.model, shape))
+                    try:
+                        target = count_parameters(build_model(engram.model, shape))
+                    except ValueError as err:
+                        raise ConfigError(
+                            f"--match-params sizes {model} to the ENN these options give, "
+                            f"which cannot be built: {err}"
+                        ) from err
                 cfg.model = match_baseline_width(cfg.model, shape, target)
             cfgs.append(cfg)
     return cfgs
@@ -343,6 +354,9 @@ def train(
         if early is not None:
             raise RunError(f"{run_dir} stopped early at epoch {early} of {saved.train.epochs}; "
                            f"a larger train.epochs would end it the same way")
+        if not (run_dir / "checkpoints" / "last.ckpt").exists():
+            raise RunError(f"{run_dir} holds a finished run without checkpoints/last.ckpt to go "
+                           f"on from (a published record?); use --force to start it over")
     elif resume:
         check_same_config(run_dir, cfg, larger_cap=True)
     progress = sys.stderr.isatty() if progress is None else progress
@@ -424,6 +438,7 @@ def _train(
         )
         # Testing from the best checkpoint restores the callbacks' state too: keep the log.
         epochs = summarize_epochs(epoch_log.rows)
+        stopper.epochs_trained = len(epoch_log.rows)
         # The best weights (early stopping restores them), then the test set.
         best_path = best.best_model_path or str(last)
         test_metrics = trainer.test(
@@ -457,12 +472,15 @@ def load_checkpoint_config(checkpoint: str | Path) -> tuple[RunConfig, dict]:
     if not path.is_file():
         raise RunError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         raise RunError(f"{path} is not a readable checkpoint ({type(err).__name__})") from err
-    if "enn_config" not in ckpt:
-        raise RunError(f"{path} is not an enn checkpoint (no enn_config inside)")
-    return RunConfig.from_dict(ckpt["enn_config"]), ckpt
+    if not isinstance(ckpt, dict) or not {"enn_config", "state_dict"} <= ckpt.keys():
+        raise RunError(f"{path} is not an enn checkpoint (no enn_config and state_dict inside)")
+    try:
+        return RunConfig.from_dict(ckpt["enn_config"]), ckpt
+    except (ConfigError, KeyError, TypeError, AttributeError) as err:
+        raise RunError(f"{path} holds an enn_config this version cannot read ({err})") from err
 
 
 def evaluate(
@@ -471,7 +489,8 @@ def evaluate(
     task: str | None = None,
     out: str | Path | None = None,
 ) -> dict:
-    """Test metrics of a saved model; written to ``out`` (default: eval.json beside the run)."""
+    """Test metrics of a saved model, on the CPU in float32 over the whole test set; written to
+    ``out`` (default: eval.json beside the run)."""
     cfg, ckpt = load_checkpoint_config(checkpoint)
     if task is not None and task != cfg.task:
         raise RunError(f"checkpoint {checkpoint} was trained on task {cfg.task!r}, not {task!r}")
@@ -481,8 +500,10 @@ def evaluate(
     dm = datamodule(cfg, data_dir)
     model = build_model(cfg.model, DataShape.of(dm))
     lit = LitSequenceModel(model, dm.kind, cfg.train, cfg.to_dict())
-    lit.load_state_dict(ckpt["state_dict"])
-    cfg.train.devices, cfg.train.strategy = 1, "auto"
+    try:
+        lit.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise RunError(f"{checkpoint}: its weights do not fit the model of its enn_config") from err
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
