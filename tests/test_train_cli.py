@@ -430,6 +430,21 @@ def test_explain_refuses_a_two_layer_enn_in_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "this one has 2 layers" in err
 
 
+def test_report_counts_runs_copied_in_after_the_summary(tiny_run, tmp_path):
+    from enn.analysis.summary import summarize
+    from enn.train.compare import write_summary
+
+    out = tmp_path / "cmp"
+    shutil.copytree(tiny_run, out / "engram-seed3")
+    write_summary(out, summarize(out))  # the summary of one run, as compare leaves it
+    shutil.copytree(tiny_run, out / "engram-seed4")
+    metrics = {**read_metrics(out / "engram-seed4"), "seed": 4}
+    (out / "engram-seed4" / "metrics.json").write_text(json.dumps(metrics))
+    assert enn("report", out) == 0
+    report = (out / "report.md").read_text()
+    assert "2 finished runs of 1 models" in report and "| engram | 3, 4 |" in report
+
+
 def test_report_names_a_damaged_run_file_in_one_line(tiny_run, tmp_path, capsys):
     run = tmp_path / "cmp" / "engram-seed3"
     shutil.copytree(tiny_run, run)

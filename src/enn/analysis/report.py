@@ -1,10 +1,10 @@
 """``write_report(compare_dir)``: a comparison's results, statistics, curves and memory pictures.
 
-Everything is read from the comparison folder: ``summary.json`` (or, if it is missing, the
-summary of the run folders), the finished runs' ``metrics.{json,csv}`` (``summary.load_runs``:
-the runs the summary counts), the best ENN run's ``memory/`` (``TraceMonitor``) and
-``explain/`` (``enn explain``). Writes ``report.md`` and ``report.html`` (atomically) with the
-pictures in ``figures/`` beside them.
+Everything is read from the comparison folder: ``summary.json`` (or, if it is missing or
+counts other runs than the folder holds, the summary of the run folders), the finished runs'
+``metrics.{json,csv}`` (``summary.load_runs``), the best ENN run's ``memory/``
+(``TraceMonitor``) and ``explain/`` (``enn explain``). Writes ``report.md`` and ``report.html``
+(atomically) with the pictures in ``figures/`` beside them.
 """
 
 from __future__ import annotations
@@ -106,9 +106,17 @@ def _p(p: float) -> str:
 
 
 def load_summary(compare_dir: Path) -> dict:
+    """``summary.json``, unless the finished runs in ``compare_dir`` are others than it counts
+    (runs copied in after it was written): then their summary. A published folder, whose runs
+    are records elsewhere, has only its ``summary.json``."""
     path = compare_dir / "summary.json"
+    runs = {(m["model"], m["seed"]) for _, m in load_runs(compare_dir)}
     if path.is_file():
-        return read_json(path)
+        summary = read_json(path)
+        counted = {(model, seed) for model, row in summary["models"].items()
+                   for seed in row["seeds"]}
+        if not runs or runs == counted:
+            return summary
     return summarize(compare_dir)
 
 
