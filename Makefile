@@ -19,9 +19,11 @@ setup: $(BIN)/enn
 demo: setup
 	$(BIN)/enn demo --out runs/demo
 
-test: setup
-	$(BIN)/ruff check src tests examples scripts benchmarks
+test: lint
 	ENN_DATA_DIR=$${ENN_DATA_DIR:-$(DATA_DIR)} $(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check src tests examples scripts benchmarks
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

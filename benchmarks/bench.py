@@ -252,11 +252,13 @@ def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, 
     noise = std * torch.randn(shape, device=device)  # (T, N, h)
     z = encode(x, weights, hyper.ln_eps).detach().requires_grad_()  # (B, T, h)
     m = torch.randn_like(z).requires_grad_()  # (B, T, h)
-    backends = ["native", "torch"] if layer.native.supports(z) else ["torch"]
+    # what the layer picks here (native on a CPU, Triton on CUDA), then the PyTorch path
+    memory_backends = dict.fromkeys([layer.choose_backend(z, memory_size=memory), "torch"])
+    hidden_backends = dict.fromkeys([layer.hidden_backend(z), "torch"])
     parts = {"encoder": lambda: encode(x, weights, hyper.ln_eps).sum().backward()}
-    for backend in backends:
+    for backend in memory_backends:
         parts[f"memory pass ({backend})"] = memory_step(weights, hyper, z, noise, backend)
-
+    for backend in hidden_backends:
         parts[f"hidden pass ({backend})"] = hidden_step(weights, hyper, z, m, backend)
     parts["trace noise"] = lambda: std * torch.randn(shape, device=device)
     parts["LSTM step"] = lambda: train_step(lstm, opt, x, y)
@@ -527,7 +529,8 @@ def parser(prog: str) -> Parser:
     p.add_argument("--threads", type=at_least(0), default=0,
                    help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the peak-memory and saved-activation measurements")
     p.add_argument("--system-allocator", action="store_true",
                    help="keep glibc's default of handing freed memory back (page faults)")
     p.add_argument("--backends", action="store_true",

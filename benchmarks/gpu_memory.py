@@ -77,7 +77,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--modes", nargs="+", default=["per_sample", "shared"],
                         choices=["per_sample", "shared"])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"],
+                        choices=["float32", "bfloat16", "float16", "float64"])
     parser.add_argument("--repeat", type=at_least(1), default=5)
     args = parser.parse_args()
     if not torch.cuda.is_available():

@@ -24,7 +24,7 @@ VOCAB, BATCH, BPTT = 10_000, 128, 32
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=at_least(1), default=7)
-    parser.add_argument("--threads", type=at_least(0), default=1)
+    parser.add_argument("--threads", type=at_least(1), default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

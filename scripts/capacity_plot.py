@@ -9,10 +9,10 @@ rerun or extended one point at a time.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from enn.train.callbacks import atomic_write_json  # noqa: E402
+from enn.data.atomic import atomic_write_text  # noqa: E402
 
 # the comparison folder's suffix and run name -> the line's label
 LINES = {("-gated", "engram"): "ENN, default (associative, gated update)",
@@ -81,20 +81,26 @@ def merge(old: dict[str, dict[str, dict]], new: dict[str, dict[int, dict]]
               for label, points in old.items()}
     for label, points in new.items():
         curves.setdefault(label, {}).update(points)
-    return {label: dict(sorted(points.items())) for label, points in curves.items()}
+    order = [*LINES.values(), *sorted(set(curves) - set(LINES.values()))]  # the legend's
+    return {label: dict(sorted(curves[label].items())) for label in order if label in curves}
 
 
-def main(runs: Path, dest: Path) -> None:
-    written = dest / "capacity.json"
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", type=Path, help="the folder of the capacity-p* comparisons")
+    p.add_argument("dest", type=Path, help="where capacity.json and capacity.png go")
+    args = p.parse_args(argv)
+    if not args.runs.is_dir():
+        p.error(f"{args.runs} is not a folder")
+    written = args.dest / "capacity.json"
     old = json.loads(written.read_text()) if written.exists() else {}
-    curves = merge(old, collect(runs))
+    curves = merge(old, collect(args.runs))
     if not curves:
-        raise SystemExit(f"capacity_plot: no finished capacity runs under {runs}")
-    dest.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(written, curves)
-    plot(curves, dest / "capacity.png")
-    print(f"wrote {dest / 'capacity.json'} and {dest / 'capacity.png'}")
+        p.error(f"no finished capacity runs under {args.runs}")
+    atomic_write_text(written, json.dumps(curves, indent=2) + "\n")
+    plot(curves, args.dest / "capacity.png")
+    print(f"wrote {written} and {args.dest / 'capacity.png'}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main()

@@ -13,10 +13,10 @@ lacks, so that seeds trained later, on another machine, join those already publi
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from enn.analysis.memory import EXPLAIN_DIR
@@ -93,7 +93,18 @@ def overview_rows(name: str, summary: dict) -> list[str]:
     return rows
 
 
-def main(runs: Path, docs: Path) -> None:
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", type=Path, help="the folder of the comparisons to publish")
+    p.add_argument("docs", type=Path, help="docs/results: where they go")
+    args = p.parse_args(argv)
+    runs, docs = args.runs, args.docs
+    for folder in (runs, docs):
+        if not folder.is_dir():
+            p.error(f"{folder} is not a folder")
+    readme = docs / "README.md"
+    if not readme.is_file() or START not in readme.read_text():
+        p.error(f"{readme} lacks the overview markers {START} ... {END}")
     lines = [
         "| comparison | model | seeds | test score (mean ± std) | test loss | parameters "
         "| s / epoch |",
@@ -104,7 +115,6 @@ def main(runs: Path, docs: Path) -> None:
         print(f"published {compare_dir.name}")
     for summary_file in sorted(docs.glob("*/summary.json")):  # every published comparison
         lines += overview_rows(summary_file.parent.name, json.loads(summary_file.read_text()))
-    readme = docs / "README.md"
     text = readme.read_text()
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
@@ -112,4 +122,4 @@ def main(runs: Path, docs: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main()

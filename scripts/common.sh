@@ -5,3 +5,9 @@ T="train.threads=1"  # two single-threaded runs side by side on 2 cores
 # its trace, initial state and Keras recipe set back to the default preset's.
 PAPER_CELL="--preset paper model.trace=per_sample model.init_state=zeros train.clip=global
   train.adam_eps=1e-8 model.head_init=torch"
+
+wait_all() {  # every background job; fails if one failed, where a bare `wait` returns 0
+  local pid status=0
+  for pid in $(jobs -p); do wait "$pid" || status=$?; done
+  return "$status"
+}

@@ -3,23 +3,27 @@
 # 64 slots, 50k / 5k / 10k sequences, 10 epochs): the associative preset without its clip
 # (the linear memory that runs in chunks), then each ingredient removed from it or another
 # added; every row at each seed of SEEDS (default 0,1,2). Every row has the residual hidden
-# update: plus-clip is the preset with it, plus-gated the preset itself.
+# update but plus-gated (the preset's gate, still without the clip); plus-clip is the preset
+# with the residual update.
 # Each row is a folder of its seeds' runs,
 # $OUT/ablation-assoc-k$K/<variant>/engram-seed<S>; the table (scripts/variant_table.py)
 # gives each row's seeds, mean and difference from the first row.
 # On multi-query recall (`mqar`, 8 pairs, 64 steps, 64 units, 10 epochs, seeds 0-2) the base
 # is the preset with the residual update, with each ingredient removed; two runs side by side.
+# An interrupted call goes on where it stopped: finished runs are kept, unfinished ones resume.
 #   bash scripts/memory_ablation.sh [K [SEEDS]]   # K = 4 (default) or 8; SEEDS e.g. 0,1
-#   bash scripts/memory_ablation.sh mqar
+#   bash scripts/memory_ablation.sh mqar [SEEDS]
 set -euo pipefail
+HERE=$(dirname "$0")
+# shellcheck source=scripts/common.sh
+source "$HERE/common.sh"  # OUT, T, wait_all
 K=${1:-4}
 SEEDS=${2:-0,1,2}
-ROOT=${OUT:-runs/results}
-HERE=$(dirname "$0")
-variant() {  # name, preset, overrides...
-  local name=$1 preset=$2 run="$ABL/$1/engram-seed$seed"; shift 2
+variant() {  # name, overrides...: one row's run at $seed, on the associative preset
+  local run="$ABL/$1/engram-seed$seed" resume=(); shift
   [ -f "$run/metrics.json" ] && return
-  enn train "${COMMON[@]}" --preset "$preset" --out "$run" "$@" > /dev/null
+  [ -f "$run/checkpoints/last.ckpt" ] && resume=(--resume)
+  enn train "${COMMON[@]}" --preset associative --out "$run" "${resume[@]}" "$@" > /dev/null
 }
 table() {  # base: the row first, then every other row of $ABL
   local rows=("$ABL/$1")
@@ -27,40 +31,40 @@ table() {  # base: the row first, then every other row of $ABL
   python3 "$HERE/variant_table.py" "${rows[@]}"
 }
 if [ "$K" = mqar ]; then
-  ABL=$ROOT/ablation-mqar-p8
-  for seed in 0 1 2; do
+  ABL=$OUT/ablation-mqar-p8
+  for seed in ${SEEDS//,/ }; do
     COMMON=(--task mqar --model engram --epochs 10 --seed "$seed" model.hidden_sizes=64
-            data.pairs=8 model.hidden_update=residual train.threads=1)
-    (variant preset associative
-     variant minus-previous-key associative model.write_key=current
-     variant minus-residual associative model.hidden_update=paper) &
-    variant minus-clip associative model.trace_clip=null
-    variant minus-separate-decay associative model.trace_decay=null model.hebbian_lr=0.05
-    wait
+            data.pairs=8 model.hidden_update=residual "$T")
+    (variant preset
+     variant minus-previous-key model.write_key=current
+     variant minus-residual model.hidden_update=paper) &
+    variant minus-clip model.trace_clip=null
+    variant minus-separate-decay model.trace_decay=null model.hebbian_lr=0.05
+    wait_all
   done
   table preset
   exit 0
 fi
-ABL=$ROOT/ablation-assoc-k$K
+ABL=$OUT/ablation-assoc-k$K
 for seed in ${SEEDS//,/ }; do
   COMMON=(--task assoc --model engram --epochs 10 --seed "$seed" model.hidden_sizes=20
           "data.k=$K" model.memory_size=64 model.trace_clip=null
           data.n_train=50000 data.n_val=5000 data.n_test=10000 model.hidden_update=residual
-          train.threads=1)
-  variant linear associative
-  variant plus-clip associative model.trace_clip=1.0
-  variant minus-previous-key associative model.write_key=current
-  variant minus-bank-addressing associative model.address_trace=true
-  variant minus-separate-decay associative model.trace_decay=null model.hebbian_lr=0.05
-  variant minus-residual associative model.hidden_update=paper
-  variant plus-128-slots associative model.memory_size=128
-  variant temperature-0.3 associative model.temperature=0.3
-  variant temperature-0.5 associative model.temperature=0.5
-  variant minus-learned-sharpness associative model.sharpness=fixed
-  variant minus-sharp-start associative model.temperature=1.5 model.sparsity=0.1
-  variant minus-smooth-cosine associative model.cosine_eps=0
-  variant plus-neuromodulation associative model.neuromodulation=true
-  variant plus-mixed-key associative model.write_key=mix
-  variant plus-gated associative model.hidden_update=gated
+          "$T")
+  variant linear
+  variant plus-clip model.trace_clip=1.0
+  variant minus-previous-key model.write_key=current
+  variant minus-bank-addressing model.address_trace=true
+  variant minus-separate-decay model.trace_decay=null model.hebbian_lr=0.05
+  variant minus-residual model.hidden_update=paper
+  variant plus-128-slots model.memory_size=128
+  variant temperature-0.3 model.temperature=0.3
+  variant temperature-0.5 model.temperature=0.5
+  variant minus-learned-sharpness model.sharpness=fixed
+  variant minus-sharp-start model.temperature=1.5 model.sparsity=0.1
+  variant minus-smooth-cosine model.cosine_eps=0
+  variant plus-neuromodulation model.neuromodulation=true
+  variant plus-mixed-key model.write_key=mix
+  variant plus-gated model.hidden_update=gated
 done
 table linear

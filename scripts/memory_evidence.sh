@@ -21,7 +21,7 @@ case "${1:-}" in
           data.n_train=50000 data.n_val=5000 data.n_test=10000 \
           "model.hidden_update=$update" "$T" &
       done
-      wait
+      wait_all
     done
     ;;
   capacity)
@@ -47,7 +47,7 @@ case "${1:-}" in
         --match-params --epochs 30 --out "$OUT/capacity-p$p" model.hidden_sizes=64 \
         "data.pairs=$p" model.hidden_update=residual "$T"
     done
-    wait
+    wait_all
     ;;
   hidden)
     # the paper's cell with the per-sample trace and the default recipe ("paper memory"),
@@ -83,7 +83,7 @@ case "${1:-}" in
       enn compare --task assoc --models engram --preset default --seeds 0,1,2 \
         --out "$OUT/repeats-k4-delta-$delta" "model.delta_rule=$delta" $REPEATS "$T" &
     done
-    wait
+    wait_all
     ;;
   diversity)
     # the recall runs of the preset (K = 4) with the slot-diversity term at two weights,
@@ -94,7 +94,7 @@ case "${1:-}" in
         data.n_train=50000 data.n_val=5000 data.n_test=10000 \
         "model.slot_diversity=$weight" "$T" &
     done
-    wait
+    wait_all
     enn compare --task assoc --models engram --seeds 0,1,2 --epochs 300 \
       --out "$OUT/assoc100k-k4-h20-diversity" model.hidden_sizes=20 train.patience=10 \
       train.lr_patience=5 model.slot_diversity=0.1 "$T"

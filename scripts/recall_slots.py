@@ -41,8 +41,10 @@ def sharpness(model: torch.nn.Module) -> float:
 
 def check_run(cfg) -> str | None:
     """Why the letters' slots of this run cannot be read from the bank, or None."""
-    if cfg.task != "assoc" or cfg.data.get("encoding", "onehot") != "onehot":
-        return f"expected a one-hot assoc run, got task {cfg.task}"
+    if cfg.task != "assoc":
+        return f"expected an assoc run, got task {cfg.task}"
+    if cfg.data.get("encoding", "onehot") != "onehot":
+        return f"expected one-hot inputs, got data.encoding={cfg.data['encoding']}"
     if cfg.model.address_trace:
         return ("expected addresses on the bank alone (model.address_trace=false): with the "
                 "trace in them a letter's slot changes along the sequence")

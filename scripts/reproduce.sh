@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The runs behind docs/results/ (2 CPU cores: two single-threaded streams side by side).
+# The runs behind docs/results/, one after the other, each on one thread (run two calls side
+# by side on 2 cores). `enn` must be on PATH (`source .venv/bin/activate` after make setup).
 #   bash scripts/reproduce.sh a   # digits, associative recall
 #   bash scripts/reproduce.sh b   # MNIST-10k, WikiText-103-small
 #   bash scripts/reproduce.sh c   # full MNIST: the paper's table
@@ -9,7 +10,8 @@
 #   bash scripts/reproduce.sh ptb-residual  # the ENN with the residual hidden update
 #   bash scripts/reproduce.sh wt2      # language models on WikiText-2 (Adam)
 #   bash scripts/reproduce.sh assoc-100k [OVERRIDES]  # associative recall, Ba et al.'s protocol
-# Needs ENN_DATA_DIR (or --data-dir) pointing at the MNIST and WikiText-103 files.
+# Needs ENN_DATA_DIR pointing at the data: MNIST and WikiText-103 (a, b, c, recipe), the Penn
+# Treebank (ptb*) and WikiText-2 (wt2); OUT (default runs/results) is where the runs go.
 # The baselines are trained once, with the default recipe, and their run folders are copied
 # into the paper comparison, so that both pages compare against the same baseline runs.
 set -euo pipefail
@@ -31,7 +33,6 @@ both_presets() {  # task, extra args...
   copy_runs "$OUT/$task-paper" "$OUT/$task-default"/{lstm,gru,rnn}-seed*
   enn compare --task "$task" --models engram --seeds 0,1,2 --preset paper \
     --out "$OUT/$task-paper" "$T" "$@"
-  enn report "$OUT/$task-paper"
 }
 
 case "${1:-}" in
@@ -108,14 +109,13 @@ case "${1:-}" in
     ;;
   ptb-residual)
     # The default ENN with the residual hidden update instead of the gate: 207 units
-    # (4,650,700), beside the LSTM runs of `ptb`
+    # (4,650,700), beside the LSTM runs of `ptb` (run that first)
+    copy_runs "$OUT/ptb-residual" "$OUT/ptb-default"/lstm-seed{0,1,2}
     for seed in 0 1 2; do
       enn compare --task ptb --config configs/adam-ptb.yaml --models engram --seeds "$seed" \
         --out "$OUT/ptb-residual" model.hidden_sizes=207 model.hidden_update=residual \
         model.init_range=0 model.head_init=torch "$T"
     done
-    copy_runs "$OUT/ptb-residual" "$OUT/ptb-default"/lstm-seed*
-    enn report "$OUT/ptb-residual"
     ;;
   assoc-100k)
     # Associative recall on the fast-weights protocol (100k / 10k / 20k sequences, the

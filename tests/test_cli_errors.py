@@ -144,6 +144,8 @@ def test_bad_compare_input(tmp_path, capsys, args, message):
         (["train", "--model", "engram", "model.trace=shared"], None),
         (["compare", "--models", "gru,engram", "model.hebbian_lr=0.5"], None),
         (["train", "--model", "lstm", "model.hidden_sizes=8"], None),
+        (["compare", "--models", "lstm", "--match-params", "model.hidden_update=residual"],
+         None),  # the ENN the baselines are sized to reads it
     ],
 )
 def test_engram_fields_warn_when_no_model_reads_them(tmp_path, capsys, args, warned):

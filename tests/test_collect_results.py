@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "collect_results.py"
 spec = importlib.util.spec_from_file_location("collect_results", SCRIPT)
 collect_results = importlib.util.module_from_spec(spec)
@@ -42,7 +44,7 @@ def publish_all(runs: Path, docs: Path) -> dict:
     readme = docs / "README.md"
     if not readme.exists():
         readme.write_text(f"# Results\n{collect_results.START}\n{collect_results.END}\nend\n")
-    collect_results.main(runs, docs)
+    collect_results.main([str(runs), str(docs)])
     return json.loads((docs / "cmp" / "summary.json").read_text())
 
 
@@ -79,3 +81,13 @@ def test_the_best_run_with_its_files_is_chosen_over_a_better_record(tmp_path):
     report = (docs / "cmp" / "report.md").read_text()
     assert "engram-seed0: test_ppl = 150.0000" in report
     assert "Published records, without their recordings: engram-seed2" in report
+
+
+def test_bad_folders_and_a_readme_without_markers_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        collect_results.main([str(tmp_path / "missing"), str(tmp_path)])
+    assert stop.value.code == 2 and "missing is not a folder" in capsys.readouterr().err
+    (tmp_path / "README.md").write_text("# Results\n")
+    with pytest.raises(SystemExit) as stop:
+        collect_results.main([str(tmp_path), str(tmp_path)])
+    assert stop.value.code == 2 and "lacks the overview markers" in capsys.readouterr().err

@@ -36,7 +36,11 @@ def test_runs_whose_addresses_read_the_trace_are_refused():
     assert recall_slots.check_run(resolve("assoc", "engram", "default")) is None
     paper = recall_slots.check_run(resolve("assoc", "engram", "paper"))  # reads M + alpha H
     assert "address_trace=false" in paper
-    assert "one-hot assoc" in recall_slots.check_run(resolve("digits", "engram"))
+    assert "expected an assoc run, got task digits" in recall_slots.check_run(
+        resolve("digits", "engram"))
+    tokens = resolve("assoc", "engram")
+    tokens.data["encoding"] = "tokens"
+    assert "got data.encoding=tokens" in recall_slots.check_run(tokens)
 
 
 def test_sharpness_is_the_learned_one_where_learned_else_the_fixed_one():

@@ -106,10 +106,11 @@ def _check_names(task: str, models: list[str]) -> None:
 
 def _warn_without_effect(command: str, models: list[str], args) -> None:
     """One warning line for each Engram field set on the command line when no model given
-    is an Engram: the baselines ignore those fields."""
+    is an Engram: the baselines ignore those fields (but for --match-params, which sizes them
+    to the ENN those fields give)."""
     from ..models.config import ENGRAM_KEYS, parse_overrides
 
-    if "engram" in models:
+    if "engram" in models or args.match_params:
         return
     for key in parse_overrides(args.overrides):
         if key in ENGRAM_KEYS:
