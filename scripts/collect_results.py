@@ -19,10 +19,12 @@ import json
 import shutil
 from pathlib import Path
 
+import yaml
+
 from enn.analysis.memory import EXPLAIN_DIR
 from enn.analysis.report import RECORDS, best_engram_run, is_record, load_runs, write_report
 from enn.analysis.summary import summarize
-from enn.models.config import PER_STEP_TASKS
+from enn.models.config import PER_STEP_TASKS, RunConfig
 from enn.train.callbacks import atomic_write_json, summarize_epochs
 from enn.train.compare import write_summary
 from enn.train.explain import explain
@@ -38,14 +40,33 @@ def refresh_run_fields(run_dir: Path) -> None:
     atomic_write_json(run_dir / "metrics.json", metrics)
 
 
+class OtherRunsError(Exception):
+    """The published records were made with another configuration than the local runs."""
+
+
+def config_without_seed(run_dir: Path) -> dict:
+    """A run's configuration with every field (those added since it ran at their defaults)."""
+    config = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())).to_dict()
+    config.pop("seed")
+    return config
+
+
 def restore_records(compare_dir: Path, dest: Path) -> list[str]:
-    """Copy the published records of the runs ``compare_dir`` lacks into it; their names."""
-    restored = []
-    for record in sorted((dest / RECORDS).glob("*-seed*")):
-        if not (compare_dir / record.name).exists():
-            shutil.copytree(record, compare_dir / record.name)
-            restored.append(record.name)
-    return restored
+    """Copy the published records of the runs ``compare_dir`` lacks into it; their names.
+    Each must have been made with the configuration of the local runs of its model (the
+    seed apart): other runs under the same name are an ``OtherRunsError``."""
+    missing = [r for r in sorted((dest / RECORDS).glob("*-seed*"))
+               if not (compare_dir / r.name).exists()]
+    for record in missing:  # all checked before any is copied
+        model = record.name.rsplit("-seed", 1)[0]
+        for local in sorted(compare_dir.glob(f"{model}-seed*/config.yaml"))[:1]:
+            if config_without_seed(local.parent) != config_without_seed(record):
+                raise OtherRunsError(
+                    f"{record} was made with another configuration than {local.parent}; "
+                    f"publish {compare_dir.name} under another name")
+    for record in missing:
+        shutil.copytree(record, compare_dir / record.name)
+    return [r.name for r in missing]
 
 
 def publish(compare_dir: Path, dest: Path) -> dict:
@@ -111,7 +132,10 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for compare_dir in sorted(p.parent for p in runs.glob("*/summary.json")):
-        publish(compare_dir, docs / compare_dir.name)
+        try:
+            publish(compare_dir, docs / compare_dir.name)
+        except OtherRunsError as err:
+            p.error(str(err))
         print(f"published {compare_dir.name}")
     for summary_file in sorted(docs.glob("*/summary.json")):  # every published comparison
         lines += overview_rows(summary_file.parent.name, json.loads(summary_file.read_text()))

@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
+
+from enn.models.config import resolve
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "collect_results.py"
 spec = importlib.util.spec_from_file_location("collect_results", SCRIPT)
@@ -23,7 +26,8 @@ def fake_runs(root: Path, seeds: list[int]) -> Path:
         for seed in seeds:
             run = root / f"{model}-seed{seed}"
             run.mkdir(parents=True)
-            (run / "config.yaml").write_text(f"seed: {seed}\n")
+            config = resolve("ptb", model, seed=seed).to_dict()
+            (run / "config.yaml").write_text(yaml.safe_dump(config))
             with open(run / "metrics.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["epoch", "epoch_seconds", "steps", "train_loss", "val_loss", "val_ppl"])
@@ -91,3 +95,19 @@ def test_bad_folders_and_a_readme_without_markers_are_one_line(tmp_path, capsys)
     with pytest.raises(SystemExit) as stop:
         collect_results.main([str(tmp_path), str(tmp_path)])
     assert stop.value.code == 2 and "lacks the overview markers" in capsys.readouterr().err
+
+
+def test_records_of_other_runs_are_not_joined(tmp_path, capsys):
+    docs = tmp_path / "docs"
+    publish_all(fake_runs(tmp_path / "first" / "cmp", [0, 1]).parent, docs)
+    later = fake_runs(tmp_path / "later" / "cmp", [2])
+    other = resolve("ptb", "engram", seed=2)
+    other.model.hidden_update = "residual"
+    (later / "engram-seed2" / "config.yaml").write_text(yaml.safe_dump(other.to_dict()))
+    with pytest.raises(SystemExit) as stop:
+        publish_all(later.parent, docs)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "was made with another configuration than" in err
+    assert not (later / "engram-seed0").exists()  # nothing joined
+    assert json.loads((docs / "cmp" / "summary.json").read_text())["models"]["engram"][
+        "seeds"] == [0, 1]  # the published comparison untouched
