@@ -159,6 +159,15 @@ def test_engram_fields_warn_when_no_model_reads_them(tmp_path, capsys, args, war
         assert warnings[0].startswith(warned), err
 
 
+def test_a_field_the_task_ignores_is_one_warning_line(tmp_path, capsys):
+    capsys.readouterr()
+    with pytest.raises(AssertionError, match="training started"):
+        main([*TRAIN, "--out", str(tmp_path / "r"), "model.tie_weights=true"])
+    err = capsys.readouterr().err.strip()
+    assert err == ("enn train: warning: model.tie_weights=true has no effect on task digits, a "
+                   "classification task: it ties a language model's decoder to its embedding")
+
+
 def test_demo_in_an_unwritable_place(tmp_path, capsys):
     (tmp_path / "a-file").write_text("x")
     code, err = run_cli(["demo", "--quick", "--out", tmp_path / "a-file" / "demo"], capsys)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 COMMANDS = {
     "train": "enn.cli.train",
@@ -97,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     if args is None:
         return 2
     try:
-        check_environment()
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(args.command)
+            check_environment()
+            return int(args.func(args) or 0)
     except user_errors() as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"enn {args.command}: error: {message}", file=sys.stderr)
@@ -117,6 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"enn {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warnings(command: str):
+    """Warnings as the command's other messages: one line, without the source location."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"enn {command}: warning: {message}", file=sys.stderr)
+
+    return show
 
 
 def user_errors() -> tuple[type[Exception], ...]:
