@@ -24,7 +24,7 @@ import yaml
 from enn.analysis.memory import EXPLAIN_DIR
 from enn.analysis.report import RECORDS, best_engram_run, is_record, load_runs, write_report
 from enn.analysis.summary import summarize
-from enn.models.config import PER_STEP_TASKS, RunConfig
+from enn.models.config import PER_STEP_TASKS, RunConfig, config_differences, format_value
 from enn.train.callbacks import atomic_write_json, summarize_epochs
 from enn.train.compare import write_summary
 from enn.train.explain import explain
@@ -44,11 +44,8 @@ class OtherRunsError(Exception):
     """The published records were made with another configuration than the local runs."""
 
 
-def config_without_seed(run_dir: Path) -> dict:
-    """A run's configuration with every field (those added since it ran at their defaults)."""
-    config = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())).to_dict()
-    config.pop("seed")
-    return config
+def saved_config(run_dir: Path) -> RunConfig:
+    return RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
 
 
 def restore_records(compare_dir: Path, dest: Path) -> list[str]:
@@ -60,10 +57,13 @@ def restore_records(compare_dir: Path, dest: Path) -> list[str]:
     for record in missing:  # all checked before any is copied
         model = record.name.rsplit("-seed", 1)[0]
         for local in sorted(compare_dir.glob(f"{model}-seed*/config.yaml"))[:1]:
-            if config_without_seed(local.parent) != config_without_seed(record):
+            diff = [d for d in config_differences(saved_config(record),
+                                                  saved_config(local.parent)) if d[0] != "seed"]
+            if diff:
+                key, was, now = diff[0]
                 raise OtherRunsError(
-                    f"{record} was made with another configuration than {local.parent}; "
-                    f"publish {compare_dir.name} under another name")
+                    f"{record} was made with {key}={format_value(was)}, {local.parent} with "
+                    f"{format_value(now)}; publish {compare_dir.name} under another name")
     for record in missing:
         shutil.copytree(record, compare_dir / record.name)
     return [r.name for r in missing]
