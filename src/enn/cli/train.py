@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import warnings
 from pathlib import Path
 
 from . import CLIError
@@ -104,18 +105,18 @@ def _check_names(task: str, models: list[str]) -> None:
             raise CLIError(f"unknown model {m!r}; known models: {', '.join(BACKBONES)}")
 
 
-def _warn_without_effect(command: str, models: list[str], args) -> None:
-    """One warning line for each Engram field set on the command line when no model given
-    is an Engram: the baselines ignore those fields (but for --match-params, which sizes them
-    to the ENN those fields give)."""
+def _warn_without_effect(models: list[str], args) -> None:
+    """A warning for each Engram field set on the command line when no model given is an
+    Engram: the baselines ignore those fields (but for --match-params, which sizes them to the
+    ENN those fields give)."""
     from ..models.config import ENGRAM_KEYS, parse_overrides
 
     if "engram" in models or args.match_params:
         return
     for key in parse_overrides(args.overrides):
         if key in ENGRAM_KEYS:
-            print(f"enn {command}: warning: {key} has no effect on {', '.join(models)} "
-                  f"(an Engram field)", file=sys.stderr)
+            warnings.warn(f"{key} has no effect on {', '.join(models)} (an Engram field)",
+                          stacklevel=2)
 
 
 def _user_errors():
@@ -158,7 +159,7 @@ def run_train(args) -> int:
     seed = DEFAULT_SEED if args.seed is None else args.seed
     out = Path(args.out or f"runs/{args.task}/{args.model}-{preset}-seed{seed}")
     try:
-        _warn_without_effect("train", [args.model], args)
+        _warn_without_effect([args.model], args)
         cfg = _resumed_config(args, out) if args.resume and not args.force else None
         if cfg is None:
             (cfg,) = configs_for(
@@ -214,7 +215,7 @@ def run_compare(args) -> int:
         raise CLIError(f"--seeds expects integers like 0,1,2, got {args.seeds!r}") from err
     _check_names(args.task, models)
     try:
-        _warn_without_effect("compare", models, args)
+        _warn_without_effect(models, args)
         summary = compare(
             args.task,
             models,

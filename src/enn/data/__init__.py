@@ -18,8 +18,8 @@ from .vocab import decode, encode
 
 if TYPE_CHECKING:
     from .downloader import download
+    from .integrity import VerifyResult, verify
     from .registry import TASKS, TaskInfo, get_datamodule, task_options
-    from .verify import VerifyResult, verify
 
 _LAZY = {
     "download": "downloader",
@@ -27,8 +27,8 @@ _LAZY = {
     "TaskInfo": "registry",
     "get_datamodule": "registry",
     "task_options": "registry",
-    "VerifyResult": "verify",
-    "verify": "verify",
+    "VerifyResult": "integrity",
+    "verify": "integrity",
 }
 
 __all__ = [
@@ -50,11 +50,9 @@ __all__ = [
 def __getattr__(name: str) -> object:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(f".{_LAZY[name]}", __name__)
-    # bind all of the module's names: importing the module ``verify`` has just bound it here
-    # under the name of the function ``verify``
-    globals().update({n: getattr(module, n) for n, m in _LAZY.items() if m == _LAZY[name]})
-    return globals()[name]
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
