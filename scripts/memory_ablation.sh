@@ -16,7 +16,7 @@
 set -euo pipefail
 HERE=$(dirname "$0")
 # shellcheck source=scripts/common.sh
-source "$HERE/common.sh"  # OUT, T, wait_all
+source "$HERE/common.sh"  # OUT, T, RECALL_50K, wait_all
 K=${1:-4}
 SEEDS=${2:-0,1,2}
 variant() {  # name, overrides...: one row's run at $seed, on the associative preset
@@ -48,9 +48,8 @@ fi
 ABL=$OUT/ablation-assoc-k$K
 for seed in ${SEEDS//,/ }; do
   COMMON=(--task assoc --model engram --epochs 10 --seed "$seed" model.hidden_sizes=20
-          "data.k=$K" model.memory_size=64 model.trace_clip=null
-          data.n_train=50000 data.n_val=5000 data.n_test=10000 model.hidden_update=residual
-          "$T")
+          "data.k=$K" model.memory_size=64 model.trace_clip=null "${RECALL_50K[@]}"
+          model.hidden_update=residual "$T")
   variant linear
   variant plus-clip model.trace_clip=1.0
   variant minus-previous-key model.write_key=current

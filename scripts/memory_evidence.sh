@@ -8,7 +8,7 @@
 #   bash scripts/memory_evidence.sh diversity-tasks  # the same term on the other tasks
 set -euo pipefail
 # shellcheck source=scripts/common.sh
-source "$(dirname "$0")/common.sh"  # OUT, T, PAPER_CELL
+source "$(dirname "$0")/common.sh"  # OUT, T, PAPER_CELL, RECALL_50K, UNTIL_DONE
 case "${1:-}" in
   recall)
     # 20 hidden units, 50k / 5k / 10k sequences, 8 epochs; K = 4 and K = 8 side by side; the
@@ -18,8 +18,7 @@ case "${1:-}" in
       for k in 4 8; do
         enn compare --task assoc --models engram --preset associative --seeds 0,1,2 \
           --epochs 8 --out "$OUT/recall-k$k-h20$suffix" model.hidden_sizes=20 "data.k=$k" \
-          data.n_train=50000 data.n_val=5000 data.n_test=10000 \
-          "model.hidden_update=$update" "$T" &
+          "${RECALL_50K[@]}" "model.hidden_update=$update" "$T" &
       done
       wait_all
     done
@@ -57,8 +56,7 @@ case "${1:-}" in
     for task in digits mnist10k; do
       epochs=$([ "$task" = digits ] && echo 300 || echo 15)
       for update in paper residual gated; do
-        # shellcheck disable=SC2086
-        enn compare --task "$task" --models engram $PAPER_CELL --seeds 0,1,2 \
+        enn compare --task "$task" --models engram "${PAPER_CELL[@]}" --seeds 0,1,2 \
           --epochs "$epochs" --out "$OUT/$task-hidden-$update" "model.hidden_update=$update" "$T"
       done
       for variant in paper-update residual; do  # the folder's suffix; the update without "-update"
@@ -68,20 +66,17 @@ case "${1:-}" in
       done
     done
     for update in paper residual; do  # full MNIST
-      # shellcheck disable=SC2086
-      enn compare --task mnist --models engram $PAPER_CELL --seeds 0,1,2 \
+      enn compare --task mnist --models engram "${PAPER_CELL[@]}" --seeds 0,1,2 \
         --out "$OUT/mnist-hidden-$update" "model.hidden_update=$update" "$T"
     done
     ;;
   repeats)
     # keys written again (the last 2 of 4 pairs rewrite an earlier key; the target is its
     # last value): the default ENN with and without the delta rule, side by side
-    REPEATS="--epochs 8 model.hidden_sizes=20 data.k=4 data.repeats=2 data.n_train=50000
-      data.n_val=5000 data.n_test=10000"
+    REPEATS=(--epochs 8 model.hidden_sizes=20 data.k=4 data.repeats=2 "${RECALL_50K[@]}")
     for delta in false true; do
-      # shellcheck disable=SC2086
       enn compare --task assoc --models engram --preset default --seeds 0,1,2 \
-        --out "$OUT/repeats-k4-delta-$delta" "model.delta_rule=$delta" $REPEATS "$T" &
+        --out "$OUT/repeats-k4-delta-$delta" "model.delta_rule=$delta" "${REPEATS[@]}" "$T" &
     done
     wait_all
     ;;
@@ -91,13 +86,11 @@ case "${1:-}" in
     for weight in 0.01 0.1; do
       enn compare --task assoc --models engram --preset default --seeds 0,1,2 --epochs 8 \
         --out "$OUT/recall-k4-h20-diversity-$weight" model.hidden_sizes=20 data.k=4 \
-        data.n_train=50000 data.n_val=5000 data.n_test=10000 \
-        "model.slot_diversity=$weight" "$T" &
+        "${RECALL_50K[@]}" "model.slot_diversity=$weight" "$T" &
     done
     wait_all
-    enn compare --task assoc --models engram --seeds 0,1,2 --epochs 300 \
-      --out "$OUT/assoc100k-k4-h20-diversity" model.hidden_sizes=20 train.patience=10 \
-      train.lr_patience=5 model.slot_diversity=0.1 "$T"
+    enn compare --task assoc --models engram --seeds 0,1,2 "${UNTIL_DONE[@]}" \
+      --out "$OUT/assoc100k-k4-h20-diversity" model.hidden_sizes=20 model.slot_diversity=0.1 "$T"
     ;;
   diversity-tasks)
     # the default preset with the slot-diversity term (w = 0.1) on the tasks of the results
