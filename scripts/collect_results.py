@@ -1,12 +1,14 @@
 """Publish comparison folders into docs/results/: recompute each run's epoch fields from its
 metrics.csv (the whole epoch log), re-summarise, explain the best ENN run, rewrite the
-report, copy report + figures + summaries, and regenerate the overview table of
-docs/results/README.md (between its markers) from every published comparison there.
+report, copy report + figures + summaries + the runs' ``enn explain`` files, and regenerate
+the overview table of docs/results/README.md (between its markers) from every published
+comparison there.
 Numbers come from the run files only.
 
 A published comparison keeps each run's record (``runs/<run>/``: its configuration and
 metrics, not its checkpoints). Publishing a folder first copies in the records of runs it
-lacks, so that seeds trained later, on another machine, join those already published.
+lacks (with their explain files), so that seeds trained later, on another machine, join
+those already published.
 
     python scripts/collect_results.py runs/results docs/results
 """
@@ -49,9 +51,10 @@ def saved_config(run_dir: Path) -> RunConfig:
 
 
 def restore_records(compare_dir: Path, dest: Path) -> list[str]:
-    """Copy the published records of the runs ``compare_dir`` lacks into it; their names.
-    Each must have been made with the configuration of the local runs of its model (the
-    seed apart): other runs under the same name are an ``OtherRunsError``."""
+    """Copy the published records of the runs ``compare_dir`` lacks into it, with the files of
+    ``enn explain`` published beside a record; their names. Each must have been made with
+    the configuration of the local runs of its model (the seed apart): other runs under the
+    same name are an ``OtherRunsError``."""
     missing = [r for r in sorted((dest / RECORDS).glob("*-seed*"))
                if not (compare_dir / r.name).exists()]
     for record in missing:  # all checked before any is copied
@@ -66,6 +69,9 @@ def restore_records(compare_dir: Path, dest: Path) -> list[str]:
                     f"{format_value(now)}; publish {compare_dir.name} under another name")
     for record in missing:
         shutil.copytree(record, compare_dir / record.name)
+        explained = dest / record.name / EXPLAIN_DIR
+        if explained.is_dir():
+            shutil.copytree(explained, compare_dir / record.name / EXPLAIN_DIR)
     return [r.name for r in missing]
 
 
@@ -90,8 +96,9 @@ def publish(compare_dir: Path, dest: Path) -> dict:
     for name in ("report.md", "report.html", "summary.json", "summary.csv"):
         shutil.copy2(compare_dir / name, dest / name)
     shutil.copytree(compare_dir / "figures", dest / "figures")
-    if best is not None and (best[0] / EXPLAIN_DIR).exists():
-        shutil.copytree(best[0] / EXPLAIN_DIR, dest / best[0].name / EXPLAIN_DIR)
+    for explained in sorted(compare_dir.glob(f"*-seed*/{EXPLAIN_DIR}")):  # the best run's, and
+        # those published before with their records
+        shutil.copytree(explained, dest / explained.parent.name / EXPLAIN_DIR)
     for metrics_file in sorted(compare_dir.glob("*-seed*/metrics.json")):
         record = dest / RECORDS / metrics_file.parent.name
         record.mkdir(parents=True)

@@ -87,6 +87,18 @@ def test_the_best_run_with_its_files_is_chosen_over_a_better_record(tmp_path):
     assert "Published records, without their recordings: engram-seed2" in report
 
 
+def test_the_explained_record_keeps_its_pictures(tmp_path):
+    """A record published with ``enn explain``'s files keeps them when it is republished from
+    the record alone."""
+    docs = tmp_path / "docs"
+    publish_all(fake_runs(tmp_path / "first" / "cmp", [0]).parent, docs)
+    picture = docs / "cmp" / "engram-seed0" / "explain" / "attention_test0.png"
+    picture.parent.mkdir(parents=True)
+    picture.write_bytes(b"png")
+    publish_all(fake_runs(tmp_path / "later" / "cmp", [1]).parent, docs)  # seed 0 the best
+    assert picture.read_bytes() == b"png"
+
+
 def test_bad_folders_and_a_readme_without_markers_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         collect_results.main([str(tmp_path / "missing"), str(tmp_path)])
