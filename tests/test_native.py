@@ -259,12 +259,18 @@ def test_native_shared_scan_passes_gradcheck_with_active_clip(with_lengths, top_
     H0 = (0.05 * torch.randn(N, h, dtype=torch.double)).requires_grad_()
     noise = 0.01 * torch.randn(T, N, h, dtype=torch.double)
     lengths = None
-    if with_lengths:  # steps 4 and 5: one sample each; no sample reaches step 6 of 7
-        lengths = torch.randint(1, T + 1, (B,)).index_fill_(0, torch.tensor([0]), T - 1)
+    if with_lengths:  # no sample reaches the last step: the kernel pads it
+        lengths = torch.randint(1, T, (B,)).index_fill_(0, torch.tensor([0]), T - 1)
+        assert lengths.max() == T - 1
     hyper = EngramHyper(hebbian_lr=0.5, trace_clip=0.08, trace_scale=0.5, temperature=1.3,
                         sparsity=0.0, top_k=top_k)  # the clip acts
-    _, _, H = native_shared_scan(z, M, H0, noise, lengths, hyper)
+    out = native_shared_scan(z, M, H0, noise, lengths, hyper)
+    H = out[2]
     assert (H.abs() == 0.08).any() and (H.abs() < 0.08).any()
+    shared = EngramHyper(**{**hyper.__dict__, "trace_mode": "shared"})
+    mem, H_ref = layer.memory_pass(z, M, shared, noise, H0, lengths, False, "torch")
+    for got, want in zip(out, (mem.attention, mem.recall, H_ref), strict=True):
+        torch.testing.assert_close(got, want)
     assert torch.autograd.gradcheck(
         lambda *a: native_shared_scan(*a, noise, lengths, hyper), (z, M, H0))
 
