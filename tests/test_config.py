@@ -107,14 +107,20 @@ def test_round_trip_through_dict():
         ("preset=paper", "set the preset with --preset, not preset=paper"),
         ("task=mnist", "set the task with --task, not task=mnist"),
         ("seed=7", r"set the seed with --seed \(enn compare: --seeds\), not seed=7"),
+        ("model.backbone=gru",
+         r"set the model.backbone with --model \(enn compare: --models\), not model.backbone=gru"),
+        ("data.batch_size=32", "set the data.batch_size with train.batch_size, not "),
+        ("data.data_dir=/tmp", "set the data.data_dir with --data-dir, not "),
     ],
 )
 def test_the_command_line_and_config_files_refuse_the_runs_own_fields(override, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
         parse_overrides(["train.epochs=3", override])
     key, _, value = override.partition("=")
+    section, _, name = key.rpartition(".")
+    field = f"{section}:\n  {name}: {value}" if section else f"{key}: {value}"
     path = tmp_path / "run.yaml"
-    path.write_text(f"train:\n  epochs: 3\n{key}: {value}\n")
+    path.write_text(f"train:\n  epochs: 3\n{field}\n")
     with pytest.raises(ConfigError, match=f"--config {path}: {match}"):
         load_yaml_overrides(str(path))
 

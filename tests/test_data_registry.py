@@ -41,6 +41,9 @@ def test_tasks_and_kinds():
         dm = get_datamodule(name)
         assert dm.kind == TASKS[name].kind
         assert ("bptt" in task_options(name)) == (dm.kind == "language_model")
+        # the task's own: every data module takes these as get_datamodule's arguments
+        assert not {"batch_size", "data_dir", "download", "num_workers", "seed"} & set(
+            task_options(name))
 
 
 def test_unknown_task_and_option_are_named():

@@ -15,16 +15,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_list)
 
     p = actions.add_parser("download", help="fetch a dataset's official files")
-    p.add_argument("name", help="a dataset (mnist, cifar10, wikitext103, wikitext2) or a task")
-    p.add_argument("--data-dir", help="default: $ENN_DATA_DIR, else ~/.cache/enn/data")
+    p.add_argument("name", help="a dataset (mnist, cifar10, wikitext103, wikitext2, ptb) or a task")
+    p.add_argument("--data-dir", help="default: $ENN_DATA_DIR, else $XDG_CACHE_HOME/enn/data "
+                   "(~/.cache/enn/data)")
     p.add_argument("--force", action="store_true", help="download again even if intact")
-    p.add_argument("--mirror", action="append", help="base URL to try instead of the defaults")
-    p.add_argument("--file", action="append", help="fetch only this file (MNIST, CIFAR-10)")
+    p.add_argument("--mirror", action="append",
+                   help="base URL to try instead of the defaults (repeatable)")
+    p.add_argument("--file", action="append",
+                   help="fetch only this file (MNIST, CIFAR-10; repeatable)")
     p.set_defaults(func=run_download)
 
     p = actions.add_parser("verify", help="check presence, checksum and format of each file")
     p.add_argument("names", nargs="*", help="datasets or tasks (default: all)")
-    p.add_argument("--data-dir", help="default: $ENN_DATA_DIR, else ~/.cache/enn/data")
+    p.add_argument("--data-dir", help="default: $ENN_DATA_DIR, else $XDG_CACHE_HOME/enn/data "
+                   "(~/.cache/enn/data)")
     p.set_defaults(func=run_verify)
 
 

@@ -61,14 +61,16 @@ TASKS: dict[str, TaskInfo] = {
 
 
 def task_options(name: str) -> list[str]:
-    """Every keyword the task's data module accepts (the common ones included)."""
+    """The task's own keywords: those its data module accepts beyond ``get_datamodule``'s
+    arguments."""
     cls = _MODULES[name][0]
     options: set[str] = set()
     for klass in cls.__mro__:
         if issubclass(klass, BaseDataModule):
             params = inspect.signature(klass.__init__).parameters.values()
             options |= {p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD}
-    return sorted(options - {"self"})
+    common = inspect.signature(get_datamodule).parameters
+    return sorted(options - {"self"} - set(common))
 
 
 def get_datamodule(

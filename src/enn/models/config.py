@@ -177,9 +177,14 @@ def resolve(task: str, backbone: str, preset: str = "default", seed: int = 42) -
     return RunConfig(task=task, preset=preset, seed=seed, model=model, train=train)
 
 
-# The run's own fields, which the command line sets with options: as overrides they would
-# relabel the run without resolving the preset or task (the model would stay the old one's).
-RUN_OPTIONS = {"task": "--task", "preset": "--preset", "seed": "--seed (enn compare: --seeds)"}
+# Fields no override sets, and what sets them. The run's own, set by options: as overrides
+# they would relabel the run without resolving the preset or task (the model would stay the
+# old one's), or train another model than the one named. The data module's common arguments,
+# which are not task options.
+RUN_OPTIONS = {"task": "--task", "preset": "--preset", "seed": "--seed (enn compare: --seeds)",
+               "model.backbone": "--model (enn compare: --models)",
+               "data.batch_size": "train.batch_size", "data.num_workers": "train.num_workers",
+               "data.seed": "--seed", "data.data_dir": "--data-dir", "data.download": "--download"}
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -240,10 +245,10 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 
 
 def _known_fields(cfg: RunConfig) -> list[str]:
-    names = [f.name for f in dataclasses.fields(cfg) if f.name not in ("model", "train", "data")]
-    names += [f"model.{f.name}" for f in dataclasses.fields(cfg.model)]
+    """The fields an override may set."""
+    names = [f"model.{f.name}" for f in dataclasses.fields(cfg.model)]
     names += [f"train.{f.name}" for f in dataclasses.fields(cfg.train)]
-    return names + ["data.<task option>"]
+    return [n for n in names if n not in RUN_OPTIONS] + ["data.<task option>"]
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

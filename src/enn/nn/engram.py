@@ -103,6 +103,9 @@ class _EngramBase(nn.Module):
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         if trace not in TRACE_MODES:
             raise ValueError(f"trace must be one of {TRACE_MODES}, got {trace!r}")
+        if neuromodulation and trace == "shared":
+            raise ValueError("neuromodulation gates each sample's write, so it needs "
+                             "trace='per_sample', got trace='shared'")
         if init_state not in INIT_STATES:
             raise ValueError(f"init_state must be one of {INIT_STATES}, got {init_state!r}")
         if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= memory_size):
