@@ -46,44 +46,75 @@ def memory_case(B, T, h, N, per_step_rates, with_lengths, with_state, seed=0):
     return z, memory, decay, strength, lengths, H0
 
 
+def chunk_case(B, T, h, N, write_key, variant, dtype=torch.double):
+    """Inputs of the chunked memory for a variant (its parts joined by "+": per-step rates,
+    lengths, an initial trace, trace noise; or a sharpness per slot with top-k), in dtype:
+    (the arguments of naive_memory, key_mix, the leaves that take a gradient)."""
+    parts = variant.split("+")
+    z, memory, decay, strength, lengths, H0 = memory_case(
+        B, T, h, N, per_step_rates="rates" in parts, with_lengths="lengths" in parts,
+        with_state="state" in parts)
+    noise = (0.05 * torch.randn(T, N, h, generator=torch.Generator().manual_seed(2),
+                                dtype=torch.double) if "noise" in parts else None)
+    inv_temperature = (torch.linspace(1.0, 5.0, N, dtype=torch.double) if "slot" in parts
+                       else 2.0)
+    key_mix = torch.tensor(0.3, dtype=torch.double) if write_key == "mix" else None
+
+    def cast(t):
+        return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+    z, memory, decay, strength, H0, noise, inv_temperature, key_mix = map(
+        cast, (z, memory, decay, strength, H0, noise, inv_temperature, key_mix))
+    leaves = [t for t in (z, memory, decay, strength, H0, inv_temperature, key_mix)
+              if isinstance(t, torch.Tensor)]
+    for t in leaves:
+        t.requires_grad_()
+    cfg = MemoryConfig(0.5, inv_temperature, None, 3 if "topk" in parts else None,
+                       address_trace=False, cosine_eps=1e-3 if variant == "plain" else 0.0)
+    k = None if write_key == "current" else torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], 1)
+    return (z, k, z, memory, decay, strength, cfg, noise, H0, True, lengths), key_mix, leaves
+
+
+def chunk_results(run, args, key_mix, leaves):
+    """Attention, recall, final trace and the gradients of a random probe of all three."""
+    out, H = run(*args, key_mix=key_mix)
+    values = (out.attention, out.recall, H)
+    probe = torch.Generator().manual_seed(1)
+    loss = sum((v * torch.randn(v.shape, generator=probe, dtype=torch.double).to(v.dtype)).sum()
+               for v in values)
+    return (*values, *torch.autograd.grad(loss, leaves))
+
+
 # (B, T, h, N, chunk size): one chunk, several with a ragged end, memory 8 and 64
 SHAPES = [(9, 13, 40, 8, 64), (9, 13, 40, 8, 4), (10, 17, 41, 64, 5)]
 
 
 @pytest.mark.parametrize("B,T,h,N,C", SHAPES)
 @pytest.mark.parametrize("write_key", ["current", "previous", "mix"])
-@pytest.mark.parametrize("variant", ["plain", "rates+lengths", "state+noise", "slot+topk"])
+@pytest.mark.parametrize("variant", ["plain", "rates+lengths", "state+noise", "slot+topk",
+                                     "state+lengths", "noise+lengths"])
 def test_chunked_memory_matches_the_reference_with_every_gradient(B, T, h, N, C, write_key,
                                                                   variant):
-    z, memory, decay, strength, lengths, H0 = memory_case(
-        B, T, h, N, per_step_rates=variant == "rates+lengths",
-        with_lengths=variant == "rates+lengths", with_state=variant == "state+noise")
-    noise = 0.05 * torch.randn(T, N, h, dtype=torch.double) if variant == "state+noise" else None
-    inv_temperature = (torch.linspace(1.0, 5.0, N, dtype=torch.double) if variant == "slot+topk"
-                       else 2.0)
-    leaves = [z, memory, *(t for t in (decay, strength, H0) if isinstance(t, torch.Tensor))]
-    if isinstance(inv_temperature, torch.Tensor):
-        leaves.append(inv_temperature)
-    key_mix = torch.tensor(0.3, dtype=torch.double) if write_key == "mix" else None
-    if key_mix is not None:
-        leaves.append(key_mix)
-    for t in leaves:
-        t.requires_grad_()
-    cfg = MemoryConfig(0.5, inv_temperature, None, 3 if variant == "slot+topk" else None,
-                       address_trace=False, cosine_eps=1e-3 if variant == "plain" else 0.0)
-    k = None if write_key == "current" else torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], 1)
+    args, key_mix, leaves = chunk_case(B, T, h, N, write_key, variant)
+    expected = chunk_results(naive_memory, args, key_mix, leaves)
+    got = chunk_results(lambda *a, **kw: chunk_memory(*a, **kw, chunk_size=C), args, key_mix,
+                        leaves)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-10)
 
-    results = []
-    for run in (naive_memory, lambda *a, **kw: chunk_memory(*a, **kw, chunk_size=C)):
-        out, H = run(z, k, z, memory, decay, strength, cfg, noise, H0, True, lengths,
-                     key_mix=key_mix)
-        values = (out.attention, out.recall, H)
-        probe = torch.Generator().manual_seed(1)
-        loss = sum((v * torch.randn(v.shape, generator=probe, dtype=v.dtype)).sum()
-                   for v in values)
-        results.append((*values, *torch.autograd.grad(loss, leaves)))
-    for expected, got in zip(*results, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+
+@pytest.mark.parametrize("variant", ["rates+lengths", "state+noise+lengths", "slot+topk"])
+def test_chunked_memory_in_float32_against_float64(variant):
+    # five chunks of 8 steps, the last ragged; float32 within 2e-6 of each result's largest
+    # entry (measured: at most 3.1e-7, as close as the float32 reference)
+    B, T, h, N, C = 9, 37, 40, 8, 8
+    expected = chunk_results(naive_memory, *chunk_case(B, T, h, N, "mix", variant))
+    got = chunk_results(lambda *a, **kw: chunk_memory(*a, **kw, chunk_size=C),
+                        *chunk_case(B, T, h, N, "mix", variant, torch.float))
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+        assert g.dtype == torch.float
+        err, scale = (g.double() - e).abs().max().item(), e.abs().max().item()
+        assert err <= 2e-6 * scale, f"result {i}: max error {err:.3g}, max |ref| {scale:.3g}"
 
 
 def outputs_and_gradients(run, inputs, leaves, key_mix):
@@ -104,11 +135,12 @@ SCAN_SHAPES = [(9, 37, 40, 8), (10, 17, 41, 64)]
 @needs_native
 @pytest.mark.parametrize("B,T,h,N", SCAN_SHAPES)
 @pytest.mark.parametrize("write_key", ["current", "previous", "mix"])
-@pytest.mark.parametrize("variant", ["plain", "rates+lengths", "state", "slot+topk"])
+@pytest.mark.parametrize("variant", ["plain", "rates+lengths", "state", "slot+topk",
+                                     "state+lengths"])
 def test_clipped_scan_matches_the_reference_with_every_gradient(B, T, h, N, write_key, variant):
     z, memory, decay, strength, lengths, H0 = memory_case(
         B, T, h, N, per_step_rates=variant == "rates+lengths",
-        with_lengths=variant == "rates+lengths", with_state=variant == "state")
+        with_lengths=variant.endswith("lengths"), with_state=variant.startswith("state"))
     inv_temperature = (torch.linspace(1.0, 5.0, N, dtype=torch.double) if variant == "slot+topk"
                        else 2.0)
     key_mix = torch.tensor(0.3, dtype=torch.double) if write_key == "mix" else None
@@ -156,51 +188,115 @@ MODULATED = dict(write_key="mix", trace_decay=0.95, hebbian_lr=1.0, sharpness="s
                  trace_noise=0.0)
 
 
+def move_options(layer, seed=1):
+    """Every option's parameters away from where they start (where each equals its fixed
+    counterpart): a gated decay and strength that vary with the encoding, a sharpness that
+    differs between slots, a write key mix off one half, a gate bias off zero."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            noise = torch.randn(p.shape, generator=g, dtype=torch.double).to(p.dtype)
+            if name.startswith("weight_mod"):
+                p.copy_(0.2 * noise)
+            elif name.startswith(("bias_mod", "log_sharpness", "bias_g")):
+                p.add_(0.5 * noise)
+            elif name.startswith("write_mix"):
+                p.fill_(1.2)
+
+
+def expected_path(memory_backend):
+    """The layer's last_path for a memory pass on ``memory_backend`` and a hidden pass on
+    float64 CPU tensors (native where the kernels are built)."""
+    hidden = "native" if native.available() else "torch"
+    return ("/".join(dict.fromkeys((memory_backend, hidden))),)
+
+
+def probe_loss(values, seed=3):
+    """A random linear probe of every value: a plain sum of a LayerNorm's outputs has a
+    gradient of (nearly) zero."""
+    g = torch.Generator().manual_seed(seed)
+    return sum((v * torch.randn(v.shape, generator=g, dtype=v.dtype)).sum() for v in values)
+
+
+@pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "given_state"])
 @pytest.mark.parametrize("options,path", [
     (dict(MODULATED, **LINEAR), "chunk"),
     pytest.param(dict(MODULATED, address_trace=False, trace_clip=0.2), "scan",
                  marks=needs_native),
     pytest.param(ASSOCIATIVE, "scan", marks=needs_native),
 ])
-def test_the_layer_runs_the_fast_path_and_it_matches_the_torch_path(options, path):
+def test_the_layer_runs_the_fast_path_and_it_matches_the_torch_path(options, path, with_state):
     torch.manual_seed(0)
-    layer = Engram(7, 40, batch_first=True, memory_size=8, **options).double()
-    x = torch.randn(9, 19, 7, dtype=torch.double)
-    lengths = torch.randint(1, 20, (9,))
-    layer(x, lengths=lengths)
-    hidden = "native" if native.available() else "torch"
-    assert layer.last_path == (f"{path}/{hidden}",)
+    B, h, N = 9, 40, 8
+    layer = Engram(7, h, batch_first=True, memory_size=N, **options).double()
+    move_options(layer)
+    x = torch.randn(B, 19, 7, dtype=torch.double, requires_grad=True)
+    lengths = torch.randint(1, 20, (B,))
+    state = leaves = None
+    if with_state:  # a state carried over from an earlier call: its trace and write key
+        g = torch.Generator().manual_seed(2)
+        leaves = [torch.randn(B, h, generator=g, dtype=torch.double),
+                  0.1 * torch.randn(B, N, h, generator=g, dtype=torch.double),
+                  torch.randn(B, h, generator=g, dtype=torch.double)]
+        state = EngramState(*(t.requires_grad_() for t in leaves))
+    layer(x, EngramState(*(t[None] for t in state)) if with_state else None, lengths=lengths)
+    assert layer.last_path == expected_path(path)
 
     def run(backend):
-        layer.zero_grad()
-        out, final, _ = engram_layer(x, layer.layer_weights(0), layer.hyper, None, True, lengths,
-                                     backend=backend, options=layer._layer_options("_l0"))
-        (out.sum() + final.trace.square().sum() + final.key.sum()).backward()
-        return (out, *final, *(p.grad.clone() for p in layer.parameters()))
+        out, final, _ = engram_layer(x, layer.layer_weights(0), layer.hyper, state, True,
+                                     lengths, backend=backend,
+                                     options=layer._layer_options("_l0"))
+        wrt = [x, *layer.parameters(), *(leaves or [])]
+        return (out, *final, *torch.autograd.grad(probe_loss((out, *final)), wrt))
 
     for got, expected in zip(run("auto"), run("torch"), strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("options", [
-    dict(write_key="previous", **LINEAR),
-    dict(write_key="previous", delta_rule=True, hidden_update="gated"),
-    dict(write_key="mix", neuromodulation=True, sharpness="layer"),
+@pytest.mark.parametrize("options,path", [
+    pytest.param(dict(write_key="previous", **LINEAR), "chunk",  # 70 steps: two chunks
+                 id="previous_key_chunk"),
+    pytest.param(dict(MODULATED, **LINEAR), "chunk", id="modulated_chunk"),
+    pytest.param(ASSOCIATIVE, "scan", marks=needs_native,  # five checkpoint chunks
+                 id="associative_scan"),
+    pytest.param(dict(write_key="previous", delta_rule=True, hidden_update="gated"), "torch",
+                 id="delta_rule_torch"),
+    pytest.param(dict(write_key="mix", neuromodulation=True, sharpness="layer"), "torch",
+                 id="modulated_torch"),
 ])
-def test_steps_one_at_a_time_equal_one_pass(options):
+def test_steps_one_at_a_time_equal_one_pass(options, path):
     torch.manual_seed(0)
-    layer = Engram(5, 16, batch_first=True, memory_size=8, trace_noise=0.0, **options).double()
-    x = torch.randn(3, 9, 5, dtype=torch.double)
-    out, state = layer(x)
-    cell = EngramCell(5, 16, memory_size=8, trace_noise=0.0, **options).double()
+    B, T, h, N = 3, 70, 16, 8
+    options = {"trace_noise": 0.0, **options}
+    layer = Engram(5, h, batch_first=True, memory_size=N, **options).double()
+    move_options(layer)
+    cell = EngramCell(5, h, memory_size=N, **options).double()
     cell.load_state_dict({name.removesuffix("_l0"): p for name, p in layer.state_dict().items()})
-    step_state, outs = None, []
-    for t in range(x.size(1)):
+    x = torch.randn(B, T, 5, dtype=torch.double, requires_grad=True)
+    g = torch.Generator().manual_seed(2)  # a state carried over: h, trace and write key
+    start = [torch.randn(B, h, generator=g, dtype=torch.double),
+             0.1 * torch.randn(B, N, h, generator=g, dtype=torch.double),
+             torch.randn(B, h, generator=g, dtype=torch.double)]
+    for t in start:
+        t.requires_grad_()
+
+    out, state = layer(x, EngramState(*(t[None] for t in start)))
+    assert layer.last_path == expected_path(path)
+    step_state, outs = EngramState(*start), []
+    for t in range(T):
         step_state = cell(x[:, t], step_state)
         outs.append(step_state.h)
-    torch.testing.assert_close(torch.stack(outs, 1), out)
-    for got, expected in zip(step_state, state, strict=True):
-        torch.testing.assert_close(got, expected[0])
+    assert cell.last_path == expected_path(path)
+    stepped = (torch.stack(outs, 1), *step_state)
+    one_pass = (out, *(s[0] for s in state))
+    for got, expected in zip(stepped, one_pass, strict=True):  # output, h, trace, key
+        torch.testing.assert_close(got, expected)
+    for got, expected in zip(torch.autograd.grad(probe_loss(stepped), [x, *start,
+                                                                         *cell.parameters()]),
+                             torch.autograd.grad(probe_loss(one_pass), [x, *start,
+                                                                          *layer.parameters()]),
+                             strict=True):
+        torch.testing.assert_close(got, expected)
 
 
 def test_the_previous_key_writes_each_value_under_the_key_before_it():
@@ -310,10 +406,12 @@ def test_the_paper_defaults_keep_the_paper_s_memory_and_parameters():
     (dict(trace_decay=1.5), "trace_decay must be in"),
     (dict(cosine_eps=-1.0), "cosine_eps must be"),
     (dict(trace_clip=0.0), "trace_clip must be > 0"),
+    (dict(neuromodulation=True, trace="shared"), "needs trace='per_sample', got trace='shared'"),
 ])
 def test_bad_option_values_raise_one_clear_error(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        Engram(4, 8, **kwargs)
+    for layer_class in (Engram, EngramCell):
+        with pytest.raises(ValueError, match=match):
+            layer_class(4, 8, **kwargs)
 
 
 def test_the_kernel_backends_refuse_the_options():
