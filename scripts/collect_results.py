@@ -25,7 +25,7 @@ import yaml
 
 from enn.analysis.memory import EXPLAIN_DIR
 from enn.analysis.report import RECORDS, best_engram_run, is_record, load_runs, write_report
-from enn.analysis.summary import summarize
+from enn.analysis.summary import format_spread, summarize
 from enn.models.config import PER_STEP_TASKS, RunConfig, config_differences, format_value
 from enn.train.callbacks import atomic_write_json, summarize_epochs
 from enn.train.compare import write_summary
@@ -112,10 +112,9 @@ def overview_rows(name: str, summary: dict) -> list[str]:
     score = summary["score"]
     rows = []
     for model, row in summary["models"].items():
-        s = row[score]
         rows.append(
             f"| [{name}]({name}/report.md) | {model} | {len(row['seeds'])} | {score} "
-            f"{s['mean']:.4f} ± {s['std']:.4f} | {row['test_loss']['mean']:.4f} | "
+            f"{format_spread(row[score])} | {row['test_loss']['mean']:.4f} | "
             f"{int(row['params']['mean']):,} | {row['seconds_per_epoch']['mean']:.1f} |"
         )
     return rows

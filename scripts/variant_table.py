@@ -15,13 +15,14 @@ from pathlib import Path
 
 from enn.analysis.report import RECORDS, load_runs
 from enn.analysis.stats import describe, welch
-from enn.analysis.summary import score_of
+from enn.analysis.summary import format_spread, score_of
 
 
 def finished_runs(folder: Path, model: str) -> list[tuple[Path, dict]]:
     """The finished runs ``MODEL-seedS`` of a comparison folder (or of its records), by seed."""
     runs = load_runs(folder) or load_runs(folder / RECORDS)
-    return [(run, m) for run, m in runs if run.name.startswith(f"{model}-seed")]
+    return sorted(((run, m) for run, m in runs if run.name.startswith(f"{model}-seed")),
+                  key=lambda r: int(r[0].name.rsplit("-seed", 1)[1]))
 
 
 def seed_scores(folder: Path, model: str, score: str | None) -> list[float]:
@@ -49,15 +50,18 @@ def rows(folders: list[Path], model: str, score: str | None = None) -> list[str]
             raise SystemExit(f"variant_table: no finished {model} runs in {folder}")
         d = describe(values)
         per_seed = ", ".join(f"{v:.4f}" for v in values)
-        line = f"| {folder.name} | {per_seed} | {d['mean']:.4f} ± {d['std']:.4f} |"
+        line = f"| {folder.name} | {per_seed} | {format_spread(d)} |"
         if folder == folders[0] or len(values) < 2 or len(base) < 2:
             lines.append(line + " | | |")
             continue
         w = welch(values, base)
         g = "" if w["g"] is None else f"{w['g']:+.1f} [{w['g_ci'][0]:+.1f}, {w['g_ci'][1]:+.1f}]"
+        if w["p"] is None:  # no spread in either folder
+            lines.append(f"{line} {w['diff']:+.4f} | | {g} |")
+            continue
+        p = f"{w['p']:.3f}" if w["p"] >= 0.001 else "< 0.001"
         lines.append(
-            f"{line} {w['diff']:+.4f} [{w['ci'][0]:+.4f}, {w['ci'][1]:+.4f}] | {w['p']:.3f} "
-            f"| {g} |"
+            f"{line} {w['diff']:+.4f} [{w['ci'][0]:+.4f}, {w['ci'][1]:+.4f}] | {p} | {g} |"
         )
     return lines
 

@@ -105,3 +105,53 @@ def test_tests_leave_out_the_models_with_one_seed(tmp_path):
     assert tests["anova"]["p"] < 0.05
     assert [(p["a"], p["b"]) for p in tests["tukey"]["pairs"]] == [("engram", "lstm")]
     assert report.tests_in_words(summary)[0].endswith("left out (one seed): gru.")
+
+
+def test_one_value_has_no_spread_and_no_interval():
+    assert stats.describe([0.9]) == {"mean": 0.9, "std": None, "n": 1, "ci95": None}
+
+
+def test_no_spread_within_the_models_is_no_test():
+    groups = {"a": [1.0, 1.0], "b": [0.99, 0.99]}  # F and t would be infinite
+    for test in (stats.anova, stats.kruskal, stats.tukey):
+        assert test(groups)["skipped"] == "no spread within any model"
+    welch = stats.welch([1.0, 1.0], [0.99, 0.99])
+    assert welch["diff"] == pytest.approx(0.01) and welch["p"] is None and welch["ci"] is None
+
+
+def write_run(folder, model, seed, acc, loss):
+    run = folder / f"{model}-seed{seed}"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({
+        "task": "digits", "model": model, "seed": seed, "preset": "default", "params": 10,
+        "test_acc": acc, "test_loss": loss, "seconds_per_epoch": 1.0, "epochs_run": 3}))
+    return run
+
+
+def test_a_run_without_a_finite_score_is_named_and_not_counted(tmp_path):
+    from enn.train.compare import write_summary
+
+    for seed, acc in enumerate([0.90, 0.92, 0.91]):
+        write_run(tmp_path, "engram", seed, acc, 1 - acc)
+    for seed, acc in enumerate([0.80, 0.81]):
+        write_run(tmp_path, "lstm", seed, acc, 1 - acc)
+    write_run(tmp_path, "lstm", 2, float("nan"), float("nan"))  # diverged
+    write_run(tmp_path, "gru", 0, 0.85, 0.15)  # one seed: no spread, no interval
+    summary = summarize(tmp_path)
+    assert summary["tests"]["not_finite"] == ["lstm-seed2"]
+    assert summary["models"]["lstm"]["test_acc"]["n"] == 2
+    assert summary["tests"]["anova"]["p"] < 0.05  # over the finite runs
+    assert "not counted: lstm-seed2" in " ".join(report.tests_in_words(summary))
+    runs = [(tmp_path / "engram-seed9", {"model": "engram", "test_acc": float("nan")}),
+            (tmp_path / "engram-seed1", {"model": "engram", "test_acc": 0.92})]
+    assert report.best_engram_run(summary, runs)[0].name == "engram-seed1"
+    write_summary(tmp_path, summary)  # strict JSON: no NaN or Infinity
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    saved = json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)
+    assert saved["models"]["gru"]["test_acc"] == {"mean": 0.85, "std": None, "n": 1,
+                                                  "ci95": None}
+    _, rows = report.results_table(summary)
+    assert {row[0]: row[2:4] for row in rows}["gru"] == ["0.8500", "n/a"]

@@ -22,7 +22,7 @@ from ..models.config import PER_STEP_TASKS
 from . import plots
 from .memory import EXPLAIN_DIR, EXPLAIN_FILE, MEMORY_DIR, PROBE_FILE, epoch_file, read_stats
 from .metrics import class_slot_usage
-from .summary import load_runs, read_json, summarize
+from .summary import format_spread, load_runs, read_json, summarize
 
 ALPHA = 0.05
 FIGURES = "figures"
@@ -134,23 +134,20 @@ def results_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     ]
     rows = []
     for model, row in summary["models"].items():
-        s, loss = row[score], row["test_loss"]
-        ci = s["ci95"]
-        interval = (
-            "n/a (one seed)"
-            if ci is None or math.isnan(ci)
-            else (f"[{_fmt(s['mean'] - ci)}, {_fmt(s['mean'] + ci)}]")
-        )
+        s = row.get(score)
+        ci = None if s is None else s["ci95"]
+        interval = "n/a" if ci is None else f"[{_fmt(s['mean'] - ci)}, {_fmt(s['mean'] + ci)}]"
+        params = row.get("params")
         rows.append(
             [
                 model,
                 ", ".join(str(x) for x in row["seeds"]),
-                f"{_fmt(s['mean'])} ± {_fmt(s['std'])}",
+                format_spread(s),
                 interval,
-                f"{_fmt(loss['mean'])} ± {_fmt(loss['std'])}",
-                f"{int(row['params']['mean']):,}",
-                _fmt(row["seconds_per_epoch"]["mean"], 1),
-                _fmt(row["epochs_run"]["mean"], 1),
+                format_spread(row.get("test_loss")),
+                "n/a" if params is None else f"{int(params['mean']):,}",
+                _fmt(row.get("seconds_per_epoch", {}).get("mean"), 1),
+                _fmt(row.get("epochs_run", {}).get("mean"), 1),
             ]
         )
     return header, rows
@@ -163,6 +160,9 @@ def tests_in_words(summary: dict) -> list[str]:
     left_out = tests.get("left_out")
     lines = [f"The tests compare the models with two or more seeds; left out (one seed): "
              f"{', '.join(left_out)}."] if left_out else []
+    if tests.get("not_finite"):
+        lines.append(f"Runs without a finite {score} or test loss, not counted: "
+                     f"{', '.join(tests['not_finite'])}.")
     for key, what in (("anova", score), ("kruskal", "test_loss")):
         t = tests[key]
         if "skipped" in t:
@@ -215,7 +215,8 @@ def best_engram_run(summary: dict, runs: list[tuple[Path, dict]]) -> tuple[Path,
     """The ENN run with the best score (highest accuracy or lowest perplexity), among the runs
     with their files where there are any (a record has no memory pictures to show)."""
     score = summary["score"]
-    engram = [(d, m) for d, m in runs if m.get("model") == "engram" and m.get(score) is not None]
+    engram = [(d, m) for d, m in runs if m.get("model") == "engram"
+              and isinstance(m.get(score), int | float) and math.isfinite(m[score])]
     if not engram:
         return None
     sign = 1 if score == "test_acc" else -1

@@ -13,11 +13,14 @@ from scipy import stats
 
 
 def describe(values: list[float]) -> dict:
-    """Mean, sample std, n and the 95% confidence half-width of the mean (Student t)."""
+    """Mean, sample std, n and the 95% confidence half-width of the mean (Student t); the
+    spread and the interval are None for one value."""
     x = np.asarray(values, dtype=float)
     n = len(x)
-    std = float(x.std(ddof=1)) if n > 1 else 0.0
-    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
+    if n < 2:
+        return {"mean": float(x.mean()), "std": None, "n": n, "ci95": None}
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
     return {"mean": float(x.mean()), "std": std, "n": n, "ci95": half}
 
 
@@ -27,8 +30,10 @@ def _testable(groups: dict[str, list[float]]) -> str | None:
         return "needs at least two models"
     if any(len(v) < 2 for v in groups.values()):
         return "needs at least two seeds per model"
-    if all(np.ptp(v) == 0 for v in groups.values()) and len({v[0] for v in groups.values()}) == 1:
-        return "all values are identical"
+    if all(np.ptp(v) == 0 for v in groups.values()):
+        if len({v[0] for v in groups.values()}) == 1:
+            return "all values are identical"
+        return "no spread within any model"  # F and t are infinite: no test to speak of
     return None
 
 
@@ -90,11 +95,15 @@ def hedges_g(a: list[float], b: list[float]) -> dict:
 
 def welch(a: list[float], b: list[float]) -> dict:
     """mean(a) - mean(b) with Welch's t-test (unequal variances): the p-value and the 95%
-    interval of the difference, with Hedges' g; for one configuration against another."""
+    interval of the difference, with Hedges' g; for one configuration against another.
+    Without spread in either, the interval and p are None."""
+    diff = float(np.mean(a) - np.mean(b))
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return {"diff": diff, "ci": None, "p": None, **hedges_g(a, b)}
     res = stats.ttest_ind(a, b, equal_var=False)
     interval = res.confidence_interval(0.95)
     return {
-        "diff": float(np.mean(a) - np.mean(b)),
+        "diff": diff,
         "ci": [float(interval.low), float(interval.high)],
         "p": float(res.pvalue),
         **hedges_g(a, b),

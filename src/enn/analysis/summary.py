@@ -4,6 +4,7 @@ confidence interval, and the tests between the models (``stats``)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from . import stats
@@ -54,14 +55,19 @@ def summarize(out: Path) -> dict:
     for model, rs in by_model.items():
         table[model] = {"seeds": sorted(r["seed"] for r in rs), "preset": rs[0]["preset"]}
         for f in SUMMARY_FIELDS:
-            values = [r[f] for r in rs if r.get(f) is not None]
+            values = [r[f] for r in rs if _finite(r.get(f))]
             if values:
                 table[model][f] = stats.describe(values)
-    # the tests compare the models with two or more seeds, where at least two have them
-    repeated = [m for m, rs in by_model.items() if len(rs) > 1]
-    tested = repeated if len(repeated) > 1 else list(by_model)
-    scores = {m: [r[score] for r in by_model[m]] for m in tested}
-    losses = {m: [r["test_loss"] for r in by_model[m]] for m in tested}
+    # the tests compare the models with two or more seeds, where at least two have them; a
+    # run without a finite score or loss (one that diverged) is named, not counted
+    no_score = [f"{r['model']}-seed{r['seed']}" for r in runs
+                if not (_finite(r.get(score)) and _finite(r.get("test_loss")))]
+    scored = {m: [r for r in rs if f"{m}-seed{r['seed']}" not in no_score]
+              for m, rs in by_model.items()}
+    repeated = [m for m, rs in scored.items() if len(rs) > 1]
+    tested = repeated if len(repeated) > 1 else [m for m, rs in scored.items() if rs]
+    scores = {m: [r[score] for r in scored[m]] for m in tested}
+    losses = {m: [r["test_loss"] for r in scored[m]] for m in tested}
     return {
         "task": task,
         "score": score,
@@ -71,8 +77,13 @@ def summarize(out: Path) -> dict:
             "kruskal": stats.kruskal(losses),
             "tukey": stats.tukey(scores),
             "left_out": [m for m in by_model if m not in tested],  # one seed each
+            "not_finite": no_score,
         },
     }
+
+
+def _finite(x) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
 
 
 def format_table(summary: dict) -> str:
@@ -80,10 +91,20 @@ def format_table(summary: dict) -> str:
     score = summary["score"]
     lines = [f"{'model':<8} {'n':>2} {score:>18} {'test_loss':>16} {'params':>9} {'s/epoch':>8}"]
     for model, row in summary["models"].items():
-        s, loss = row.get(score), row.get("test_loss")
         lines.append(
-            f"{model:<8} {len(row['seeds']):>2} {s['mean']:>10.4f} ± {s['std']:<6.4f}"
-            f" {loss['mean']:>8.4f} ± {loss['std']:<6.4f} {int(row['params']['mean']):>9}"
-            f" {row['seconds_per_epoch']['mean']:>8.1f}"
+            f"{model:<8} {len(row['seeds']):>2} {format_spread(row.get(score)):>18}"
+            f" {format_spread(row.get('test_loss')):>16} {_mean(row.get('params'), 0):>9}"
+            f" {_mean(row.get('seconds_per_epoch'), 1):>8}"
         )
     return "\n".join(lines)
+
+
+def _mean(d: dict | None, digits: int) -> str:
+    return "n/a" if d is None else f"{d['mean']:.{digits}f}"
+
+
+def format_spread(d: dict | None) -> str:
+    """A ``stats.describe`` as mean ± std, the mean alone for one value, n/a for none."""
+    if d is None:
+        return "n/a"
+    return f"{d['mean']:.4f}" + ("" if d["std"] is None else f" ± {d['std']:.4f}")
