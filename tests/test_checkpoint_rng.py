@@ -25,23 +25,24 @@ def saved(tmp_path) -> dict:
 
 @pytest.fixture
 def fake_cuda(monkeypatch):
-    """A CUDA with one generator, whose state is a byte tensor, on this CPU-only machine."""
-    gen = {"state": torch.arange(16, dtype=torch.uint8)}
+    """A CUDA with two devices, the second this process's (a DDP rank 1), each generator's
+    state a byte tensor, on this CPU-only machine."""
+    gen = {0: torch.zeros(16, dtype=torch.uint8), 1: torch.arange(16, dtype=torch.uint8)}
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [gen["state"].clone()])
-    monkeypatch.setattr(torch.cuda, "set_rng_state_all",
-                        lambda states: gen.update(state=states[0].clone()))
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": gen[1].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state",
+                        lambda state, device="cuda": gen.update({1: state.clone()}))
     return gen
 
 
 def test_cuda_generator_state_round_trips_through_the_hooks(tmp_path, fake_cuda):
     checkpoint = saved(tmp_path)
-    assert torch.equal(checkpoint["enn_rng"]["cuda"][0], torch.arange(16, dtype=torch.uint8))
-    fake_cuda["state"] = torch.zeros(16, dtype=torch.uint8)  # the run draws on
+    assert torch.equal(checkpoint["enn_rng"]["cuda"], torch.arange(16, dtype=torch.uint8))
+    fake_cuda[1] = torch.ones(16, dtype=torch.uint8)  # the run draws on
     lit().on_load_checkpoint(checkpoint)
-    assert torch.equal(fake_cuda["state"], torch.arange(16, dtype=torch.uint8))
+    assert torch.equal(fake_cuda[1], torch.arange(16, dtype=torch.uint8))
+    assert torch.equal(fake_cuda[0], torch.zeros(16, dtype=torch.uint8))  # another rank's
 
 
 def test_checkpoint_without_cuda_state_still_loads(tmp_path, fake_cuda):
@@ -49,12 +50,12 @@ def test_checkpoint_without_cuda_state_still_loads(tmp_path, fake_cuda):
     checkpoint = saved(tmp_path)
     checkpoint["enn_rng"].pop("cuda")  # as written by a CPU run, or before CUDA was saved
     expected = torch.rand(3), np.random.rand(3), random.random()
-    fake_cuda["state"] = torch.zeros(16, dtype=torch.uint8)
+    fake_cuda[1] = torch.ones(16, dtype=torch.uint8)
     lit().on_load_checkpoint(checkpoint)
     assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3),
                                                                       expected[1])
     assert random.random() == expected[2]
-    assert torch.equal(fake_cuda["state"], torch.zeros(16, dtype=torch.uint8))  # untouched
+    assert torch.equal(fake_cuda[1], torch.ones(16, dtype=torch.uint8))  # untouched
 
 
 def test_cpu_run_saves_no_cuda_state(tmp_path, monkeypatch):

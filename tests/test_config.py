@@ -174,3 +174,19 @@ def test_the_presets_and_the_shipped_configs_do_not_warn():
                 validate(apply_overrides(resolve(task, "lstm"), load_yaml_overrides(str(path))))
         # a saved config holds every field, the defaults included
         validate(RunConfig.from_dict(resolve("digits", "lstm").to_dict()))
+
+
+@pytest.mark.parametrize("task, strategy, refused", [
+    ("ptb", "ddp_spawn", True), ("wikitext2", "ddp_fork", True), ("ptb", "ddp", False),
+    ("mnist", "ddp_spawn", False),
+])
+def test_language_models_refuse_the_launchers_that_rank_processes_late(task, strategy,
+                                                                        refused):
+    cfg = apply_overrides(resolve(task, "lstm"), {"train.strategy": strategy,
+                                                  "train.devices": "2"})
+    if refused:
+        with pytest.raises(ConfigError, match=f"expects ddp or auto for a language model, "
+                                              f"got '{strategy}'"):
+            validate(cfg)
+    else:
+        validate(cfg)

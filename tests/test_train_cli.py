@@ -224,6 +224,8 @@ def test_resume_after_kill_at_a_plateau_ends_like_the_unbroken_run(plateau_run, 
     assert stopping["wait_count"] == 1
     assert not (killed / "metrics.json").exists()
     assert enn("train", *PLATEAU, "--out", killed) == 2  # unfinished run: needs --resume
+    # resumed in another folder (a run moved to another disk): its best epoch stays the best
+    killed = killed.rename(tmp_path / "moved")
     # the saved run's configuration: --epochs, train.* and the seed are not given again
     resumed = subprocess.run(
         [sys.executable, "-m", "enn.cli", "train", "--task", "digits", "--model", "engram",
@@ -232,10 +234,25 @@ def test_resume_after_kill_at_a_plateau_ends_like_the_unbroken_run(plateau_run, 
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "exists and is not empty" not in resumed.stderr
+    assert "dirpath has changed" not in resumed.stderr
     assert untimed(read_metrics(killed)) == untimed(read_metrics(plateau_run))
     strip = [row.rsplit(",", 2)[0] for row in (killed / "metrics.csv").read_text().splitlines()]
     assert strip == [row.rsplit(",", 2)[0]
                      for row in (plateau_run / "metrics.csv").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_a_moved_run_resumes_with_its_best_epoch(tmp_path):
+    # validation loss best at epoch 6, worse at 7 and 8: the test runs on epoch 6's weights
+    args = ["--task", "digits", "--model", "gru", "model.hidden_sizes=16,16", "train.lr=0.1",
+            "train.patience=20", "train.threads=1"]
+    assert main(["train", *args, "--epochs", "8", "--out", str(tmp_path / "unbroken")]) == 0
+    unbroken = read_metrics(tmp_path / "unbroken")
+    assert unbroken["best_epoch"] == 6 and unbroken["epochs_run"] == 8
+    assert main(["train", *args, "--epochs", "6", "--out", str(tmp_path / "first")]) == 0
+    moved = (tmp_path / "first").rename(tmp_path / "moved")
+    assert main(["train", *args, "--epochs", "8", "--out", str(moved), "--resume"]) == 0
+    assert untimed(read_metrics(moved)) == untimed(unbroken)
 
 
 def snapshot(folder: Path) -> dict:

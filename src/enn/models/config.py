@@ -391,6 +391,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_accelerator(t.accelerator)
     _int_range("train.devices", t.devices, 1)
     _choice("train.strategy", t.strategy, STRATEGIES)
+    if cfg.task in LM_TASKS and t.strategy in ("ddp_spawn", "ddp_fork", "ddp_notebook"):
+        # each process takes its rows of the token stream before the launch, by its rank,
+        # which these launchers give the processes only after it
+        _bad("train.strategy", "ddp or auto for a language model", t.strategy)
     _int_range("train.num_workers", t.num_workers, 0)
     _int_range("train.threads", t.threads, 0)
     for name in ("limit_train_batches", "limit_eval_batches"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler
@@ -39,6 +39,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``best.ckpt`` of a run folder that may have been moved or copied before a resume: the
+    saved record of the best epoch is read relative to the folder it is in now (Lightning
+    drops the best score when the folder differs, so the next epoch would count as a new
+    best and the test would run on it)."""
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key, under which every run's checkpoints hold this state
+        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved_dir = state_dict.get("dirpath")
+        if saved_dir is not None and self.dirpath is not None and saved_dir != self.dirpath:
+            def here(path):
+                return str(Path(self.dirpath) / Path(path).name) if path else path
+
+            state_dict = {
+                **state_dict,
+                "dirpath": self.dirpath,
+                **{k: here(state_dict.get(k))
+                   for k in ("best_model_path", "kth_best_model_path", "last_model_path")},
+                "best_k_models": {here(k): v for k, v in state_dict["best_k_models"].items()},
+            }
+        super().load_state_dict(state_dict)
 
 
 class LastCheckpoint(Checkpoint):

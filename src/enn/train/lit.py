@@ -219,8 +219,10 @@ class LitSequenceModel(pl.LightningModule):
             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
             "python": random.getstate(),
         }
-        if torch.cuda.is_initialized():  # trace noise and dropout on CUDA draw from these
-            checkpoint["enn_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        if torch.cuda.is_initialized():  # trace noise and dropout on CUDA draw from it
+            # the generator of this process's device: under DDP every rank's advances in step
+            # with rank 0's, which alone writes the file
+            checkpoint["enn_rng"]["cuda"] = torch.cuda.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rng = checkpoint.get("enn_rng")
@@ -230,4 +232,4 @@ class LitSequenceModel(pl.LightningModule):
             np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             random.setstate(rng["python"])
             if "cuda" in rng and torch.cuda.is_available():  # absent from CPU runs' files
-                torch.cuda.set_rng_state_all(rng["cuda"][:torch.cuda.device_count()])
+                torch.cuda.set_rng_state(rng["cuda"])

@@ -24,7 +24,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -50,6 +50,7 @@ from ..models.config import (
 )
 from .callbacks import (
     AtomicCheckpointIO,
+    BestCheckpoint,
     EpochLog,
     LastCheckpoint,
     atomic_write_json,
@@ -393,7 +394,7 @@ def _train(
     # Every end-of-epoch callback runs after the module's on_train_epoch_end (where the
     # learning rate schedule steps) and the checkpoints after early stopping: last.ckpt holds
     # the state after the whole epoch.
-    best = ModelCheckpoint(
+    best = BestCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
         monitor="val_loss",
@@ -420,15 +421,17 @@ def _train(
     train_loader = dm.train_dataloader()
     if dm.kind == "classification":
         train_loader = epoch_seeded(train_loader, cfg.seed)
-    # All checked: from here on the run folder is written.
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume or raises_cap(saved_config(run_dir), cfg):
-        atomic_write_text(
-            run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-        )
-    (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a run going on to a larger cap
+    # All checked: from here on the run folder is written, by the first process alone (the
+    # other DDP processes run this command again once it launches them)
+    if trainer.is_global_zero:
+        if force and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume or raises_cap(saved_config(run_dir), cfg):
+            atomic_write_text(
+                run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            )
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a run going on to a larger cap
     with _ctrl_c_stops(stopper):
         trainer.fit(
             lit,
