@@ -5,11 +5,10 @@
 The models are those ``enn train`` builds (``enn.models``, the ``default`` classifier head).
 
 Every model runs in the same process and the steps are interleaved (model A, B, C, A, B,
-C, ...), so that load from other jobs hits all models alike; medians are reported. Peak
-memory is the growth of the resident set over one training step: the kernel's high-water
-mark (VmHWM, reset through /proc/self/clear_refs) minus the resident set before the step
-(0 when the step fits in memory the allocator already holds); and the activations autograd
-saves for the backward (distinct storages, through saved-tensor hooks).
+C, ...), so that load from other jobs hits all models alike; medians are reported, and each
+model's ratio to the LSTM is the median of its steps over the LSTM step of the same round.
+Memory: the activations autograd saves for the backward (distinct storages, through
+saved-tensor hooks), and on CUDA the allocator's peak growth over one training step.
 
 On glibc the command first makes the allocator keep freed memory in the process
 (``keep_freed_memory``). By default glibc hands large freed blocks back to the system, and
@@ -40,6 +39,7 @@ from torch import nn
 from enn import Engram
 from enn.analysis.metrics import find_engram
 from enn.cli import CLIError, Parser, at_least
+from enn.data.atomic import atomic_write_text
 from enn.models import ModelConfig, build_model
 from enn.models.build import DataShape
 from enn.models.config import ASSOCIATIVE
@@ -162,7 +162,7 @@ def measure(names: list[str], batch: int, steps: int, input_size: int, hidden: i
     return {
         n: {
             "train_ms": 1e3 * statistics.median(train[n]),
-            "train_ms_all": [round(1e3 * t, 2) for t in train[n]],
+            "train_ms_all": [1e3 * t for t in train[n]],
             "page_faults_per_step": statistics.median(faults[n]),
             "infer_seq_per_s": batch / statistics.median(infer[n]),
             "path": "/".join(paths.get(n, ())),
@@ -173,16 +173,26 @@ def measure(names: list[str], batch: int, steps: int, input_size: int, hidden: i
 
 def matmul_macs(batch: int, steps: int, input_size: int, hidden: int, memory: int
                 ) -> dict[str, float]:
-    """Multiply-adds of the matmuls in one training step (forward + 2x for the backward): the
-    paper's cell (``enn``), the ``associative`` preset's layer and the LSTM."""
-    h, tokens = hidden, batch * steps
-    enn = tokens * (input_size * h + 3 * h * 3 * h + 3 * h * h)  # encoder, integrator, output
-    enn += 2 * tokens * memory * h  # similarity and recall (shared: per step, not per sample)
-    # the gate's product (12) and the write address's similarity (10)
-    associative = enn + tokens * (3 * h * h + memory * h)
+    """Multiply-adds of the matmuls in one training step: the forward, and twice that in the
+    backward but for the products of the input, whose gradient nobody needs (once: their
+    weights' gradient). The paper's cell with each trace, the ``associative`` preset's layer
+    (per-sample trace) and the 2-layer LSTM."""
+    h, n, tokens = hidden, memory, batch * steps
+
+    def step(input_product: int, rest: int) -> float:
+        return float(tokens * (2 * input_product + 3 * rest))
+
+    # integrator (7) and output (8); the similarity (3) and the recall (6)
+    cell = 3 * h * 3 * h + 3 * h * h + 2 * n * h
+    # the gate (12), the write address's similarity (10), the recall's second product (a H)
+    associative = cell + 3 * h * h + n * h + n * h
     small = h // 2
-    lstm = tokens * 4 * (h * (input_size + h) + small * (h + small))  # two layers, 4 gates
-    return {"enn": 3.0 * enn, "enn_associative": 3.0 * associative, "lstm": 3.0 * lstm}
+    return {
+        "enn_per_sample": step(input_size * h, cell),  # its write is an outer product
+        "enn_shared": step(input_size * h, cell + n * h),  # the write (9): a batch product
+        "enn_associative": step(input_size * h, associative),
+        "lstm": step(4 * h * input_size, 4 * h * h + 4 * small * (h + small)),
+    }
 
 
 def gemm_rate(batch: int, steps: int, hidden: int, repeats: int = 9,
@@ -205,6 +215,8 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
     times: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(warmup + repeats):
         for name, fn in fns.items():
+            if device.type == "cuda":  # nothing queued before the clock starts
+                torch.cuda.synchronize(device)
             start = time.perf_counter()
             fn()
             if i >= warmup:
@@ -265,33 +277,21 @@ def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, 
     return interleaved_ms(parts, repeats, warmup, device)
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def peak_memory_mib(name: str, batch: int, steps: int, input_size: int, hidden: int,
-                    memory: int, device: torch.device = CPU) -> float:
-    """Peak memory growth over one training step (MiB). CPU: the kernel's high-water mark
-    (VmHWM, reset through /proc/self/clear_refs) minus the resident set before the step.
-    CUDA: the allocator's peak minus what was allocated before the step."""
+                    memory: int, device: torch.device) -> float:
+    """Peak memory growth over one training step on a CUDA device (MiB): the allocator's peak
+    minus what was allocated before the step. (On a CPU the process keeps its freed memory,
+    so that a step's growth says nothing; ``saved_activations_mib`` is what a step holds.)"""
     torch.manual_seed(0)
     model = build(name, input_size, hidden, memory).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = make_inputs(batch, steps, input_size, device)
     with backends_of(name):
         train_step(model, opt, x, y)  # Adam's state exists from here on
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-            train_step(model, opt, x, y)
-            return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-        Path("/proc/self/clear_refs").write_text("5")
-        before = _status_kib("VmRSS")
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
         train_step(model, opt, x, y)
-        return (_status_kib("VmHWM") - before) / 1024.0
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 def saved_activations_mib(name: str, batch: int, steps: int, input_size: int, hidden: int,
@@ -313,14 +313,16 @@ def saved_activations_mib(name: str, batch: int, steps: int, input_size: int, hi
 
 
 def _table(rows: list[dict]) -> str:
-    head = (f"{'model':<16}{'trace':<12}{'B x T x d':<14}{'h':>5}{'N':>5}{'train ms':>10}"
+    head = (f"{'model':<16}{'trace':<28}{'B x T x d':<14}{'h':>5}{'N':>5}{'train ms':>10}"
             f"{'x LSTM':>8}{'infer seq/s':>13}{'peak MiB':>10}{'saved MiB':>11}  path")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['model']:<16}{r['trace']:<12}{r['shape']:<14}{r['hidden']:>5}{r['memory']:>5}"
-            f"{r['train_ms']:>10.1f}{r['ratio_to_lstm']:>8.2f}{r['infer_seq_per_s']:>13.0f}"
-            f"{r['peak_mib']:>10.1f}{r['saved_mib']:>11.1f}  {r['path']}"
+            f"{r['model']:<16}{r['trace']:<28}{r['shape']:<14}{r['hidden']:>5}{r['memory']:>5}"
+            f"{r['train_ms']:>10.1f}{r['ratio_to_lstm_per_round']['median']:>8.2f}"
+            f"{r['infer_seq_per_s']:>13.0f}"
+            f"{'n/a' if r['peak_mib'] is None else format(r['peak_mib'], '.1f'):>10}"
+            f"{r['saved_mib']:>11.1f}  {r['path']}"
         )
     return "\n".join(lines)
 
@@ -341,12 +343,12 @@ def _quartiles(q: dict[str, float]) -> str:
 
 def _rows(results: dict, args_shape: dict, with_memory: bool, device: torch.device
           ) -> list[dict]:
-    lstm = results["lstm"]["train_ms"]
     lstm_steps = results["lstm"]["train_ms_all"]
     rows = []
     for name, r in results.items():
         enn = name.startswith("enn_")
-        peak = peak_memory_mib(name, **args_shape, device=device) if with_memory else float("nan")
+        peak = (peak_memory_mib(name, **args_shape, device=device)
+                if with_memory and device.type == "cuda" else None)
         saved = (saved_activations_mib(name, **args_shape, device=device) if with_memory
                  else float("nan"))
         rows.append({
@@ -356,7 +358,6 @@ def _rows(results: dict, args_shape: dict, with_memory: bool, device: torch.devi
             "hidden": args_shape["hidden"], "memory": args_shape["memory"] if enn else 0,
             "train_ms": r["train_ms"], "train_ms_all": r["train_ms_all"],
             "page_faults_per_step": r["page_faults_per_step"],
-            "ratio_to_lstm": r["train_ms"] / lstm,
             "ratio_to_lstm_per_round": round_ratios(r["train_ms_all"], lstm_steps),
             "infer_seq_per_s": r["infer_seq_per_s"],
             "peak_mib": peak, "saved_mib": saved, "path": r["path"],
@@ -418,7 +419,7 @@ def plot_scaling(sweeps: dict[str, list[dict]], names: list[str], out_dir: Path)
         ax.set_yscale("log")
         ax.set_ylabel("train ms / step (median)")
         ax.set_title(f"training step vs {labels[key]}")
-        ax_ratio.set_ylabel("ratio to the LSTM, same round")
+        ax_ratio.set_ylabel("median step / the LSTM's median step")
         ax_ratio.set_title("ratio to the 2-layer LSTM")
         ax_ratio.set_ylim(bottom=0)
         for a in (ax, ax_ratio):
@@ -444,12 +445,32 @@ def _device(name: str) -> torch.device:
         raise CLIError(f"--device {name}: CUDA is not available on this machine")
     if device.type not in ("cpu", "cuda"):
         raise CLIError(f"--device: expected cpu or cuda, got {name!r}")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise CLIError(f"--device {name}: this machine has {torch.cuda.device_count()} "
+                       "CUDA device(s)")
     return device
+
+
+def _check_outputs(args) -> None:
+    """Where the results go, checked before minutes of timing."""
+    if args.plot_dir and not args.scaling:
+        raise CLIError("--plot-dir draws the --scaling curves; give --scaling too")
+    for option, folder in (("--out", args.out and Path(args.out).parent),
+                           ("--plot-dir", args.plot_dir and Path(args.plot_dir))):
+        if not folder:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CLIError(f"{option}: cannot create {folder} ({err.strerror})") from None
+    if args.out and Path(args.out).is_dir():
+        raise CLIError(f"--out: expected a file, got the folder {args.out}")
 
 
 def main(argv: list[str] | None = None, prog: str = "enn bench") -> int:
     args = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
     device = _device(args.device)
+    _check_outputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     kept = not args.system_allocator and keep_freed_memory()
@@ -484,11 +505,9 @@ def main(argv: list[str] | None = None, prog: str = "enn bench") -> int:
         rate = gemm_rate(shape["batch"], shape["steps"], shape["hidden"], device=device)
         report["matmul"] = {f"{k}_gmac": v / 1e9 for k, v in macs.items()}
         report["matmul"]["gemm_gmac_per_s"] = rate / 1e9
-        print(f"matmul work per training step: ENN {macs['enn'] / 1e9:.2f} G MAC "
-              f"({macs['enn'] / macs['lstm']:.2f}x the LSTM's), associative preset "
-              f"{macs['enn_associative'] / 1e9:.2f} G MAC "
-              f"({macs['enn_associative'] / macs['lstm']:.2f}x), LSTM "
-              f"{macs['lstm'] / 1e9:.2f} G MAC; this machine's GEMM: {rate / 1e9:.0f} G MAC/s")
+        print("matmul work per training step (G MAC, x the LSTM's): " + ", ".join(
+            f"{k.removeprefix('enn_')} {v / 1e9:.2f} ({v / macs['lstm']:.2f}x)"
+            for k, v in macs.items()) + f"; this machine's GEMM: {rate / 1e9:.0f} G MAC/s")
         report["breakdown"] = {}
         for mode in args.trace:
             parts = breakdown(mode, repeats=args.repeats, warmup=args.warmup, device=device,
@@ -505,8 +524,7 @@ def main(argv: list[str] | None = None, prog: str = "enn bench") -> int:
             files = plot_scaling(report["scaling"], sweep_names, Path(args.plot_dir))
             print("plots: " + ", ".join(str(f) for f in files))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2))
+        atomic_write_text(Path(args.out), json.dumps(report, indent=2))
         print(f"wrote {args.out}")
     return 0
 
@@ -551,4 +569,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main(prog="python -m benchmarks.bench"))
     except CLIError as err:
-        sys.exit(f"python -m benchmarks.bench: error: {err}")
+        print(f"python -m benchmarks.bench: error: {err}", file=sys.stderr)
+        sys.exit(2)

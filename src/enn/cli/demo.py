@@ -5,7 +5,7 @@
    ``default`` one) and an LSTM, then the paper's cell (``paper`` preset);
 then ``enn explain`` on each comparison's best ENN run and a report per comparison. ``--quick`` is a
 reduced setting (under a minute) for the end-to-end test. Finished runs are reused, so a second
-call only rewrites the reports.
+call trains nothing and only explains and reports again.
 """
 
 from __future__ import annotations
