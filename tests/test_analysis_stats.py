@@ -137,8 +137,10 @@ def test_a_run_without_a_finite_score_is_named_and_not_counted(tmp_path):
         write_run(tmp_path, "lstm", seed, acc, 1 - acc)
     write_run(tmp_path, "lstm", 2, float("nan"), float("nan"))  # diverged
     write_run(tmp_path, "gru", 0, 0.85, 0.15)  # one seed: no spread, no interval
+    write_run(tmp_path, "rnn", 0, float("nan"), float("nan"))  # no run to count
     summary = summarize(tmp_path)
-    assert summary["tests"]["not_finite"] == ["lstm-seed2"]
+    assert summary["tests"]["not_finite"] == ["lstm-seed2", "rnn-seed0"]
+    assert summary["tests"]["left_out"] == ["gru"]
     assert summary["models"]["lstm"]["test_acc"]["n"] == 2
     assert summary["tests"]["anova"]["p"] < 0.05  # over the finite runs
     assert "not counted: lstm-seed2" in " ".join(report.tests_in_words(summary))

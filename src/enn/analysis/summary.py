@@ -76,7 +76,7 @@ def summarize(out: Path) -> dict:
             "anova": stats.anova(scores),
             "kruskal": stats.kruskal(losses),
             "tukey": stats.tukey(scores),
-            "left_out": [m for m in by_model if m not in tested],  # one seed each
+            "left_out": [m for m in by_model if m not in tested and scored[m]],  # one seed
             "not_finite": no_score,
         },
     }
