@@ -425,3 +425,13 @@ def test_initial_state_and_cell_output_are_as_documented():
     assert drawn.h.any() and drawn.trace.any() and not drawn.key.any()
     h, trace, key = EngramCell(D, HID, memory_size=N)(torch.randn(3, D))
     assert (h.shape, trace.shape, key.shape) == ((3, HID), (3, N, HID), (3, HID))
+    on_meta = Engram(D, HID, memory_size=N, device="meta").initial_state(3)
+    assert all(t.device.type == "meta" for t in on_meta)  # the layer's device by default
+
+
+def test_a_state_of_the_wrong_kind_names_what_it_got():
+    layer = Engram(D, HID, memory_size=N)
+    x = torch.randn(4, 2, D)
+    for hx, got in (((x, x, x, x), "a tuple of length 4"), ([x, x], "list")):
+        with pytest.raises(TypeError, match=f"or None, got {got}$"):
+            layer(x, hx)

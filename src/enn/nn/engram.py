@@ -24,6 +24,7 @@ from ..ops.engram import (
     attention_entropy,
     engram_layer,
     layer_backends,
+    row_entropy,
 )
 
 INIT_STATES = ("zeros", "random")
@@ -342,7 +343,7 @@ def _real_steps(attention: Tensor, lengths: Tensor | None) -> Tensor | None:
 def _masked_entropy(attention: Tensor, mask: Tensor | None) -> Tensor:
     """Mean entropy (nats) of the attention rows (B, T, N) of real steps (mask (B, T) or
     None: all): per step over the samples still running, then over the steps."""
-    ent = -(attention * attention.clamp_min(1e-12).log()).sum(-1)  # (B, T)
+    ent = row_entropy(attention)  # (B, T)
     if mask is None:
         return ent.mean()
     per_step = (ent * mask).sum(0) / mask.sum(0).clamp_min(1)  # (T,)
@@ -366,8 +367,10 @@ def _unpack_state(hx) -> tuple[Tensor, Tensor, Tensor | None]:
     """(h, trace, key) from an EngramState or a tuple (h, trace[, key]); a missing key is None
     (zeros: no previous step)."""
     if not (isinstance(hx, tuple) and len(hx) in (2, 3)):
+        got = (f"a tuple of length {len(hx)}" if isinstance(hx, tuple)
+               else type(hx).__name__)
         raise TypeError(f"expected hx to be an EngramState(h, trace, key), a tuple (h, trace) "
-                        f"or None, got {type(hx).__name__}")
+                        f"or None, got {got}")
     return hx[0], hx[1], (hx[2] if len(hx) == 3 else None)
 
 
@@ -518,9 +521,11 @@ class Engram(_EngramBase):
 
     def initial_state(self, batch_size: int, device=None) -> EngramState:
         """The state a forward without ``hx`` starts from, for ``batch_size`` sequences, with
-        the layer dimension: zeros, or with ``init_state="random"`` in training mode a fresh
-        Normal(0, 0.01^2) draw of h and trace (the key stays zero)."""
-        like = torch.empty(0, device=device)
+        the layer dimension, on ``device`` (None: the layer's): zeros, or with
+        ``init_state="random"`` in training mode a fresh Normal(0, 0.01^2) draw of h and trace
+        (the key stays zero)."""
+        memory = next(p for n, p in self.named_parameters() if n.startswith("memory"))
+        like = torch.empty(0, device=memory.device if device is None else device)
         per_layer = [self._initial_layer_state(batch_size, like) for _ in range(self.num_layers)]
         return EngramState(*(torch.stack(s) for s in zip(*per_layer, strict=True)))
 
@@ -579,14 +584,14 @@ class Engram(_EngramBase):
         for k in range(self.num_layers):
             if k > 0 and self.dropout > 0:
                 layer_in = F.dropout(layer_in, self.dropout, self.training)
-            layer_in, final, aux, record, path = self._run_layer(
+            layer_in, final, aux, recorded, path = self._run_layer(
                 layer_in, f"_l{k}", states[k], lengths, record
             )
             paths.append(path)
             finals.append(final)
             auxes.append(aux)
-            if record is not None:
-                records.append(record)
+            if recorded is not None:
+                records.append(recorded)
         self._set_aux_loss(auxes)
         self.last_path = tuple(paths)
 

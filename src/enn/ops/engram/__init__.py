@@ -17,6 +17,7 @@ from .common import (
     OptionWeights,
     TraceMode,
     attention_entropy,
+    row_entropy,
 )
 from .layer import BACKENDS, choose_backend, engram_layer, layer_backend, layer_backends
 from .naive import encode, naive_hidden, naive_memory
@@ -36,6 +37,7 @@ __all__ = [
     "OptionWeights",
     "TraceMode",
     "attention_entropy",
+    "row_entropy",
     "choose_backend",
     "chunk_memory",
     "encode",

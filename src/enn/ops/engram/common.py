@@ -175,6 +175,11 @@ def masked_topk(scores: Tensor, k: int | None) -> Tensor:
     return scores.masked_fill(scores < kth, float("-inf"))
 
 
+def row_entropy(attention: Tensor) -> Tensor:
+    """Entropy (nats) of each attention row (..., N) -> (...); 0 = one slot."""
+    return -(attention * attention.clamp_min(1e-12).log()).sum(-1)
+
+
 def attention_entropy(attention: Tensor) -> Tensor:
     """Mean entropy (nats) of attention rows over every leading dimension; 0 = one slot."""
-    return -(attention * attention.clamp_min(1e-12).log()).sum(-1).mean()
+    return row_entropy(attention).mean()
