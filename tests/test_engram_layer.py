@@ -435,3 +435,10 @@ def test_a_state_of_the_wrong_kind_names_what_it_got():
     for hx, got in (((x, x, x, x), "a tuple of length 4"), ([x, x], "list")):
         with pytest.raises(TypeError, match=f"or None, got {got}$"):
             layer(x, hx)
+    on_meta = Engram(D, HID, memory_size=N, device="meta").initial_state(2)
+    with pytest.raises(ValueError, match="expected hx.h on cpu like the input, got meta"):
+        layer(x, on_meta)
+    cell_state = EngramCell(D, HID, memory_size=N, device="meta")(torch.empty(2, D,
+                                                                           device="meta"))
+    with pytest.raises(ValueError, match="expected hx.h on cpu like the input, got meta"):
+        EngramCell(D, HID, memory_size=N)(x[0], cell_state)

@@ -385,13 +385,18 @@ def _check_range(name: str, value: float, low: float, high: float | None = None)
         raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
-def _check_state_shape(what: str, tensor: Tensor, expected: tuple[int, ...]) -> None:
+def _check_state_shape(what: str, tensor: Tensor, expected: tuple[int, ...],
+                       device: torch.device) -> None:
+    """A state tensor of the expected shape, on the input's device (its dtype is cast to the
+    layer's)."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"expected {what} to be a Tensor, got {type(tensor).__name__}")
     if tuple(tensor.shape) != expected:
         raise ValueError(f"expected {what} of shape {expected}, got {tuple(tensor.shape)}")
     if not tensor.is_floating_point():
         raise TypeError(f"expected {what} to be floating point, got {tensor.dtype}")
+    if tensor.device != device:
+        raise ValueError(f"expected {what} on {device} like the input, got {tensor.device}")
 
 
 class EngramCell(_EngramBase):
@@ -425,12 +430,13 @@ class EngramCell(_EngramBase):
             if not batched:
                 h, key = h[None], None if key is None else key[None]
                 trace = trace[None] if per_sample else trace
-            _check_state_shape("hx.h", h, (B, self.hidden_size))
+            _check_state_shape("hx.h", h, (B, self.hidden_size), x.device)
             expected = (self.memory_size, self.hidden_size)
-            _check_state_shape("hx.trace", trace, (B, *expected) if per_sample else expected)
+            _check_state_shape("hx.trace", trace, (B, *expected) if per_sample else expected,
+                               x.device)
             if key is None:
                 key = torch.zeros_like(h)
-            _check_state_shape("hx.key", key, (B, self.hidden_size))
+            _check_state_shape("hx.key", key, (B, self.hidden_size), x.device)
             state = EngramState(h, trace, key)
         _, (h, trace, key), aux, _, path = self._run_layer(x[:, None], "", state)
         self.last_path = (path,)
@@ -641,14 +647,16 @@ class Engram(_EngramBase):
         per_sample = self.trace_mode == "per_sample"
         if key is None:
             key = torch.zeros_like(h)
+        device = like.device
         if batched:
-            _check_state_shape("hx.h", h, (L, B, hid))
-            _check_state_shape("hx.trace", trace, (L, B, N, hid) if per_sample else (L, N, hid))
-            _check_state_shape("hx.key", key, (L, B, hid))
+            _check_state_shape("hx.h", h, (L, B, hid), device)
+            _check_state_shape("hx.trace", trace, (L, B, N, hid) if per_sample else (L, N, hid),
+                               device)
+            _check_state_shape("hx.key", key, (L, B, hid), device)
         else:
-            _check_state_shape("hx.h", h, (L, hid))
-            _check_state_shape("hx.trace", trace, (L, N, hid))
-            _check_state_shape("hx.key", key, (L, hid))
+            _check_state_shape("hx.h", h, (L, hid), device)
+            _check_state_shape("hx.trace", trace, (L, N, hid), device)
+            _check_state_shape("hx.key", key, (L, hid), device)
             h, key = h[:, None], key[:, None]
             if per_sample:
                 trace = trace[:, None]
