@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import platform
 import resource
 import statistics
@@ -39,7 +38,7 @@ from torch import nn
 from enn import Engram
 from enn.analysis.metrics import find_engram
 from enn.cli import CLIError, Parser, at_least
-from enn.data.atomic import atomic_write_text
+from enn.data.atomic import atomic_write_json
 from enn.models import ModelConfig, build_model
 from enn.models.build import DataShape
 from enn.models.config import ASSOCIATIVE
@@ -524,7 +523,7 @@ def main(argv: list[str] | None = None, prog: str = "enn bench") -> int:
             files = plot_scaling(report["scaling"], sweep_names, Path(args.plot_dir))
             print("plots: " + ", ".join(str(f) for f in files))
     if args.out:
-        atomic_write_text(Path(args.out), json.dumps(report, indent=2))
+        atomic_write_json(args.out, report, sort_keys=False)
         print(f"wrote {args.out}")
     return 0
 

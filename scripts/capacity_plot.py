@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from enn.data.atomic import atomic_write_text  # noqa: E402
+from enn.data.atomic import atomic_write_json  # noqa: E402
 
 # the comparison folder's suffix and run name -> the line's label
 LINES = {("-gated", "engram"): "ENN, default (associative, gated update)",
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     curves = merge(old, collect(args.runs))
     if not curves:
         p.error(f"no finished capacity runs under {args.runs}")
-    atomic_write_text(written, json.dumps(curves, indent=2) + "\n")
+    atomic_write_json(written, curves, sort_keys=False)  # the legend's order
     plot(curves, args.dest / "capacity.png")
     print(f"wrote {written} and {args.dest / 'capacity.png'}")
 

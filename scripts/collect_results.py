@@ -21,15 +21,15 @@ import json
 import shutil
 from pathlib import Path
 
-import yaml
-
 from enn.analysis.memory import EXPLAIN_DIR
 from enn.analysis.report import RECORDS, best_engram_run, is_record, load_runs, write_report
 from enn.analysis.summary import format_spread, summarize
-from enn.models.config import PER_STEP_TASKS, RunConfig, config_differences, format_value
-from enn.train.callbacks import atomic_write_json, summarize_epochs
+from enn.data.atomic import atomic_write_json
+from enn.models.config import PER_STEP_TASKS, config_differences, format_value
+from enn.train.callbacks import summarize_epochs
 from enn.train.compare import write_summary
 from enn.train.explain import explain
+from enn.train.run import RunError, saved_config
 
 START, END = "<!-- overview:start -->", "<!-- overview:end -->"
 RECORD_FILES = ("config.yaml", "metrics.json", "metrics.csv")
@@ -44,10 +44,6 @@ def refresh_run_fields(run_dir: Path) -> None:
 
 class OtherRunsError(Exception):
     """The published records were made with another configuration than the local runs."""
-
-
-def saved_config(run_dir: Path) -> RunConfig:
-    return RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
 
 
 def restore_records(compare_dir: Path, dest: Path) -> list[str]:
@@ -140,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     for compare_dir in sorted(p.parent for p in runs.glob("*/summary.json")):
         try:
             publish(compare_dir, docs / compare_dir.name)
-        except OtherRunsError as err:
+        except (OtherRunsError, RunError) as err:
             p.error(str(err))
         print(f"published {compare_dir.name}")
     for summary_file in sorted(docs.glob("*/summary.json")):  # every published comparison

@@ -22,7 +22,7 @@ from ..models.config import PER_STEP_TASKS
 from . import plots
 from .memory import EXPLAIN_DIR, EXPLAIN_FILE, MEMORY_DIR, PROBE_FILE, epoch_file, read_stats
 from .metrics import class_slot_usage
-from .summary import format_spread, load_runs, read_json, summarize
+from .summary import format_spread, is_finite_number, load_runs, read_json, summarize
 
 ALPHA = 0.05
 FIGURES = "figures"
@@ -215,8 +215,8 @@ def best_engram_run(summary: dict, runs: list[tuple[Path, dict]]) -> tuple[Path,
     """The ENN run with the best score (highest accuracy or lowest perplexity), among the runs
     with their files where there are any (a record has no memory pictures to show)."""
     score = summary["score"]
-    engram = [(d, m) for d, m in runs if m.get("model") == "engram"
-              and isinstance(m.get(score), int | float) and math.isfinite(m[score])]
+    engram = [(d, m) for d, m in runs
+              if m.get("model") == "engram" and is_finite_number(m.get(score))]
     if not engram:
         return None
     sign = 1 if score == "test_acc" else -1

@@ -55,13 +55,13 @@ def summarize(out: Path) -> dict:
     for model, rs in by_model.items():
         table[model] = {"seeds": sorted(r["seed"] for r in rs), "preset": rs[0]["preset"]}
         for f in SUMMARY_FIELDS:
-            values = [r[f] for r in rs if _finite(r.get(f))]
+            values = [r[f] for r in rs if is_finite_number(r.get(f))]
             if values:
                 table[model][f] = stats.describe(values)
     # the tests compare the models with two or more seeds, where at least two have them; a
     # run without a finite score or loss (one that diverged) is named, not counted
     no_score = [f"{r['model']}-seed{r['seed']}" for r in runs
-                if not (_finite(r.get(score)) and _finite(r.get("test_loss")))]
+                if not (is_finite_number(r.get(score)) and is_finite_number(r.get("test_loss")))]
     scored = {m: [r for r in rs if f"{m}-seed{r['seed']}" not in no_score]
               for m, rs in by_model.items()}
     repeated = [m for m, rs in scored.items() if len(rs) > 1]
@@ -82,7 +82,8 @@ def summarize(out: Path) -> dict:
     }
 
 
-def _finite(x) -> bool:
+def is_finite_number(x) -> bool:
+    """A metric that counts: a number, neither NaN nor infinite (a diverged run's are not)."""
     return isinstance(x, int | float) and math.isfinite(x)
 
 

@@ -175,7 +175,11 @@ class _EngramBase(nn.Module):
     @property
     def memory_dtype(self) -> torch.dtype:
         """The precision of the state: that of the memory bank."""
-        return next(p for n, p in self.named_parameters() if n.startswith("memory")).dtype
+        return self._bank().dtype
+
+    def _bank(self) -> Tensor:
+        """The first layer's memory bank M, whose device and dtype the state takes."""
+        return next(p for n, p in self.named_parameters() if n.startswith("memory"))
 
     def _option_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shapes of the parameters of the options this layer turns on."""
@@ -530,8 +534,7 @@ class Engram(_EngramBase):
         the layer dimension, on ``device`` (None: the layer's): zeros, or with
         ``init_state="random"`` in training mode a fresh Normal(0, 0.01^2) draw of h and trace
         (the key stays zero)."""
-        memory = next(p for n, p in self.named_parameters() if n.startswith("memory"))
-        like = torch.empty(0, device=memory.device if device is None else device)
+        like = torch.empty(0, device=self._bank().device if device is None else device)
         per_layer = [self._initial_layer_state(batch_size, like) for _ in range(self.num_layers)]
         return EngramState(*(torch.stack(s) for s in zip(*per_layer, strict=True)))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from pathlib import Path
 
@@ -26,10 +25,6 @@ from ..analysis.memory import (
 )
 from ..analysis.metrics import find_engram
 from ..data.atomic import atomic_write_bytes, atomic_write_text
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..analysis.report import is_record, write_report
 from ..analysis.summary import SUMMARY_FIELDS, summarize
-from .callbacks import atomic_write_json, atomic_write_text
+from ..data.atomic import atomic_write_json, atomic_write_text
 from .run import (
     check_same_config,
     check_writable,

@@ -8,7 +8,6 @@ the class-by-slot usage. Written to ``<out>/``: ``explain.json`` (numbers and th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,11 @@ from ..analysis import plots
 from ..analysis.memory import EXPLAIN_DIR, EXPLAIN_FILE
 from ..analysis.metrics import ablation, class_slot_usage, find_engram, probe, slot_attribution
 from ..data import get_datamodule
-from ..data.atomic import atomic_save_npz, atomic_write_text
+from ..data.atomic import atomic_save_npz, atomic_write_json
 from ..models import build_model
 from ..models.build import DataShape
 from ..models.config import PER_STEP_TASKS
-from .run import check_writable, load_checkpoint_config
+from .run import check_writable, load_checkpoint_config, load_weights
 
 USAGE_PNG = "class_slot_usage.png"
 
@@ -59,14 +58,7 @@ def load_model(checkpoint: str | Path, data_dir: str | None = None):
     if layers != 1:
         raise ExplainError(f"{checkpoint}: explain removes slots of a one-layer ENN; this one has "
                            f"{layers} layers")
-    prefix = "model."
-    weights = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ExplainError(f"{checkpoint}: its weights do not fit the model of its enn_config"
-                           ) from err
-    return cfg, dm, model.eval()
+    return cfg, dm, load_weights(model, ckpt, checkpoint).eval()
 
 
 @torch.no_grad()
@@ -158,5 +150,5 @@ def explain(
         "usage_png": USAGE_PNG,
         "inputs": entries,
     }
-    atomic_write_text(out / EXPLAIN_FILE, json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / EXPLAIN_FILE, summary, sort_keys=False)
     return out

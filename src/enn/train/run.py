@@ -30,6 +30,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ..analysis.summary import METRICS_FILE
 from ..data import get_datamodule
+from ..data.atomic import atomic_write_json, atomic_write_text
 from ..data.base import StreamTooShortError
 from ..data.paths import DataIntegrityError
 from ..models import (
@@ -53,8 +54,6 @@ from .callbacks import (
     BestCheckpoint,
     EpochLog,
     LastCheckpoint,
-    atomic_write_json,
-    atomic_write_text,
     epoch_seeded,
     monitor_for,
     summarize_epochs,
@@ -486,6 +485,17 @@ def load_checkpoint_config(checkpoint: str | Path) -> tuple[RunConfig, dict]:
         raise RunError(f"{path} holds an enn_config this version cannot read ({err})") from err
 
 
+def load_weights(model: torch.nn.Module, ckpt: dict, checkpoint: str | Path) -> torch.nn.Module:
+    """``model`` with the weights of ``ckpt`` (the LightningModule's ``model.`` entries)."""
+    prefix = "model."
+    weights = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise RunError(f"{checkpoint}: its weights do not fit the model of its enn_config") from err
+    return model
+
+
 def evaluate(
     checkpoint: str | Path,
     data_dir: str | None = None,
@@ -501,12 +511,8 @@ def evaluate(
     check_writable(out, "metrics file", kind="file")
     _quiet_lightning()
     dm = datamodule(cfg, data_dir)
-    model = build_model(cfg.model, DataShape.of(dm))
+    model = load_weights(build_model(cfg.model, DataShape.of(dm)), ckpt, checkpoint)
     lit = LitSequenceModel(model, dm.kind, cfg.train, cfg.to_dict())
-    try:
-        lit.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise RunError(f"{checkpoint}: its weights do not fit the model of its enn_config") from err
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
