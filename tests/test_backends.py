@@ -350,3 +350,14 @@ def test_training_noise_is_one_draw_per_step_shared_by_the_batch():
     ref, _, _ = engram_layer(x, layer.layer_weights(0), layer.hyper, noise=noise,
                              backend="torch")
     torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize("backend", ["native", "triton"])
+def test_recording_the_traces_on_a_kernel_backend_is_an_error(backend):
+    layer = make_layer(3, 40, 8, "per_sample", dtype=torch.float32)
+    with pytest.raises(ValueError, match=f"the {backend} backend does not record"):
+        engram_layer(torch.randn(2, 3, 3), layer.layer_weights(0), layer.hyper,
+                     record_traces=True, backend=backend)
+    _, _, mem = engram_layer(torch.randn(2, 3, 3), layer.layer_weights(0), layer.hyper,
+                             record_traces=True)
+    assert mem.traces is not None and mem.traces.shape == (2, 3, 8, 40)

@@ -59,11 +59,14 @@ def choose_backend(z: Tensor, record_traces: bool = False, backend: str = "auto"
     ``memory_size`` slots (None: not checked against the Triton kernels' tile)."""
     if backend not in BACKENDS:
         raise ValueError(f"enn: expected backend in {BACKENDS}, got {backend!r}")
+    if record_traces and backend in ("native", "triton"):
+        raise ValueError(f"enn: the {backend} backend does not record the trace of every "
+                         f"step; record_traces needs backend 'auto' or 'torch'")
     if backend == "torch":
         return "torch"
     if backend == "triton" or (backend == "auto" and z.device.type == "cuda"):
         if triton_available():
-            if record_traces:
+            if record_traces:  # backend "auto": only the reference records the traces
                 return "torch"
             from .triton_memory import tile_fits
 
