@@ -177,3 +177,15 @@ def test_a_failed_savefig_leaves_no_partial_png(tmp_path, monkeypatch):
         plots.plot_memory_bank(np.eye(3), out)
     assert out.read_bytes() == before and list(tmp_path.iterdir()) == [out]
     assert plots.plt.get_fignums() == []
+
+
+def test_heatmap_ticks_fall_on_whole_indices(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out: figures.append(fig) or out)
+    plots.plot_attention(np.full((20, 64), 1 / 64), tmp_path / "a.png", "t")
+    plots.plot_memory_bank(np.zeros((64, 199)), tmp_path / "m.png")
+    for fig in figures:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        ticks = np.concatenate([ax.get_xticks(), ax.get_yticks()])
+        assert np.array_equal(ticks, ticks.round()), ticks

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..data.atomic import atomic_path  # noqa: E402
 from ..data.vocab import decode  # noqa: E402
@@ -62,6 +63,8 @@ def _heatmap(
     else:
         kwargs = {"cmap": POSITIVE_CMAP}
     image = ax.imshow(values, aspect="auto", interpolation="nearest", **kwargs)
+    for axis in (ax.xaxis, ax.yaxis):  # rows and columns are indices: no ticks between them
+        axis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
