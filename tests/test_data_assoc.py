@@ -1,6 +1,7 @@
 """Associative recall: targets checked by an independent decoder, seeds, encodings, cache."""
 
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -114,12 +115,14 @@ def test_repeated_keys_target_the_last_value_and_leave_the_plain_task_unchanged(
 
 def test_an_atomic_write_is_synced_renamed_or_removed(tmp_path, monkeypatch):
     """The one atomic-write helper: the file appears whole or not at all, is flushed to disk
-    before the rename, and a failed write leaves the previous file and no temporary one."""
+    before the rename and the rename with its folder, and a failed write leaves the previous
+    file and no temporary one."""
     synced = []
-    monkeypatch.setattr(atomic.os, "fsync", lambda fd: synced.append(fd))
+    monkeypatch.setattr(atomic.os, "fsync",
+                        lambda fd: synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)))
     path = tmp_path / "sub" / "f.json"
     atomic.atomic_write_text(path, "old")
-    assert path.read_text() == "old" and len(synced) == 1
+    assert path.read_text() == "old" and synced == [False, True]  # the file, then the folder
     with pytest.raises(KeyboardInterrupt), atomic.atomic_path(path) as tmp:
         tmp.write_text("half of the n")
         raise KeyboardInterrupt

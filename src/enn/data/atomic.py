@@ -18,7 +18,8 @@ import numpy as np
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path beside ``path`` for the block to write. When the block ends the file is
-    flushed to disk (fsync) and renamed to ``path``; when it fails the file is removed. The
+    flushed to disk (fsync), renamed to ``path`` and the rename flushed with the folder (where
+    the system can); when it fails the file is removed. The
     temporary name ends in ``.tmp``: give writers that go by the suffix (matplotlib's
     ``savefig``) an explicit format."""
     path = Path(path)
@@ -32,6 +33,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` survive a crash; Windows cannot open a folder for this."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse to fsync a folder: the rename still happened
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
