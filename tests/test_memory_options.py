@@ -405,7 +405,7 @@ def test_the_paper_defaults_keep_the_paper_s_memory_and_parameters():
     (dict(hidden_update="lstm"), "hidden_update must be one of"),
     (dict(trace_decay=1.5), "trace_decay must be in"),
     (dict(cosine_eps=-1.0), "cosine_eps must be"),
-    (dict(trace_clip=0.0), "trace_clip must be > 0"),
+    (dict(trace_clip=0.0), "trace_clip must be finite and > 0"),
     (dict(neuromodulation=True, trace="shared"), "needs trace='per_sample', got trace='shared'"),
 ])
 def test_bad_option_values_raise_one_clear_error(kwargs, match):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from dataclasses import replace
@@ -26,6 +27,7 @@ from ..ops.engram import (
     layer_backends,
     row_entropy,
 )
+from ..ops.engram.layer import autocast_enabled
 
 INIT_STATES = ("zeros", "random")
 RANDOM_INIT_STD = 0.01  # the reference draws h_0 and H_0 from Normal(0, 0.01^2)
@@ -93,8 +95,8 @@ class _EngramBase(nn.Module):
             ("trace_clip", 1.0 if trace_clip is None else trace_clip),
             ("layer_norm_eps", layer_norm_eps),
         ):
-            if not (isinstance(value, int | float) and value > 0):
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {value!r}")
         if trace_decay is not None:
             _check_range("trace_decay", trace_decay, 0.0, 1.0)
         for name, value, choices in (("write_key", write_key, WRITE_KEYS),
@@ -285,6 +287,9 @@ class _EngramBase(nn.Module):
         if input.size(-1) != self.input_size:
             raise ValueError(f"{type(self).__name__}: expected input.size(-1) == input_size="
                              f"{self.input_size}, got {input.size(-1)}")
+        if input.dtype != self.memory_dtype and not autocast_enabled(input.device.type):
+            raise ValueError(f"{type(self).__name__}: expected input of dtype "
+                             f"{self.memory_dtype} (the layer's parameters'), got {input.dtype}")
 
     def _set_aux_loss(self, per_layer: list[Tensor | None]) -> None:
         self.aux_loss = None if per_layer[0] is None else torch.stack(per_layer).mean()
@@ -327,14 +332,19 @@ class _EngramBase(nn.Module):
         return o, final, aux, record, path
 
     def extra_repr(self) -> str:
-        hp = self.hyper
-        s = (f"{self.input_size}, {self.hidden_size}, memory_size={self.memory_size}, "
-             f"trace={hp.trace_mode!r}")
-        if not self.bias:
-            s += ", bias=False"
-        if hp.top_k is not None:
-            s += f", top_k={hp.top_k}"
-        return s
+        """Like nn.LSTM's: the sizes, then every argument that is not at its default (the
+        memory's size and trace mode always)."""
+        parts = [f"{self.input_size}, {self.hidden_size}"]
+        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False),
+                              ("dropout", 0.0)):
+            if getattr(self, name, default) != default:  # a cell has no layers or batch_first
+                parts.append(f"{name}={getattr(self, name)!r}")
+        options = self.options()
+        parts.append(f"memory_size={options.pop('memory_size')}, trace={options.pop('trace')!r}")
+        defaults = inspect.signature(_EngramBase.__init__).parameters
+        parts += [f"{name}={value!r}" for name, value in options.items()
+                  if value != defaults[name].default]
+        return ", ".join(parts)
 
 
 def _real_steps(attention: Tensor, lengths: Tensor | None) -> Tensor | None:
@@ -383,9 +393,18 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
+def _check_option_names(layer: str, options: dict) -> None:
+    """The layer's name in the error, not the base class's (as Python's own would say)."""
+    known = inspect.signature(_EngramBase.__init__).parameters
+    unknown = [name for name in options if name not in known or name in ("self", "bias")]
+    if unknown:
+        raise TypeError(f"{layer}: unexpected keyword argument(s) {', '.join(unknown)}")
+
+
 def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
-    if not isinstance(value, int | float) or value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+    if (not isinstance(value, int | float) or not math.isfinite(value) or value < low
+            or (high is not None and value > high)):
+        bound = f"in [{low}, {high}]" if high is not None else f"finite and >= {low}"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
@@ -415,6 +434,7 @@ class EngramCell(_EngramBase):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, device=None,
                  dtype=None, **options) -> None:
+        _check_option_names(type(self).__name__, options)
         super().__init__(input_size, hidden_size, bias, **options)
         self._suffixes = [""]
         self._add_layer_params("", input_size, {"device": device, "dtype": dtype})
@@ -431,16 +451,16 @@ class EngramCell(_EngramBase):
         else:
             h, trace, key = _unpack_state(hx)
             per_sample = self.trace_mode == "per_sample"
-            if not batched:
-                h, key = h[None], None if key is None else key[None]
-                trace = trace[None] if per_sample else trace
-            _check_state_shape("hx.h", h, (B, self.hidden_size), x.device)
-            expected = (self.memory_size, self.hidden_size)
-            _check_state_shape("hx.trace", trace, (B, *expected) if per_sample else expected,
-                               x.device)
+            lead = (B,) if batched else ()  # the shapes as the caller passes them
+            _check_state_shape("hx.h", h, (*lead, self.hidden_size), x.device)
+            _check_state_shape("hx.trace", trace, (*(lead if per_sample else ()),
+                                                   self.memory_size, self.hidden_size), x.device)
             if key is None:
                 key = torch.zeros_like(h)
-            _check_state_shape("hx.key", key, (B, self.hidden_size), x.device)
+            _check_state_shape("hx.key", key, (*lead, self.hidden_size), x.device)
+            if not batched:
+                h, key = h[None], key[None]
+                trace = trace[None] if per_sample else trace
             state = EngramState(h, trace, key)
         _, (h, trace, key), aux, _, path = self._run_layer(x[:, None], "", state)
         self.last_path = (path,)
@@ -508,6 +528,7 @@ class Engram(_EngramBase):
         dtype=None,
         **options,
     ) -> None:
+        _check_option_names(type(self).__name__, options)
         super().__init__(input_size, hidden_size, bias, **options)
         if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
             raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
@@ -634,7 +655,7 @@ class Engram(_EngramBase):
             raise ValueError(f"expected lengths of shape ({B},), got {tuple(lengths.shape)}")
         if bool((lengths < 1).any()) or bool((lengths > T).any()):
             raise ValueError(f"expected every length in [1, {T}], got {lengths.tolist()}")
-        return lengths.to(device)
+        return lengths.to(device=device, dtype=torch.long)  # int8/16 cannot index
 
     def _split_state(
         self, hx, B: int, batched: bool, like: Tensor
@@ -648,18 +669,14 @@ class Engram(_EngramBase):
         h, trace, key = _unpack_state(hx)
         L, hid, N = self.num_layers, self.hidden_size, self.memory_size
         per_sample = self.trace_mode == "per_sample"
+        lead = (L, B) if batched else (L,)  # the shapes as the caller passes them
+        _check_state_shape("hx.h", h, (*lead, hid), like.device)
+        _check_state_shape("hx.trace", trace, (*(lead if per_sample else (L,)), N, hid),
+                           like.device)
         if key is None:
             key = torch.zeros_like(h)
-        device = like.device
-        if batched:
-            _check_state_shape("hx.h", h, (L, B, hid), device)
-            _check_state_shape("hx.trace", trace, (L, B, N, hid) if per_sample else (L, N, hid),
-                               device)
-            _check_state_shape("hx.key", key, (L, B, hid), device)
-        else:
-            _check_state_shape("hx.h", h, (L, hid), device)
-            _check_state_shape("hx.trace", trace, (L, N, hid), device)
-            _check_state_shape("hx.key", key, (L, hid), device)
+        _check_state_shape("hx.key", key, (*lead, hid), like.device)
+        if not batched:
             h, key = h[:, None], key[:, None]
             if per_sample:
                 trace = trace[:, None]

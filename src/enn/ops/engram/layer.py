@@ -82,7 +82,8 @@ def choose_backend(z: Tensor, record_traces: bool = False, backend: str = "auto"
     return "native" if fits and not record_traces else "torch"
 
 
-def _autocast(device_type: str) -> bool:
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for this device type (where it exists)."""
     return (torch.amp.is_autocast_available(device_type)
             and torch.is_autocast_enabled(device_type))
 
@@ -90,7 +91,7 @@ def _autocast(device_type: str) -> bool:
 def hidden_backend(z: Tensor, backend: str = "auto") -> str:
     """The backend of the hidden pass for encodings like ``z``: ``native`` wherever the
     kernels take z, unless the layer is held to ``torch``."""
-    if backend != "torch" and native.supports(z) and not _autocast(z.device.type):
+    if backend != "torch" and native.supports(z) and not autocast_enabled(z.device.type):
         return "native"
     return "torch"
 
@@ -220,8 +221,8 @@ def engram_layer(
     noise = None if noise is None else noise.to(dtype)
     mem_backend, hid_backend = layer_backends(z, hyper, noise, record_traces, backend,
                                               weights.memory.shape[0])
-    no_autocast = (torch.autocast(x.device.type, enabled=False) if _autocast(x.device.type)
-                   else contextlib.nullcontext())
+    no_autocast = (torch.autocast(x.device.type, enabled=False)
+                   if autocast_enabled(x.device.type) else contextlib.nullcontext())
     with no_autocast:
         mem, H = memory_pass(z, weights.memory, hyper, noise, H0, lengths, record_traces,
                              mem_backend, options, key0)
