@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import io
 import pickle
 import tarfile
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enn.data import resolve_data_dir
+from enn.data import resolve_data_dir, sources
 
 # Lines as in the official files: " = Heading = ", blank lines, spaced punctuation.
 WIKI_TRAIN = [
@@ -102,6 +104,13 @@ def write_wikitext(root: Path, folder: str = "wikitext-2") -> Path:
     for name, lines in (("train", WIKI_TRAIN), ("valid", WIKI_VALID), ("test", WIKI_TEST)):
         (out / f"wiki.{name}.tokens").write_text(wiki_text(lines), encoding="utf-8")
     return out
+
+
+def with_md5s_of(spec: sources.Source, folder: Path) -> sources.Source:
+    """``spec`` with the md5s of the files a test wrote in ``folder`` as its official ones."""
+    files = tuple((name, hashlib.md5((folder / name).read_bytes()).hexdigest())
+                  for name, _ in spec.files)
+    return dataclasses.replace(spec, files=files)
 
 
 def real_data_dir() -> Path:

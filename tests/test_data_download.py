@@ -4,7 +4,7 @@ import hashlib
 import zipfile
 
 import pytest
-from data_fixtures import real_data_dir, serve, write_mnist, write_wikitext
+from data_fixtures import real_data_dir, serve, with_md5s_of, write_mnist, write_wikitext
 
 from enn.data import (
     DataIntegrityError,
@@ -145,7 +145,8 @@ def test_wikitext_zip_is_extracted_and_removed(tmp_path, monkeypatch):
         monkeypatch.setitem(
             sources.SOURCES,
             "wikitext2",
-            Source("wikitext2", "wikitext-2", (url,), fetched, spec.files),
+            Source("wikitext2", "wikitext-2", (url,), fetched,
+                   with_md5s_of(spec, tmp_path / "src" / "wikitext-2").files),
         )
         paths = download("wikitext2", data_dir=tmp_path / "data")
     folder = tmp_path / "data" / "wikitext-2"

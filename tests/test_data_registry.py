@@ -5,7 +5,7 @@ import argparse
 import numpy as np
 import pytest
 import torch
-from data_fixtures import write_mnist, write_wikitext
+from data_fixtures import with_md5s_of, write_mnist, write_wikitext
 
 from enn.cli.data import register
 from enn.data import (
@@ -55,6 +55,27 @@ def test_unknown_task_and_option_are_named():
         get_datamodule("digits", batch_size=0)
 
 
+def test_yes_no_and_fraction_options_take_only_their_kind():
+    """``bool("flase")`` is True: a typo must not turn an option on."""
+    with pytest.raises(ValueError, match="option permuted must be true or false, got 'flase'"):
+        get_datamodule("mnist-pixel", permuted="flase")
+    with pytest.raises(ValueError, match="option cache must be true or false, got 1"):
+        get_datamodule("assoc", cache=1)
+    assert get_datamodule("mnist-pixel", permuted=np.bool_(True)).permuted is True
+    with pytest.raises(ValueError, match=r"option val_fraction must be a number in \(0, 1\), "
+                                         r"got 'abc'"):
+        get_datamodule("wikitext103-small", val_fraction="abc")
+
+
+def test_a_stream_too_short_names_the_batch_size_option(tmp_path):
+    write_wikitext(tmp_path)
+    for options, option in (({"batch_size": 200}, "the batch size"),
+                            ({"batch_size": 2, "eval_batch_size": 200}, "the eval_batch_size")):
+        dm = get_datamodule("wikitext2", data_dir=tmp_path, verify_checksums=False, **options)
+        with pytest.raises(ValueError, match=f"too few for 200 rows \\({option}\\)"):
+            dm.setup()
+
+
 def test_data_dir_resolution_order(tmp_path, monkeypatch):
     monkeypatch.setenv("ENN_DATA_DIR", str(tmp_path / "env"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -96,13 +117,18 @@ def test_verify_reports_each_status(tmp_path):
     assert results["train-labels-idx1-ubyte.gz"].status == "missing"
     assert results["t10k-images-idx3-ubyte.gz"].status == "bad-checksum"
     assert "checksum mismatch" in results["t10k-images-idx3-ubyte.gz"].message
-    write_wikitext(tmp_path)  # wikitext-2 token md5s are not published: format checks only
-    (tmp_path / "wikitext-2" / "wiki.test.tokens").write_text("", encoding="utf-8")
-    results = {r.path.name: r for r in verify(tmp_path, ["wikitext2"])}
+    write_wikitext(tmp_path, "wikitext-103")  # its train md5 is not published: format only
+    results = {r.path.name: r for r in verify(tmp_path, ["wikitext103"])}
     assert results["wiki.train.tokens"].status == "ok"
+    assert "md5 not published" in results["wiki.train.tokens"].message
     assert "38 tokens" in results["wiki.train.tokens"].message
-    assert results["wiki.test.tokens"].status == "bad-format"
-    assert "empty token file" in results["wiki.test.tokens"].message
+    assert results["wiki.test.tokens"].status == "bad-checksum"
+    (tmp_path / "wikitext-103" / "wiki.train.tokens").write_text("", encoding="utf-8")
+    results = {r.path.name: r for r in verify(tmp_path, ["wikitext103"])}
+    assert results["wiki.train.tokens"].status == "bad-format"
+    assert "empty token file" in results["wiki.train.tokens"].message
+    write_wikitext(tmp_path)  # WikiText-2's files have md5s: these are not the official ones
+    assert {r.status for r in verify(tmp_path, ["wikitext2"])} == {"bad-checksum"}
     datasets = {"mnist", "cifar10", "wikitext103", "wikitext2", "ptb"}
     assert {r.dataset for r in verify(tmp_path)} == datasets
     assert [r.path.name for r in verify(tmp_path, ["mnist10k", "digits"])] == [
@@ -118,8 +144,10 @@ def _cli(argv):
     return args.func(args)
 
 
-def test_cli_verify_and_list(tmp_path, capsys):
-    write_wikitext(tmp_path)
+def test_cli_verify_and_list(tmp_path, capsys, monkeypatch):
+    folder = write_wikitext(tmp_path)
+    monkeypatch.setitem(sources.SOURCES, "wikitext2",
+                        with_md5s_of(sources.SOURCES["wikitext2"], folder))
     assert _cli(["data", "verify", "wikitext2", "--data-dir", str(tmp_path)]) == 0
     assert "ok" in capsys.readouterr().out
     assert _cli(["data", "verify", "mnist", "--data-dir", str(tmp_path)]) == 1

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_save_npz
-from .base import ClassificationDataModule, check_int
+from .base import ClassificationDataModule, check_bool, check_int
 from .paths import DataIntegrityError
 from .vocab import DIGIT0, LETTERS, QUERY, SYMBOLS, VOCAB_SIZE
 
@@ -91,7 +91,7 @@ class AssocDataModule(ClassificationDataModule):
             "val": check_int("n_val", n_val, 1),
             "test": check_int("n_test", n_test, 1),
         }
-        self.cache = bool(cache)
+        self.cache = check_bool("cache", cache)
         self.seq_len = 2 * self.k + 3
         self.num_classes = 10
         if encoding == "onehot":

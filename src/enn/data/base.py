@@ -37,6 +37,22 @@ def check_int(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
+def check_bool(name: str, value: object) -> bool:
+    """``value`` as a bool, else a ``ValueError`` naming the option (``bool("flase")`` is
+    True: a typo must not turn an option on)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"option {name} must be true or false, got {value!r}")
+    return bool(value)
+
+
+def check_fraction(name: str, value: object) -> float:
+    """``value`` as a float in (0, 1), else a ``ValueError`` naming the option."""
+    if (isinstance(value, bool) or not isinstance(value, int | float | np.floating)
+            or not 0.0 < value < 1.0):
+        raise ValueError(f"option {name} must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
 def split_pool(n: int, held_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (kept, held_out) index arrays: a seeded random ``held_out`` of ``range(n)``."""
     if not 0 < held_out < n:
@@ -67,8 +83,8 @@ class BaseDataModule(pl.LightningDataModule):
         self.seed = check_int("seed", seed, 0)
         self.data_seed = self.seed if data_seed is None else check_int("data_seed", data_seed, 0)
         self.num_workers = check_int("num_workers", num_workers, 0)
-        self.download = bool(download)
-        self.verify_checksums = bool(verify_checksums)
+        self.download = check_bool("download", download)
+        self.verify_checksums = check_bool("verify_checksums", verify_checksums)
         self.seq_len: int | None = None
         self.input_size: int | None = None
         self.vocab_size: int | None = None
@@ -223,7 +239,8 @@ class LanguageModelDataModule(BaseDataModule):
             try:
                 every = batchify(ids, rows * self.world_size)
             except StreamTooShortError:
-                per = "rows (the batch size" + (
+                option = "batch size" if name == "train" else "eval_batch_size"
+                per = f"rows (the {option}" + (
                     f" x {self.world_size} processes)" if self.world_size > 1 else ")")
                 raise StreamTooShortError(
                     f"the {name} split's {ids.numel()} tokens are too few for "

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import ClassificationDataModule, check_int, split_pool
+from .base import ClassificationDataModule, check_bool, check_int, split_pool
 from .paths import DataIntegrityError
 from .sources import TASK_FILES, locate
 
@@ -94,8 +94,8 @@ class MNISTDataModule(ClassificationDataModule):
         if permuted and not pixels:
             raise ValueError("option permuted=True needs the pixel view (pixels=True)")
         self.val_size = check_int("val_size", val_size, 1)
-        self.pixels = bool(pixels)
-        self.permuted = bool(permuted)
+        self.pixels = check_bool("pixels", pixels)
+        self.permuted = check_bool("permuted", permuted)
         self.permutation_seed = check_int("permutation_seed", permutation_seed, 0)
         self.seq_len, self.input_size = (SIDE * SIDE, 1) if pixels else (SIDE, SIDE)
         self.num_classes = 10

@@ -89,7 +89,11 @@ SOURCES: dict[str, Source] = {
         "wikitext-2",
         (WIKITEXT_URL,),
         (("wikitext-2-v1.zip", "542ccefacc6c27f945fb54453812b3cd"),),
-        (("wiki.train.tokens", None), ("wiki.valid.tokens", None), ("wiki.test.tokens", None)),
+        (  # md5s of the bytes whose SHA-1s GluonNLP publishes
+            ("wiki.train.tokens", "34a77ebe59551b3a3b3d8c0a2797c976"),
+            ("wiki.valid.tokens", "d756d22ab2310e7e60c094bea5c5a8eb"),
+            ("wiki.test.tokens", "781c9418ab9414bd09e4aad825aae752"),
+        ),
     ),
     "ptb": Source("ptb", "ptb", (PTB_URL,), PTB_FILES, PTB_FILES),
 }

@@ -30,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .base import LanguageModelDataModule, check_int
+from .base import LanguageModelDataModule, check_fraction, check_int
 from .paths import DataIntegrityError
 from .sources import TASK_FILES, locate
 
@@ -137,9 +137,7 @@ class WikiText103SmallDataModule(WikiTextDataModule):
         self, max_vocab: int | None = 10_000, val_fraction: float = 0.1, **kwargs: object
     ) -> None:
         super().__init__(max_vocab=max_vocab, **kwargs)
-        if not 0.0 < float(val_fraction) < 1.0:
-            raise ValueError(f"option val_fraction must be in (0, 1), got {val_fraction!r}")
-        self.val_fraction = float(val_fraction)
+        self.val_fraction = check_fraction("val_fraction", val_fraction)
 
     def required_files(self) -> list[tuple[str, str]]:
         return [(self.source, name) for name in TASK_FILES[self.task]]
