@@ -181,10 +181,30 @@ def test_bad_data_input(tmp_path, capsys):
     assert_one_line_error(code, err, "data", "unknown dataset 'imagenet'")
 
 
+def test_a_file_the_system_refuses_is_one_line(tmp_path, capsys, monkeypatch):
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    code, err = run_cli(["data", "download", "mnist10k", "--data-dir", afile], capsys)
+    assert_one_line_error(code, err, "data", f"Not a directory: {afile / 'mnist'}")
+    from data_fixtures import write_mnist
+
+    from enn.data import sources
+
+    write_mnist(tmp_path / "data", n_train=3, n_test=3)
+
+    def refuse(path, *args):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(sources, "md5_file", refuse)
+    assert main(["data", "verify", "mnist10k", "--data-dir", str(tmp_path / "data")]) == 1
+    out = capsys.readouterr().out
+    assert out.count("unreadable") == 3 and "Permission denied" in out  # two files, the total
+
+
 def test_verify_exits_1_when_any_file_is_missing(tmp_path, capsys):
     assert main(["data", "verify", "--data-dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "missing" in out and "missing or damaged" in out.splitlines()[-1]
+    assert "missing" in out and "missing, unreadable or damaged" in out.splitlines()[-1]
     assert main(["data", "verify", "digits", "--data-dir", str(tmp_path)]) == 0  # no files
 
 

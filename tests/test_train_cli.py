@@ -613,6 +613,25 @@ def test_missing_data_names_the_fetch_command(tmp_path, capsys):
     assert "enn data download mnist" in err and "t10k-images-idx3-ubyte.gz" in err
 
 
+def test_a_data_file_the_system_refuses_is_one_line(tmp_path, capsys, monkeypatch):
+    from data_fixtures import write_mnist
+
+    from enn.data import sources
+
+    write_mnist(tmp_path / "data", n_train=3, n_test=3)
+
+    def refuse(path, *args):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(sources, "md5_file", refuse)
+    argv = ["train", "--task", "mnist10k", "--model", "rnn", "--data-dir", tmp_path / "data",
+            "--out", tmp_path / "r", "--epochs", "1"]
+    assert enn(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("enn train: error: Permission denied: ") and "\n" not in err, err
+    assert "t10k-images-idx3-ubyte.gz" in err
+
+
 def test_refuses_to_overwrite_and_checks_checkpoint_task(tmp_path, capsys):
     run = tmp_path / "run"
     base = [

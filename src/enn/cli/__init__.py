@@ -4,7 +4,8 @@ Each module named below exposes ``register(subparsers)``, which adds its parser 
 ``func`` (taking the parsed args, returning an exit code). Registering imports nothing but
 argparse, so ``enn --help`` runs with torch alone; a command whose optional dependencies are
 missing says which extra to install. Errors meant for the user are ``CLIError`` (or data and
-config errors): one line on stderr and exit code 2, never a traceback.
+config errors, and the system's refusals of a named file): one line on stderr and exit code
+2, never a traceback.
 """
 
 from __future__ import annotations
@@ -105,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"enn {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file or folder the system refused: unreadable, not a folder...
+        if err.filename is None:
+            raise
+        print(f"enn {args.command}: error: {err.strerror or err}: {err.filename}",
+              file=sys.stderr)
         return 2
     except ModuleNotFoundError as err:
         package = (err.name or "").partition(".")[0]

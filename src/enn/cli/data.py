@@ -58,8 +58,8 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """Exit 0 when every file checked is there and intact, else 1 (missing, bad checksum or
-    bad format); without names every dataset's files are checked."""
+    """Exit 0 when every file checked is there and intact, else 1 (missing, unreadable, bad
+    checksum or bad format); without names every dataset's files are checked."""
     from ..data import resolve_data_dir, verify
 
     try:
@@ -71,5 +71,5 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"{r.status:12} {r.dataset:12} {r.path}: {r.message}")
     bad = [r for r in results if r.status != "ok"]
     if bad:
-        print(f"{len(bad)} of {len(results)} file(s) missing or damaged")
+        print(f"{len(bad)} of {len(results)} file(s) missing, unreadable or damaged")
     return int(bool(bad))

@@ -21,8 +21,8 @@ from .wikitext import EOS, UNK, read_ids
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """The state of one data file: ``status`` is ``ok``, ``missing``, ``bad-checksum`` or
-    ``bad-format``."""
+    """The state of one data file: ``status`` is ``ok``, ``missing``, ``unreadable``,
+    ``bad-checksum`` or ``bad-format``."""
 
     dataset: str
     path: Path
@@ -56,10 +56,14 @@ def _check(dataset: str, path: Path, md5: str | None, parse: Callable[[Path], st
         check_md5(path, md5)
     except DataIntegrityError as err:
         return VerifyResult(dataset, path, "bad-checksum", str(err))
+    except OSError as err:
+        return VerifyResult(dataset, path, "unreadable", err.strerror or str(err))
     try:
         detail = parse(path)
     except DataIntegrityError as err:
         return VerifyResult(dataset, path, "bad-format", str(err))
+    except OSError as err:
+        return VerifyResult(dataset, path, "unreadable", err.strerror or str(err))
     checksum = "md5 ok" if md5 else "md5 not published, not checked"
     return VerifyResult(dataset, path, "ok", f"{checksum}; {detail}")
 
