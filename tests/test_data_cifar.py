@@ -1,13 +1,15 @@
 """CIFAR-10: pickle batches (extracted folder or tar.gz) to 32 rows of 96 RGB values."""
 
+import dataclasses
+import hashlib
 import pickle
 
 import numpy as np
 import pytest
 import torch
-from data_fixtures import cifar_batches, write_cifar
+from data_fixtures import cifar_batches, serve, write_cifar
 
-from enn.data import DataIntegrityError, DataMissingError, get_datamodule
+from enn.data import DataIntegrityError, DataMissingError, download, get_datamodule, sources
 from enn.data.cifar10 import parse_batch
 
 
@@ -42,6 +44,29 @@ def test_missing_archive_names_it_and_the_command(tmp_path):
         dm.prepare_data()
     assert "cifar-10-python.tar.gz" in str(err.value)
     assert f"enn data download cifar10 --data-dir {tmp_path}" in str(err.value)
+
+
+def test_an_incomplete_extracted_folder_gives_way_to_the_archive(tmp_path, monkeypatch):
+    """A partly extracted folder: its missing batch is named with the command that fetches
+    the archive, and that command does fetch it (the folder does not count as the data)."""
+    batches = cifar_batches(n=2)
+    data = tmp_path / "data"
+    (write_cifar(data, batches, archive=False) / "data_batch_1").unlink()
+    dm = get_datamodule("cifar10", data_dir=data, verify_checksums=False, val_size=1)
+    with pytest.raises(DataMissingError, match="data_batch_1.*enn data download cifar10"):
+        dm.prepare_data()
+    archive = write_cifar(tmp_path / "server", batches, archive=True)
+    spec = dataclasses.replace(
+        sources.SOURCES["cifar10"],
+        fetch=((archive.name, hashlib.md5(archive.read_bytes()).hexdigest()),))
+    with serve(archive.parent) as (url, server):
+        monkeypatch.setitem(sources.SOURCES, "cifar10", dataclasses.replace(spec, mirrors=(url,)))
+        download("cifar10", data_dir=data)
+        assert [path for path, _ in server.requests] == [f"/{archive.name}"]
+    dm = get_datamodule("cifar10", data_dir=data, verify_checksums=False, val_size=1)
+    dm.prepare_data()
+    dm.setup()
+    assert {k: len(v) for k, v in dm.datasets.items()} == {"train": 9, "val": 1, "test": 2}
 
 
 def test_checksum_of_archive_is_checked(tmp_path):

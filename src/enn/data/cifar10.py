@@ -1,7 +1,8 @@
 """CIFAR-10 as sequences: 32 rows, each the 32 pixels' (r, g, b) interleaved (96 values).
 
-Read from the extracted ``cifar10/cifar-10-batches-py/`` when present, else straight from
-``cifar10/cifar-10-python.tar.gz`` (no extraction needed). The batches are Python pickles;
+Read from the extracted ``cifar10/cifar-10-batches-py/`` when it holds all six batches (or
+there is no archive), else straight from ``cifar10/cifar-10-python.tar.gz`` (no extraction
+needed). The batches are Python pickles;
 they are read with an unpickler that only rebuilds numpy arrays, so a tampered file cannot
 run code. Each batch is a dict with ``b"data"`` (n, 3072) uint8 in CHW order (1024 red,
 1024 green, 1024 blue values, each row-major) and ``b"labels"`` (n ints).
@@ -19,7 +20,14 @@ import torch
 
 from .base import ClassificationDataModule, check_int, split_pool
 from .paths import DataIntegrityError, missing_error
-from .sources import CIFAR10_ARCHIVE, CIFAR10_BATCHES, CIFAR10_DIR, SOURCES, check_md5
+from .sources import (
+    CIFAR10_ARCHIVE,
+    CIFAR10_BATCHES,
+    CIFAR10_DIR,
+    SOURCES,
+    check_md5,
+    cifar10_extracted,
+)
 
 SIDE = 32
 CHANNELS = 3
@@ -64,10 +72,11 @@ def parse_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def locate_cifar10(data_dir: Path, verify_checksums: bool = True) -> Path:
-    """The extracted batch folder if present, else the archive; present and checksummed."""
+    """The extracted batch folder if complete (or alone), else the archive; present and
+    checksummed."""
     folder = data_dir / SOURCES["cifar10"].folder
-    extracted = folder / CIFAR10_DIR
-    if extracted.is_dir():
+    extracted = cifar10_extracted(folder)
+    if extracted is not None:
         for name, md5 in CIFAR10_BATCHES:
             path = extracted / name
             if not path.is_file():
@@ -127,10 +136,10 @@ class CIFAR10DataModule(ClassificationDataModule):
         self.split_indices: dict[str, np.ndarray] = {}
 
     def prepare_data(self) -> None:
-        if self.download and not (self.data_dir / "cifar10" / CIFAR10_DIR).is_dir():
-            from .downloader import fetch_missing
+        if self.download:
+            from .downloader import download
 
-            fetch_missing([("cifar10", CIFAR10_ARCHIVE[0])], self.data_dir)
+            download("cifar10", self.data_dir)  # unless the extracted batches are intact
         locate_cifar10(self.data_dir, self.verify_checksums)
 
     @staticmethod

@@ -202,8 +202,11 @@ def download(
         known = ", ".join(f for f, _ in spec.files)
         raise ValueError(f"{source} has no file(s) {unknown}; its files: {known}")
     folder = root / spec.folder
-    if source == "cifar10" and not force and (folder / sources.CIFAR10_DIR).is_dir():
-        return [folder / sources.CIFAR10_DIR]
+    extracted = folder / sources.CIFAR10_DIR
+    if source == "cifar10" and not force and all(
+        _intact(extracted / n, md5) for n, md5 in sources.CIFAR10_BATCHES
+    ):
+        return [extracted]
     todo = [f for f in names if force or not _intact(folder / f, spec.md5(f))]
     if todo:
         _fetch_source(spec, root, todo, mirrors, force)

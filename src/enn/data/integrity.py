@@ -15,7 +15,7 @@ from . import sources
 from .cifar10 import load_cifar10, parse_batch
 from .mnist import IMAGE_MAGIC, LABEL_MAGIC, parse_idx
 from .paths import DataIntegrityError, resolve_data_dir
-from .sources import CIFAR10_BATCHES, CIFAR10_DIR, TASK_FILES, check_md5, source_of
+from .sources import CIFAR10_BATCHES, TASK_FILES, check_md5, cifar10_extracted, source_of
 from .wikitext import EOS, UNK, read_ids
 
 
@@ -76,8 +76,9 @@ def _files(name: str, root: Path) -> list[tuple[Path, str | None, Callable[[Path
     spec = sources.SOURCES[source]
     folder = root / spec.folder
     if source == "cifar10":
-        if (folder / CIFAR10_DIR).is_dir():
-            return [(folder / CIFAR10_DIR / n, md5, _cifar_batch) for n, md5 in CIFAR10_BATCHES]
+        extracted = cifar10_extracted(folder)
+        if extracted is not None:
+            return [(extracted / n, md5, _cifar_batch) for n, md5 in CIFAR10_BATCHES]
         return [(folder / name, md5, _cifar_archive) for name, md5 in spec.files]
     parse = _mnist if source == "mnist" else _tokens
     wanted = TASK_FILES.get(name)

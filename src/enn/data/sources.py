@@ -39,6 +39,17 @@ MNIST_FILES = (
 )
 CIFAR10_ARCHIVE = ("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
 CIFAR10_DIR = "cifar-10-batches-py"
+
+
+def cifar10_extracted(folder: Path) -> Path | None:
+    """The extracted batch folder in CIFAR-10's ``folder`` if it is the one to read: it holds
+    all six batches, or there is no archive to read instead (its missing files are then the
+    error to report)."""
+    extracted = folder / CIFAR10_DIR
+    if not extracted.is_dir():
+        return None
+    complete = all((extracted / name).is_file() for name, _ in CIFAR10_BATCHES)
+    return extracted if complete or not (folder / CIFAR10_ARCHIVE[0]).is_file() else None
 # md5 of each pickle batch inside the archive (as published alongside torchvision's loader).
 CIFAR10_BATCHES = (
     ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
