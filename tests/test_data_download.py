@@ -1,6 +1,7 @@
 """Downloader: loopback HTTP and file:// sources, checksums, atomic rename, Range resume."""
 
 import hashlib
+import os
 import zipfile
 
 import pytest
@@ -36,9 +37,9 @@ def test_good_download_is_verified_then_renamed(served, tmp_path, monkeypatch):
     seen = []
     real_md5 = downloader.md5_file
 
-    def spy(path):
+    def spy(path, **kwargs):
         seen.append((path.name, dest.exists()))
-        return real_md5(path)
+        return real_md5(path, **kwargs)
 
     monkeypatch.setattr(downloader, "md5_file", spy)
     with serve(served) as (url, _):
@@ -62,6 +63,15 @@ def test_resume_from_part_with_range(served, tmp_path):
     with serve(served) as (url, server):
         downloader.fetch([url + "blob.bin"], dest, md5(PAYLOAD))
     assert server.requests == [("/blob.bin", "bytes=40000-")]
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_a_damaged_part_is_fetched_whole_again_from_the_same_mirror(served, tmp_path):
+    dest = tmp_path / "blob.bin"
+    dest.with_name("blob.bin.part").write_bytes(b"x" * 40_000)  # not the file's beginning
+    with serve(served) as (url, server):
+        downloader.fetch([url + "blob.bin"], dest, md5(PAYLOAD))
+    assert server.requests == [("/blob.bin", "bytes=40000-"), ("/blob.bin", None)]
     assert dest.read_bytes() == PAYLOAD
 
 
@@ -164,3 +174,16 @@ def test_download_real_mnist_test_files_with_official_checksums(tmp_path):
         paths = download("mnist10k", data_dir=tmp_path, mirrors=[url])
     assert [p.name for p in paths] == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
     assert all(p.read_bytes() == (mnist / p.name).read_bytes() for p in paths)
+
+
+def test_a_part_rewritten_within_one_clock_tick_is_hashed_afresh(tmp_path):
+    """The md5 memo goes by (path, size, mtime); a .part rewritten with as many bytes within
+    the file system's clock tick must not be taken for the old one."""
+    part = tmp_path / "blob.bin.part"
+    part.write_bytes(b"a" * 100)
+    stamp = part.stat().st_mtime_ns
+    assert sources.md5_file(part) == md5(b"a" * 100)
+    part.write_bytes(b"b" * 100)
+    os.utime(part, ns=(stamp, stamp))
+    assert sources.md5_file(part, remember=False) == md5(b"b" * 100)
+    assert sources.md5_file(part) == md5(b"b" * 100)  # the memo now holds the fresh value

@@ -47,12 +47,16 @@ def fetch(urls: Sequence[str], dest: Path, md5: str | None, timeout: float = 60.
         scheme = urlparse(url).scheme
         if scheme not in SCHEMES:
             raise ValueError(f"unsupported URL scheme {scheme!r} in {url}; use {SCHEMES}")
+        resumed = part.is_file() and part.stat().st_size > 0
         try:
             _fetch_part(url, part, timeout)
+            if resumed and md5 is not None and md5_file(part, remember=False) != md5:
+                part.unlink()  # the earlier .part was not this file's beginning: fetch it whole
+                _fetch_part(url, part, timeout)
         except (URLError, HTTPException, OSError) as err:
             failures.append(f"{url}: {err}")
             continue
-        actual = md5_file(part) if md5 is not None else None
+        actual = md5_file(part, remember=False) if md5 is not None else None
         if actual != md5:
             part.unlink()
             bad_checksum = True

@@ -144,11 +144,12 @@ def source_of(name: str) -> str | None:
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
-def md5_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex md5 of a file, memoised while its size and mtime are unchanged."""
+def md5_file(path: Path, chunk: int = 1 << 20, remember: bool = True) -> str:
+    """Hex md5 of a file, memoised while its size and mtime are unchanged (``remember``
+    False: computed afresh, for a file rewritten within the file system's clock tick)."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _VERIFIED:
+    if key not in _VERIFIED or not remember:
         digest = hashlib.md5(usedforsecurity=False)
         with open(path, "rb") as f:
             while block := f.read(chunk):
