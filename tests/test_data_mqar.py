@@ -72,3 +72,16 @@ def test_the_loss_and_accuracy_count_only_the_asked_steps():
     expected = torch.nn.functional.cross_entropy(torch.tensor([[0.0, 5.0]] * 3),
                                                  torch.tensor([1, 1, 0]))
     assert logged["val_loss"][0] == pytest.approx(float(expected))
+
+
+def test_sizes_beyond_the_machine_s_memory_are_refused(monkeypatch):
+    from enn.data import mqar
+
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**18}  # a machine of 1 GiB
+    monkeypatch.setattr(mqar.os, "sysconf", pages.__getitem__)
+    with pytest.raises(ValueError, match=r"n_train=20000, n_keys=1000, length=64 need 5\.1 GiB "
+                                         r"to generate, more than this machine's 1\.0 GiB; use "
+                                         r"smaller sizes or encoding=tokens"):
+        get_datamodule("mqar", n_keys=1000)
+    assert get_datamodule("mqar", n_keys=1000, encoding="tokens").n_keys == 1000
+    assert get_datamodule("mqar").input_size == 65  # the defaults need 0.3 GiB

@@ -15,6 +15,8 @@ downloaded; each split draws from its own seeded stream, as in ``assoc``.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -81,6 +83,25 @@ class MQARDataModule(ClassificationDataModule):
             self.input_size = vocabulary
         else:
             self.vocab_size = vocabulary
+        self._check_memory(vocabulary)
+
+    def _check_memory(self, vocabulary: int) -> None:
+        """Refuse sizes whose largest split cannot fit in this machine's memory (the key draw
+        (n, n_keys) in float64, the one-hot inputs (n, T, vocabulary) in float32), instead
+        of being killed for memory while generating."""
+        n = max(self.sizes.values())
+        need = 8 * n * self.n_keys + (4 * n * self.length * vocabulary
+                                      if self.encoding == "onehot" else 0)
+        try:
+            have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # not a POSIX system: not checked
+            return
+        if need > have:
+            raise ValueError(
+                f"options n_{max(self.sizes, key=self.sizes.get)}={n}, n_keys={self.n_keys}, "
+                f"length={self.length} need {need / 2**30:.1f} GiB to generate, more than "
+                f"this machine's {have / 2**30:.1f} GiB; use smaller sizes"
+                + (" or encoding=tokens" if self.encoding == "onehot" else ""))
 
     def tokens(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         seed = np.random.SeedSequence(self.data_seed, spawn_key=(SPLITS.index(split),))
