@@ -1,6 +1,7 @@
 """An Engram layer dropped into a plain PyTorch loop: digits (8 steps x 8 values), 3 epochs.
 
-Run: python examples/quickstart.py   (a few seconds on a CPU, no download)
+Run: python examples/quickstart.py   (a few seconds on a CPU, no download; the digits come
+from scikit-learn, which the `train` extra installs)
 """
 
 import torch

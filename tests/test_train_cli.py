@@ -558,6 +558,7 @@ def test_compare_summarises_and_resumes(tmp_path, capsys):
     assert enn(*args[:-1], "model.hidden_sizes=16") == 2
     err = capsys.readouterr().err
     assert "engram-seed0 holds a run made with model.hidden_sizes=8, not 16" in err
+    assert "delete that run folder to train it anew" in err and "--force" not in err
     assert enn(*args[:2], "assoc", *args[3:]) == 2
     assert "holds a run made with task=digits, not assoc" in capsys.readouterr().err
     assert snapshot(out) == before

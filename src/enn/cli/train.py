@@ -49,16 +49,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_train)
 
     p = subparsers.add_parser("evaluate", help="test metrics of a saved checkpoint")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True,
+                   help="a run's checkpoints/best.ckpt or last.ckpt")
     p.add_argument("--task", help="refuse a checkpoint of another task")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="data directory (else $ENN_DATA_DIR, else the user cache)")
     p.add_argument("--out", help="metrics file (default: eval.json in the run folder)")
     p.set_defaults(func=run_evaluate)
 
     p = subparsers.add_parser("compare", help="every model x seed on a task, then statistics")
     _common(p)
-    p.add_argument("--models", default="engram,lstm,gru,rnn")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--models", default="engram,lstm,gru,rnn",
+                   help="comma-separated models (default engram,lstm,gru,rnn)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument(
         "--out", required=True, help="comparison folder (one run folder per model x seed)"
     )

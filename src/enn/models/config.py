@@ -25,7 +25,7 @@ from .classifier import POOLINGS
 PRESETS = ("paper", "default", "associative")
 LM_TASKS = ("wikitext103", "wikitext2", "wikitext103-small", "ptb")
 PER_STEP_TASKS = ("mqar",)  # a target at some steps of each sequence: pooling "each"
-# The paper's epoch counts (ENN_SPEC section 4); tasks it did not run get MNIST's.
+# The paper's epoch counts; tasks it did not run get MNIST's.
 PAPER_EPOCHS = {"cifar10": 30, "wikitext103": 10, "wikitext2": 10, "wikitext103-small": 10}
 
 

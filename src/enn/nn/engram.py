@@ -512,7 +512,9 @@ class Engram(_EngramBase):
 
     Parameters of layer k: ``weight_z_lk``, ``bias_z_lk``, ``ln_z_weight_lk``, ``ln_z_bias_lk``,
     ``memory_lk``, ``weight_c_lk``, ``bias_c_lk``, ``weight_o_lk``, ``bias_o_lk``,
-    ``ln_h_weight_lk``, ``ln_h_bias_lk``.
+    ``ln_h_weight_lk``, ``ln_h_bias_lk``; with the options, ``log_sharpness_lk`` (sharpness
+    "layer" or "slot"), ``write_mix_lk`` (write_key "mix"), ``weight_mod_lk``, ``bias_mod_lk``
+    (neuromodulation) and ``weight_g_lk``, ``bias_g_lk`` (hidden_update "gated").
     """
 
     def __init__(

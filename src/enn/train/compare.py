@@ -50,7 +50,8 @@ def compare(
         run_dir = run_dir_for(out, cfg.model.backbone, cfg.seed)
         check_writable(run_dir, "run folder")
         if run_status(run_dir) != "empty":
-            check_same_config(run_dir, cfg, larger_cap=True)
+            check_same_config(run_dir, cfg, larger_cap=True,
+                              start_over="delete that run folder to train it anew")
     worker = False
     for cfg in cfgs:
         run_dir = run_dir_for(out, cfg.model.backbone, cfg.seed)

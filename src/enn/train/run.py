@@ -263,9 +263,11 @@ def stopped_early(run_dir: Path) -> int | None:
     return epochs_run if epochs_run < saved_config(run_dir).train.epochs else None
 
 
-def check_same_config(run_dir: Path, cfg: RunConfig, larger_cap: bool = False) -> None:
+def check_same_config(run_dir: Path, cfg: RunConfig, larger_cap: bool = False,
+                      start_over: str = "--force to start it over") -> None:
     """A ``RunError`` naming the first differing key unless ``run_dir`` was made with ``cfg``
-    (or, with ``larger_cap``, with ``cfg`` but a smaller ``train.epochs``)."""
+    (or, with ``larger_cap``, with ``cfg`` but a smaller ``train.epochs``); ``start_over``
+    says how the command at hand replaces the run."""
     saved = saved_config(run_dir)
     if larger_cap and raises_cap(saved, cfg):
         return
@@ -274,7 +276,7 @@ def check_same_config(run_dir: Path, cfg: RunConfig, larger_cap: bool = False) -
         key, saved, given = diff[0]
         raise RunError(
             f"{run_dir} holds a run made with {key}={format_value(saved)}, "
-            f"not {format_value(given)}; use another folder, or --force to start it over"
+            f"not {format_value(given)}; use another folder, or {start_over}"
         )
 
 

@@ -65,7 +65,7 @@ class MemoryConfig:
 
 @dataclass(frozen=True)
 class EngramHyper:
-    """Non-learnable settings of the paper's cell (ENN_SPEC section 2)."""
+    """Non-learnable settings of the paper's cell (docs/model.md)."""
 
     hebbian_lr: float = 0.05  # eta: write strength, and 1 - eta the decay (9)
     trace_scale: float = 0.5  # alpha

@@ -1,4 +1,4 @@
-/* Native CPU kernels of the Engram layer (ENN_SPEC section 2), loaded
+/* Native CPU kernels of the Engram layer (docs/model.md), loaded
  * through ctypes by native.py, which registers them as torch.ops.enn operators:
  *   per_sample_scan.inc: the per-sample trace, one sequence at a time so that its (N, h)
  *     trace stays in cache;
