@@ -567,6 +567,12 @@ def test_compare_summarises_and_resumes(tmp_path, capsys):
     assert capsys.readouterr().err.count("done, skipped") == 2
     assert enn(*args[:4], "rnn", *args[5:-1], "model.hidden_sizes=16") == 2
     assert "rnn-seed0 holds a run made with model.hidden_sizes=8, not 16" in capsys.readouterr().err
+    # another seed of a model already there, with another setting: the summary would pool it
+    before = snapshot(out)
+    assert enn(*args[:4], "rnn", "--seeds", "2", *args[7:], "train.lr=0.01") == 2
+    err = capsys.readouterr().err
+    assert "rnn-seed0 holds a run of rnn made with train.lr=0.001, not 0.01" in err
+    assert snapshot(out) == before and not (out / "rnn-seed2").exists()
     shutil.rmtree(out / "rnn-seed1" / "checkpoints")  # a published record: metrics only
     assert enn(*args[:-4], "--epochs", "2", *args[-2:]) == 0  # runs at their cap go on
     err = capsys.readouterr().err

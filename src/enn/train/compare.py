@@ -5,16 +5,20 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from ..analysis.report import is_record, write_report
 from ..analysis.summary import SUMMARY_FIELDS, summarize
 from ..data.atomic import atomic_write_json, atomic_write_text
+from ..models.config import RunConfig, format_value
 from .run import (
+    RunError,
     check_same_config,
     check_writable,
     configs_for,
     raises_cap,
+    run_differences,
     run_status,
     saved_config,
     stopped_early,
@@ -52,6 +56,7 @@ def compare(
         if run_status(run_dir) != "empty":
             check_same_config(run_dir, cfg, larger_cap=True,
                               start_over="delete that run folder to train it anew")
+    check_other_seeds(out, cfgs)
     worker = False
     for cfg in cfgs:
         run_dir = run_dir_for(out, cfg.model.backbone, cfg.seed)
@@ -83,6 +88,31 @@ def compare(
     write_summary(out, summary)
     write_report(out)
     return summary
+
+
+def check_other_seeds(out: Path, cfgs: list[RunConfig]) -> None:
+    """The summary pools every run of a model in ``out``: a ``RunError`` unless the runs of a
+    requested model at other seeds were made with the same configuration (but for the seed
+    and the epoch cap). Runs of other models may follow another protocol (the baselines of the
+    ``paper`` preset's comparisons train with PyTorch's recipe)."""
+    requested = {cfg.model.backbone: cfg for cfg in cfgs}
+    asked = {run_dir_for(out, cfg.model.backbone, cfg.seed) for cfg in cfgs}
+    for config_file in sorted(Path(out).glob("*/config.yaml")):
+        run_dir = config_file.parent
+        if run_dir in asked:
+            continue
+        saved = saved_config(run_dir)
+        cfg = requested.get(saved.model.backbone)
+        if cfg is None:
+            continue
+        diff = [d for d in run_differences(saved, replace(cfg, seed=saved.seed))
+                if d[0] != "train.epochs"]
+        if diff:
+            key, was, given = diff[0]
+            raise RunError(
+                f"{run_dir} holds a run of {saved.model.backbone} made with "
+                f"{key}={format_value(was)}, not {format_value(given)}, which the summary "
+                f"would pool with these; use another folder, or delete that run folder")
 
 
 def write_summary(out: Path, summary: dict) -> None:
