@@ -148,6 +148,7 @@ def test_wikitext_small_language_model_end_to_end(tmp_path):
             "1",
             "train.limit_train_batches=3",
             "train.limit_eval_batches=2",
+            "train.limit_test_batches=2",
             "model.hidden_sizes=32",
             "model.embed_dim=32",
             "model.memory_size=8",
@@ -670,3 +671,16 @@ def test_match_params_sizes_the_baseline_to_the_enn(tmp_path):
     assert enn("train", "--model", "rnn", "--match-params", "--out", tmp_path / "r", *common) == 0
     enn_params = read_metrics(tmp_path / "e")["params"]
     assert abs(read_metrics(tmp_path / "r")["params"] - enn_params) / enn_params < 0.02
+
+
+def test_a_limit_on_validation_leaves_the_test_whole(tmp_path):
+    """limit_eval_batches shortens the validation passes only: the test score is the whole
+    test set's, as enn evaluate computes it."""
+    run = tmp_path / "run"
+    assert enn("train", "--task", "digits", "--model", "gru", "--epochs", "1", "--out", run,
+               "model.hidden_sizes=8", "train.limit_eval_batches=0.5") == 0
+    m = read_metrics(run)
+    assert enn("evaluate", "--checkpoint", run / "checkpoints" / "best.ckpt") == 0
+    evaluated = json.loads((run / "eval.json").read_text())
+    assert evaluated["test_acc"] == m["test_acc"] and evaluated["test_loss"] == m["test_loss"]
+    assert abs(m["test_acc"] * 300 - round(m["test_acc"] * 300)) < 1e-4  # k of 300 images

@@ -116,7 +116,8 @@ class TrainConfig:
     num_workers: int = 0
     threads: int = 0  # CPU threads for torch (0 = torch's default); 1 suits small models
     limit_train_batches: float = 1.0  # fraction (<= 1) or number of batches per epoch
-    limit_eval_batches: float = 1.0
+    limit_eval_batches: float = 1.0  # of each validation pass
+    limit_test_batches: float = 1.0  # of the final test (below 1: a partial test score)
 
 
 @dataclass
@@ -397,7 +398,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         _bad("train.strategy", "ddp or auto for a language model", t.strategy)
     _int_range("train.num_workers", t.num_workers, 0)
     _int_range("train.threads", t.threads, 0)
-    for name in ("limit_train_batches", "limit_eval_batches"):
+    for name in ("limit_train_batches", "limit_eval_batches", "limit_test_batches"):
         value = getattr(t, name)
         if not (math.isfinite(value) and value > 0 and (value <= 1 or value == int(value))):
             _bad(f"train.{name}", "a fraction in (0, 1] or a whole number of batches", value)

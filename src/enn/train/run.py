@@ -190,7 +190,7 @@ def _trainer(
             num_sanity_val_steps=0,
             limit_train_batches=_limit(t.limit_train_batches),
             limit_val_batches=_limit(t.limit_eval_batches),
-            limit_test_batches=_limit(t.limit_eval_batches),
+            limit_test_batches=_limit(t.limit_test_batches),
             log_every_n_steps=10,
             default_root_dir=str(run_dir),
             use_distributed_sampler=kind != "language_model",
