@@ -60,7 +60,11 @@ def build(name: str, input_size: int, hidden: int, memory: int) -> nn.Module:
     """``enn_<trace>[:<variant>]``: the ENN classifier (one Engram layer of the paper's cell);
     ``enn_associative``: the same with the associative preset's layer; ``lstm``, ``gru``,
     ``rnn``: the paper's baselines, two stacked layers (hidden, hidden / 2)."""
-    if name.partition(":")[0] == "enn_associative":
+    base, _, variant = name.partition(":")
+    if base == "enn_associative":
+        if VARIANTS.get(variant, (None,))[0]:  # its memory is not the paper's: no such path
+            raise ValueError(f"{name}: the associative memory has no PyTorch-path variant; "
+                             f"time {base}:torch-hidden instead")
         cfg = ModelConfig("engram", (hidden,), memory_size=memory, **ASSOCIATIVE)
     elif name.startswith("enn_"):
         trace = name[len("enn_"):].partition(":")[0]
@@ -321,7 +325,8 @@ def _table(rows: list[dict]) -> str:
             f"{r['train_ms']:>10.1f}{r['ratio_to_lstm_per_round']['median']:>8.2f}"
             f"{r['infer_seq_per_s']:>13.0f}"
             f"{'n/a' if r['peak_mib'] is None else format(r['peak_mib'], '.1f'):>10}"
-            f"{r['saved_mib']:>11.1f}  {r['path']}"
+            f"{'n/a' if r['saved_mib'] is None else format(r['saved_mib'], '.1f'):>11}"
+            f"  {r['path']}"
         )
     return "\n".join(lines)
 
@@ -334,6 +339,12 @@ def round_ratios(times: list[float], base: list[float]) -> dict[str, float]:
         return {"q1": ratios[0], "median": ratios[0], "q3": ratios[0]}
     q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
     return {"q1": q1, "median": median, "q3": q3}
+
+
+def kernel_gains(results: dict) -> dict[str, dict[str, float]]:
+    """Each ``enn_<x>:<variant>`` step over the ``enn_<x>`` step of the same round."""
+    return {name: round_ratios(r["train_ms_all"], results[name.partition(":")[0]]["train_ms_all"])
+            for name, r in results.items() if ":" in name}
 
 
 def _quartiles(q: dict[str, float]) -> str:
@@ -349,7 +360,7 @@ def _rows(results: dict, args_shape: dict, with_memory: bool, device: torch.devi
         peak = (peak_memory_mib(name, **args_shape, device=device)
                 if with_memory and device.type == "cuda" else None)
         saved = (saved_activations_mib(name, **args_shape, device=device) if with_memory
-                 else float("nan"))
+                 else None)  # JSON null: not measured
         rows.append({
             "model": "ENN" if enn else name.upper() + " (2 layers)",
             "trace": name[4:] if enn else "-",
@@ -464,6 +475,19 @@ def _check_outputs(args) -> None:
             raise CLIError(f"{option}: cannot create {folder} ({err.strerror})") from None
     if args.out and Path(args.out).is_dir():
         raise CLIError(f"--out: expected a file, got the folder {args.out}")
+    if args.out:  # a file there can be written: found out now, not after the timing
+        probe = Path(args.out).with_name(f".{Path(args.out).name}.probe")
+        try:
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            raise CLIError(f"--out: cannot write {args.out} ({err.strerror})") from None
+    if args.plot_dir:
+        try:
+            import matplotlib  # noqa: F401
+        except ModuleNotFoundError:
+            raise CLIError("--plot-dir needs matplotlib, from the 'analysis' extra: "
+                           "pip install 'engram-nn[analysis]'") from None
 
 
 def main(argv: list[str] | None = None, prog: str = "enn bench") -> int:
@@ -493,12 +517,18 @@ def main(argv: list[str] | None = None, prog: str = "enn bench") -> int:
     print("x LSTM per round (each step over the LSTM step of its round; median [quartiles]): "
           + ", ".join(f"{r['model']} {r['trace']} {_quartiles(r['ratio_to_lstm_per_round'])}"
                       for r in rows if r["trace"] != "-"))
+    gains = kernel_gains(results)
+    if gains:
+        print("what the kernels buy, per round (the PyTorch-path variant's step over the "
+              "layer's own; median [quartiles]): " + ", ".join(
+                  f"{k} {_quartiles(v)}" for k, v in gains.items()))
     print("page faults per training step (median): " + ", ".join(
         f"{r['model']} {r['trace']} {r['page_faults_per_step']:.0f}" for r in rows))
     report = {"torch": torch.__version__, "threads": torch.get_num_threads(),
               "machine": platform.machine(), "device": where, "allocator": allocator,
               "shape": shape,
-              "repeats": args.repeats, "warmup": args.warmup, "rows": rows}
+              "repeats": args.repeats, "warmup": args.warmup, "rows": rows,
+              "kernel_gains": gains}
     if args.breakdown:
         macs = matmul_macs(**shape)
         rate = gemm_rate(shape["batch"], shape["steps"], shape["hidden"], device=device)
@@ -517,7 +547,8 @@ def main(argv: list[str] | None = None, prog: str = "enn bench") -> int:
     if args.scaling:
         sweep_names = [f"enn_{m}" for m in args.trace] + ["lstm"]
         print("scaling (train ms/step, median):", flush=True)
-        report["scaling"] = scaling(shape, args.scaling_repeats, 1, sweep_names, device)
+        report["scaling"] = scaling(shape, args.scaling_repeats, args.warmup, sweep_names,
+                                    device)
         report["scaling_repeats"] = args.scaling_repeats
         if args.plot_dir:
             files = plot_scaling(report["scaling"], sweep_names, Path(args.plot_dir))

@@ -1,6 +1,7 @@
 """Training-step time of the four language models at the WikiText-103-small shapes
 (vocabulary 10,000, batch 128 x 32 tokens, embedding and hidden 128), interleaved in one
-process, median of the timed steps: does the softmax dominate, and is the ENN then as fast
+process, median of the timed steps and of each step over the LSTM step of its round: does
+the softmax dominate, and is the ENN then as fast
 as GRU/LSTM? Default preset, one thread unless --threads.
 
     python -m benchmarks.lm_step_timing --repeats 7 [--threads 1]
@@ -14,6 +15,7 @@ import time
 
 import torch
 
+from benchmarks.bench import round_ratios
 from enn.cli import at_least
 from enn.models import build_model, resolve
 from enn.models.build import DataShape
@@ -46,13 +48,13 @@ def main() -> None:
             opts[name].step()
             if step >= 2:
                 times[name].append(time.perf_counter() - start)
-    lstm = statistics.median(times["lstm"])
     print(f"threads={args.threads} repeats={args.repeats}")
-    print("| model | train ms/step (median) | x LSTM |")
+    print("| model | train ms/step (median) | x LSTM per round: median [quartiles] |")
     print("|---|---|---|")
     for name, t in times.items():
-        med = statistics.median(t)
-        print(f"| {name} | {1000 * med:.1f} | {med / lstm:.2f} |")
+        ratio = round_ratios(t, times["lstm"])
+        print(f"| {name} | {1000 * statistics.median(t):.1f} | {ratio['median']:.2f} "
+              f"[{ratio['q1']:.2f}, {ratio['q3']:.2f}] |")
 
 
 if __name__ == "__main__":

@@ -17,12 +17,22 @@ def test_bench_writes_rows_and_breakdown(tmp_path):
             "--memory", "4", "--repeats", "1", "--warmup", "0", "--no-memory",
             "--baselines", "gru", "--breakdown", "--backends", "--out", str(out)]
     assert main(argv) == 0
-    report = json.loads(out.read_text())
+
+    def not_json(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    report = json.loads(out.read_text(), parse_constant=not_json)  # strict: no NaN
     rows = {(r["model"], r["trace"]): r for r in report["rows"]}
+    assert all(r["saved_mib"] is None for r in rows.values())  # --no-memory: not measured
     variants = {("ENN", f"{t}:{v}") for t in ("per_sample", "shared")
                 for v in ("torch-hidden", "torch-memory", "torch")}
     assert set(rows) == {("ENN", "per_sample"), ("ENN", "shared"), ("LSTM (2 layers)", "-"),
                          ("GRU (2 layers)", "-"), *variants}
+    gains = report["kernel_gains"]  # each variant's step over its layer's, in the same round
+    assert set(gains) == {f"enn_{trace}" for _, trace in variants}
+    variant, base = rows[("ENN", "shared:torch")], rows[("ENN", "shared")]
+    assert gains["enn_shared:torch"]["median"] == pytest.approx(
+        variant["train_ms_all"][0] / base["train_ms_all"][0])
     assert rows[("ENN", "shared:torch-hidden")]["path"] == "native/torch"
     assert rows[("ENN", "shared:torch")]["path"] == "torch"
     assert rows[("LSTM (2 layers)", "-")]["ratio_to_lstm_per_round"]["median"] == 1.0
@@ -100,6 +110,7 @@ def test_bench_outside_a_checkout_is_one_error_line(monkeypatch, capsys):
     (["--out", "{tmp}/a-file/x.json"], "--out: cannot create {tmp}/a-file"),
     (["--out", "{tmp}"], "--out: expected a file, got the folder {tmp}"),
     (["--plot-dir", "{tmp}/plots"], "--plot-dir draws the --scaling curves; give --scaling too"),
+    (["--out", "/proc/self/x.json"], "--out: cannot write /proc/self/x.json"),
 ])
 def test_bad_outputs_are_one_line_before_any_timing(tmp_path, capsys, monkeypatch, args,
                                                     message):
@@ -111,3 +122,20 @@ def test_bad_outputs_are_one_line_before_any_timing(tmp_path, capsys, monkeypatc
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message.replace("{tmp}", str(tmp_path)) in err
+
+
+def test_plots_without_matplotlib_are_refused_before_any_timing(capsys, monkeypatch, tmp_path):
+    from benchmarks import bench
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    monkeypatch.setattr(bench, "measure", lambda *a, **k: pytest.fail("timed before checking"))
+    assert main(["bench", "--scaling", "--plot-dir", str(tmp_path / "plots")]) == 2
+    assert "--plot-dir needs matplotlib" in capsys.readouterr().err
+
+
+def test_the_associative_memory_has_no_pytorch_path_variant():
+    from benchmarks import bench
+
+    with pytest.raises(ValueError, match="no PyTorch-path variant"):
+        bench.build("enn_associative:torch-memory", 3, 8, 4)
+    assert bench.build("enn_associative:torch-hidden", 3, 8, 4) is not None
