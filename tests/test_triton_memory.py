@@ -567,3 +567,23 @@ def test_triton_asked_for_a_layer_too_large_for_its_tile_is_one_clear_error():
              r"got N 64, h 1025$")
     with pytest.raises(ValueError, match=match):
         engram_layer(x, layer.layer_weights(0), layer.hyper, backend="triton")
+
+
+def test_the_gpu_benchmark_checks_then_times_both_interleaved(monkeypatch, capsys):
+    """benchmarks/gpu_memory.py in the interpreter at a small shape: the differences to the
+    reference first (small), then both kernels' steps and their per-round ratio."""
+    from benchmarks import gpu_memory
+
+    monkeypatch.setitem(gpu_memory.SHAPES, "paper", (3, 5, 16, 8))
+    calls = []
+    real = gpu_memory.step
+    monkeypatch.setattr(gpu_memory, "step", lambda name, *a: calls.append(name) or real(name, *a))
+    device = "cuda" if CUDA else "cpu"
+    (result,) = gpu_memory.main(["--shapes", "paper", "--modes", "shared", "--dtypes",
+                                 "float64", "--repeat", "2", "--device", device])
+    assert max(result["max_abs_diff"].values()) < 1e-8
+    assert calls[:2] == ["triton", "naive"]  # checked before any timing
+    assert calls[2:8] == ["triton", "naive"] * 3  # a warm-up round, then two, interleaved
+    assert result["triton"]["ms"] > 0 and result["naive"]["ms"] > 0
+    assert set(result["naive_over_triton"]) == {"q1", "median", "q3"}
+    assert "naive / triton per round" in capsys.readouterr().out
