@@ -37,6 +37,13 @@ def test_kruskal_by_hand():
     h = 12 / (9 * 10) * ((6**2 + 15**2 + 24**2) / 3) - 3 * 10
     res = stats.kruskal(TABLE)
     assert res["statistic"] == pytest.approx(h, rel=1e-9)
+    # the exact p of two models of three seeds: 20 assignments of the six values, of which
+    # the two that separate the groups completely reach H = 27/7 (the chi-square approximation
+    # gives 0.0495)
+    two = {"engram": [0.90, 0.92, 0.94], "lstm": [0.95, 0.96, 0.97]}
+    res = stats.kruskal(two)
+    assert res["statistic"] == pytest.approx(27 / 7) and res["p"] == pytest.approx(2 / 20)
+    assert stats.kruskal(two) == res  # seeded where it draws: the same p every time
 
 
 def test_tukey_pairs_and_significance():
@@ -157,3 +164,9 @@ def test_a_run_without_a_finite_score_is_named_and_not_counted(tmp_path):
                                                   "ci95": None}
     _, rows = report.results_table(summary)
     assert {row[0]: row[2:4] for row in rows}["gru"] == ["0.8500", "n/a"]
+
+
+def test_a_p_value_is_never_rounded_across_the_verdict_s_alpha():
+    assert report._p(0.0495) == "0.0495"  # not "0.05" beside "differ at alpha 0.05"
+    assert report._p(0.123) == "0.12" and report._p(0.0504) == "0.05"
+    assert report._p(3e-5) == "3.0e-05"

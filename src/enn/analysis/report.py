@@ -102,7 +102,12 @@ def _fmt(x: float, digits: int = 4) -> str:
 
 
 def _p(p: float) -> str:
-    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+    """Two significant digits, three where two would round across the 0.05 of the verdict
+    beside it (0.0495 is not "0.05")."""
+    if p < 1e-4:
+        return f"{p:.1e}"
+    text = f"{p:.2g}"
+    return f"{p:.3g}" if (float(text) < ALPHA) != (p < ALPHA) else text
 
 
 def load_summary(compare_dir: Path) -> dict:

@@ -7,6 +7,7 @@ Pure functions over ``{model: [value per seed]}``; no files, no training.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from scipy import stats
@@ -49,8 +50,25 @@ def anova(groups: dict[str, list[float]]) -> dict:
     return _omnibus("one-way ANOVA", stats.f_oneway, groups)
 
 
+KRUSKAL_RESAMPLES = 9999
+
+
 def kruskal(groups: dict[str, list[float]]) -> dict:
-    return _omnibus("Kruskal-Wallis", stats.kruskal, groups)
+    """Kruskal-Wallis H with its p-value by permutation: exact where the assignments of the
+    values to the groups number at most ``KRUSKAL_RESAMPLES``, else that many seeded draws.
+    The chi-square approximation is unreliable with a few seeds per model (two models of
+    three seeds: 0.0495 where the exact p is 0.1)."""
+
+    def test(*samples):
+        def h(*s, axis):
+            return stats.kruskal(*s, axis=axis).statistic
+
+        res = stats.permutation_test(samples, h, permutation_type="independent",
+                                     vectorized=True, n_resamples=KRUSKAL_RESAMPLES,
+                                     alternative="greater", rng=0)
+        return SimpleNamespace(statistic=stats.kruskal(*samples).statistic, pvalue=res.pvalue)
+
+    return _omnibus("Kruskal-Wallis", test, groups)
 
 
 def tukey(groups: dict[str, list[float]], alpha: float = 0.05) -> dict:
