@@ -189,3 +189,10 @@ def test_heatmap_ticks_fall_on_whole_indices(tmp_path, monkeypatch):
         ax = fig.axes[0]
         ticks = np.concatenate([ax.get_xticks(), ax.get_yticks()])
         assert np.array_equal(ticks, ticks.round()), ticks
+    rows = [{"epoch": e, "val_loss": 1 / e, "val_acc": 0.5} for e in (1, 2)]
+    write_run(tmp_path / "cmp" / "engram-seed0", "engram", 0, rows, {})
+    plots.plot_learning_curves(tmp_path / "cmp", tmp_path / "c.png")
+    figures[-1].canvas.draw()
+    for ax in figures[-1].axes:  # epochs: 1 and 2, nothing between
+        ticks = ax.get_xticks()
+        assert np.array_equal(ticks, ticks.round()), ticks

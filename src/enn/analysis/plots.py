@@ -269,6 +269,7 @@ def plot_learning_curves(compare_dir: str | Path, out: str | Path) -> Path:
     }
     for ax, key in zip(axes, ("val_loss", score), strict=True):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         ax.set_ylabel(names[key])
         ax.set_title(f"{names[key]} (mean over seeds, band: min-max)")
         ax.grid(alpha=0.3)
