@@ -43,16 +43,24 @@ def refresh_run_fields(run_dir: Path) -> None:
 
 
 class OtherRunsError(Exception):
-    """The published records were made with another configuration than the local runs."""
+    """The published records do not go with the local runs: made with another configuration,
+    or not finished here (publishing would drop them)."""
 
 
 def restore_records(compare_dir: Path, dest: Path) -> list[str]:
     """Copy the published records of the runs ``compare_dir`` lacks into it, with the files of
     ``enn explain`` published beside a record; their names. Each must have been made with
     the configuration of the local runs of its model (the seed apart): other runs under the
-    same name are an ``OtherRunsError``."""
-    missing = [r for r in sorted((dest / RECORDS).glob("*-seed*"))
-               if not (compare_dir / r.name).exists()]
+    same name are an ``OtherRunsError``, and so is a record whose run is here unfinished (its
+    rerun not done): publishing would drop the published seed."""
+    records = sorted((dest / RECORDS).glob("*-seed*"))
+    unfinished = [r.name for r in records if (compare_dir / r.name).exists()
+                  and not (compare_dir / r.name / "metrics.json").is_file()]
+    if unfinished:
+        raise OtherRunsError(
+            f"{compare_dir.name}: {', '.join(unfinished)} published but unfinished here; "
+            f"finish them (enn compare resumes them) or move them aside before publishing")
+    missing = [r for r in records if not (compare_dir / r.name).exists()]
     for record in missing:  # all checked before any is copied
         model = record.name.rsplit("-seed", 1)[0]
         for local in sorted(compare_dir.glob(f"{model}-seed*/config.yaml"))[:1]:
@@ -105,15 +113,21 @@ def publish(compare_dir: Path, dest: Path) -> dict:
 
 
 def overview_rows(name: str, summary: dict) -> list[str]:
+    """One table row per model; n/a where no run of it has the number (all diverged)."""
     score = summary["score"]
     rows = []
     for model, row in summary["models"].items():
+        scored = format_spread(row[score]) if score in row else "n/a"
         rows.append(
             f"| [{name}]({name}/report.md) | {model} | {len(row['seeds'])} | {score} "
-            f"{format_spread(row[score])} | {row['test_loss']['mean']:.4f} | "
-            f"{int(row['params']['mean']):,} | {row['seconds_per_epoch']['mean']:.1f} |"
+            f"{scored} | {_mean(row, 'test_loss', '.4f')} | {_mean(row, 'params', ',.0f')} | "
+            f"{_mean(row, 'seconds_per_epoch', '.1f')} |"
         )
     return rows
+
+
+def _mean(row: dict, field: str, spec: str) -> str:
+    return format(row[field]["mean"], spec) if field in row else "n/a"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -123,3 +123,27 @@ def test_records_of_other_runs_are_not_joined(tmp_path, capsys):
     assert not (later / "engram-seed0").exists()  # nothing joined
     assert json.loads((docs / "cmp" / "summary.json").read_text())["models"]["engram"][
         "seeds"] == [0, 1]  # the published comparison untouched
+
+
+def test_a_published_seed_unfinished_here_is_not_dropped(tmp_path, capsys):
+    docs = tmp_path / "docs"
+    runs = fake_runs(tmp_path / "runs" / "cmp", [0, 1])
+    publish_all(runs.parent, docs)
+    (runs / "lstm-seed1" / "metrics.json").unlink()  # its rerun is under way here
+    with pytest.raises(SystemExit) as stop:
+        publish_all(runs.parent, docs)
+    assert stop.value.code == 2
+    assert "lstm-seed1 published but unfinished here" in capsys.readouterr().err
+    assert json.loads((docs / "cmp" / "summary.json").read_text())["models"]["lstm"][
+        "seeds"] == [0, 1]  # the published comparison untouched
+
+
+def test_the_overview_says_n_a_for_a_model_whose_every_run_diverged():
+    summary = {"score": "test_ppl", "models": {
+        "rnn": {"seeds": [0, 1]},  # no finite score or loss in any run
+        "lstm": {"seeds": [0], "test_ppl": {"mean": 170.0, "std": None, "ci95": None, "n": 1},
+                 "test_loss": {"mean": 5.1}, "params": {"mean": 8390936},
+                 "seconds_per_epoch": {"mean": 413.5}}}}
+    rnn, lstm = collect_results.overview_rows("cmp", summary)
+    assert rnn == "| [cmp](cmp/report.md) | rnn | 2 | test_ppl n/a | n/a | n/a | n/a |"
+    assert lstm.endswith("| test_ppl 170.0000 | 5.1000 | 8,390,936 | 413.5 |")
