@@ -22,8 +22,8 @@ import shutil
 from pathlib import Path
 
 from enn.analysis.memory import EXPLAIN_DIR
-from enn.analysis.report import RECORDS, best_engram_run, is_record, load_runs, write_report
-from enn.analysis.summary import format_spread, summarize
+from enn.analysis.report import best_engram_run, is_record, write_report
+from enn.analysis.summary import RECORDS, format_spread, load_runs, summarize
 from enn.data.atomic import atomic_write_json
 from enn.models.config import PER_STEP_TASKS, config_differences, format_value
 from enn.train.callbacks import summarize_epochs

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from enn.analysis.report import RECORDS, load_runs
 from enn.analysis.stats import describe, welch
-from enn.analysis.summary import format_spread, score_of
+from enn.analysis.summary import format_spread, load_runs, score_of
 
 
 def finished_runs(folder: Path, model: str) -> list[tuple[Path, dict]]:
     """The finished runs ``MODEL-seedS`` of a comparison folder (or of its records), by seed."""
-    runs = load_runs(folder) or load_runs(folder / RECORDS)
+    runs = load_runs(folder)
     return sorted(((run, m) for run, m in runs if run.name.startswith(f"{model}-seed")),
                   key=lambda r: int(r[0].name.rsplit("-seed", 1)[1]))
 

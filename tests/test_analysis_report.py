@@ -64,7 +64,7 @@ def fake_comparison(root, tests=TESTS, with_memory=True):
     for model, accs in ACC.items():
         for seed, acc in enumerate(accs):
             run = root / f"{model}-seed{seed}"
-            run.mkdir(parents=True)
+            (run / "checkpoints").mkdir(parents=True)  # a run trained here, not a record
             with open(run / "metrics.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["epoch", "train_loss", "train_acc", "val_loss", "val_acc"])
@@ -301,3 +301,21 @@ def test_the_report_imports_without_lightning():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "enn report: error: no-such-folder is not a folder"
+
+
+def test_a_published_folder_reports_from_its_records(tmp_path, capsys):
+    """A published comparison keeps its runs as records under runs/ (no checkpoints, no
+    recordings): enn report reads them and says what a record lacks."""
+    published = tmp_path / "cmp"
+    fake_comparison(tmp_path / "local", with_memory=False)
+    (published / "runs").mkdir(parents=True)
+    for run in sorted((tmp_path / "local").glob("*-seed*")):
+        (run / "checkpoints").rmdir()  # what collect_results publishes: no checkpoints
+        run.rename(published / "runs" / run.name)
+    (tmp_path / "local" / "summary.json").rename(published / "summary.json")
+    assert main(["report", str(published)]) == 0
+    text = (published / "report.md").read_text()
+    assert "engram-seed1 is a published record: its memory recordings stayed" in text
+    assert "No attribution published with the record engram-seed1" in text
+    assert "enn explain --checkpoint" not in text
+    assert (published / "figures" / "learning_curves.png").is_file()

@@ -207,9 +207,6 @@ def tests_in_words(summary: dict) -> list[str]:
     return lines
 
 
-RECORDS = "runs"  # a published comparison folder keeps its runs' records here
-
-
 def is_record(run_dir: Path) -> bool:
     """Whether a finished run is a published record: its configuration and metrics, without
     the checkpoints and recordings that stayed on the machine that trained it."""
@@ -234,6 +231,8 @@ def memory_section(doc: Document, run_dir: Path, task: str, figures: Path, rel: 
     rows = read_stats(memory)
     if not rows:
         doc.para(
+            f"{run_dir.name} is a published record: its memory recordings stayed on the "
+            "machine that trained it." if is_record(run_dir) else
             f"No memory recordings in {run_dir.name}/{MEMORY_DIR} (the run was trained "
             "without the trace monitor)."
         )
@@ -316,7 +315,8 @@ def explain_section(doc: Document, run_dir: Path, rel_run: str) -> None:
     path = run_dir / EXPLAIN_DIR / EXPLAIN_FILE
     command = f"enn explain --checkpoint {run_dir.name}/checkpoints/best.ckpt --index 0 1 2"
     if not path.is_file():
-        doc.para(f"No attribution yet: run `{command}`.")
+        doc.para(f"No attribution published with the record {run_dir.name}." if is_record(run_dir)
+                 else f"No attribution yet: run `{command}`.")
         return
     section = Document()
     try:

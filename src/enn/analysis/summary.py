@@ -10,6 +10,7 @@ from pathlib import Path
 from . import stats
 
 METRICS_FILE = "metrics.json"  # in a run folder; written when the run has finished
+RECORDS = "runs"  # a published comparison folder keeps its runs' records here
 SUMMARY_FIELDS = (
     "params",
     "test_loss",
@@ -30,8 +31,12 @@ def score_of(metrics: dict) -> str:
 
 def load_runs(out: Path) -> list[tuple[Path, dict]]:
     """(run folder, metrics) of every finished run in the comparison folder ``out``: its
-    folders with a ``metrics.json``. The summary, the report and its curves all count these."""
-    return [(p.parent, read_json(p)) for p in sorted(Path(out).glob(f"*/{METRICS_FILE}"))]
+    folders with a ``metrics.json``, or, in a published folder, its records under ``runs/``.
+    The summary, the report and its curves all count these."""
+    found = sorted(Path(out).glob(f"*/{METRICS_FILE}"))
+    found = [p for p in found if p.parent.name != RECORDS] or sorted(
+        Path(out).glob(f"{RECORDS}/*/{METRICS_FILE}"))
+    return [(p.parent, read_json(p)) for p in found]
 
 
 def read_json(path: Path):
