@@ -150,6 +150,21 @@ def test_report_without_engram_and_cli_errors(tmp_path, capsys):
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no finished runs" in capsys.readouterr().err
     assert main(["report", str(root)]) == 0
+    # damaged files: one line naming the file, exit 2 (never a traceback)
+    metrics = root / "lstm-seed0" / "metrics.json"
+    good = metrics.read_text()
+    for text in ("{}", "[1]"):
+        metrics.write_text(text)
+        assert main(["report", str(root)]) == 2
+        assert f"{metrics} is not a run's metrics" in capsys.readouterr().err
+    metrics.write_text(good)
+    (root / "summary.json").write_text("{}")
+    assert main(["report", str(root)]) == 2
+    assert "summary.json is not a comparison's summary" in capsys.readouterr().err
+    (root / "summary.json").unlink()  # the report summarises the runs again
+    csv_file = root / "lstm-seed0" / "metrics.csv"
+    csv_file.write_text(csv_file.read_text().splitlines()[0] + "\n")  # the header alone
+    assert main(["report", str(root)]) == 0
 
 
 @pytest.mark.parametrize(

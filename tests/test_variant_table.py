@@ -17,7 +17,8 @@ def write_runs(folder: Path, scores: list[float], model: str = "engram",
     for seed, score in enumerate(scores):
         run = folder / f"{model}-seed{seed}"
         run.mkdir(parents=True)
-        (run / "metrics.json").write_text(json.dumps({field: score, "test_loss": 1.0}))
+        (run / "metrics.json").write_text(json.dumps({"model": model, "seed": seed,
+                                                      field: score, "test_loss": 1.0}))
     (folder / f"{model}-seed9").mkdir()  # unfinished: no metrics.json
     return folder
 
@@ -50,7 +51,7 @@ def test_perplexities_and_published_records_are_read_and_a_missing_field_named(t
     assert lines[0].startswith("| folder | test score per seed |")
     assert lines[2] == "| base | 140.0000, 142.0000 | 141.0000 ± 1.4142 | | | |"
     assert lines[3].startswith("| published | 150.0000, 152.0000 | 151.0000 ± 1.4142 | +10.0000 [")
-    with pytest.raises(SystemExit, match="has no 'test_acc'; its fields: test_loss, test_ppl"):
+    with pytest.raises(SystemExit, match="has no 'test_acc'; its fields: model, seed, test_loss, test_ppl"):
         variant_table.rows([base], "engram", "test_acc")
 
 
@@ -59,7 +60,8 @@ def test_seeds_are_listed_in_seed_order_and_small_p_values_as_such(tmp_path):
     for seed, acc in ((0, 0.90), (1, 0.901), (2, 0.902), (10, 0.903)):  # "seed10" < "seed2"
         run = base / f"engram-seed{seed}"
         run.mkdir(parents=True)
-        (run / "metrics.json").write_text(json.dumps({"test_acc": acc, "test_loss": 1.0}))
+        (run / "metrics.json").write_text(json.dumps({"model": "engram", "seed": seed,
+                                                      "test_acc": acc, "test_loss": 1.0}))
     other = write_runs(tmp_path / "other", [0.99, 0.991, 0.992])
     lines = variant_table.rows([base, other], "engram", "test_acc")
     assert "| 0.9000, 0.9010, 0.9020, 0.9030 |" in lines[2]

@@ -236,6 +236,8 @@ def read_curves(compare_dir: str | Path) -> dict[str, list[list[dict[str, float]
             continue
         with open(path, newline="") as f:
             rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+        if not rows:  # a header alone: no epoch to draw
+            continue
         curves.setdefault(metrics["model"], []).append(rows)
     return curves
 

@@ -118,6 +118,9 @@ def load_summary(compare_dir: Path) -> dict:
     runs = {(m["model"], m["seed"]) for _, m in load_runs(compare_dir)}
     if path.is_file():
         summary = read_json(path)
+        if not (isinstance(summary, dict) and isinstance(summary.get("models"), dict)):
+            raise ValueError(f"{path} is not a comparison's summary (expected an object with "
+                             f"models)")
         counted = {(model, seed) for model, row in summary["models"].items()
                    for seed in row["seeds"]}
         if not runs or runs == counted:

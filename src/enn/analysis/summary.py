@@ -36,7 +36,14 @@ def load_runs(out: Path) -> list[tuple[Path, dict]]:
     found = sorted(Path(out).glob(f"*/{METRICS_FILE}"))
     found = [p for p in found if p.parent.name != RECORDS] or sorted(
         Path(out).glob(f"{RECORDS}/*/{METRICS_FILE}"))
-    return [(p.parent, read_json(p)) for p in found]
+    runs = []
+    for path in found:
+        metrics = read_json(path)
+        if not (isinstance(metrics, dict) and "model" in metrics):
+            raise ValueError(f"{path} is not a run's metrics (expected an object naming its "
+                             f"model)")
+        runs.append((path.parent, metrics))
+    return runs
 
 
 def read_json(path: Path):
