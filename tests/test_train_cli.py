@@ -448,6 +448,21 @@ def test_explain_refuses_a_two_layer_enn_in_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "this one has 2 layers" in err
 
 
+def test_explain_refuses_a_baseline_before_reading_any_data(tmp_path, capsys):
+    run = tmp_path / "rnn"
+    assert main(["train", "--task", "digits", "--model", "rnn", "--out", str(run), "--epochs",
+                 "1", "train.limit_train_batches=1", "model.hidden_sizes=8,8"]) == 0
+    checkpoint = run / "checkpoints" / "best.ckpt"
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["enn_config"]["task"] = "mnist"  # as if trained on MNIST, whose files are not here
+    torch.save(ckpt, checkpoint)
+    capsys.readouterr()
+    assert enn("explain", "--checkpoint", checkpoint, "--index", "0",
+               "--data-dir", tmp_path / "no-data") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds a rnn model; explain needs an Engram" in err
+
+
 def test_report_counts_runs_copied_in_after_the_summary(tiny_run, tmp_path):
     from enn.analysis.summary import summarize
     from enn.train.compare import write_summary

@@ -51,7 +51,8 @@ def test_perplexities_and_published_records_are_read_and_a_missing_field_named(t
     assert lines[0].startswith("| folder | test score per seed |")
     assert lines[2] == "| base | 140.0000, 142.0000 | 141.0000 ± 1.4142 | | | |"
     assert lines[3].startswith("| published | 150.0000, 152.0000 | 151.0000 ± 1.4142 | +10.0000 [")
-    with pytest.raises(SystemExit, match="has no 'test_acc'; its fields: model, seed, test_loss, test_ppl"):
+    with pytest.raises(SystemExit,
+                       match="has no 'test_acc'; its fields: model, seed, test_loss, test_ppl"):
         variant_table.rows([base], "engram", "test_acc")
 
 

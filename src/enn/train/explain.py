@@ -42,6 +42,10 @@ def attribution_png(index: int) -> str:
 def load_model(checkpoint: str | Path, data_dir: str | None = None):
     """(config, data module set up, model in eval mode with the checkpoint's weights)."""
     cfg, ckpt = load_checkpoint_config(checkpoint)
+    if cfg.model.backbone != "engram":  # before any data is read
+        raise ExplainError(
+            f"{checkpoint} holds a {cfg.model.backbone} model; explain needs an Engram (ENN) model"
+        )
     dm = get_datamodule(
         cfg.task, data_dir=data_dir, batch_size=cfg.train.batch_size, seed=cfg.seed, **cfg.data
     )
