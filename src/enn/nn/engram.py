@@ -341,10 +341,15 @@ class _EngramBase(nn.Module):
                 parts.append(f"{name}={getattr(self, name)!r}")
         options = self.options()
         parts.append(f"memory_size={options.pop('memory_size')}, trace={options.pop('trace')!r}")
-        defaults = inspect.signature(_EngramBase.__init__).parameters
         parts += [f"{name}={value!r}" for name, value in options.items()
-                  if value != defaults[name].default]
+                  if value != OPTION_DEFAULTS[name]]
         return ", ".join(parts)
+
+
+# The memory options (the keyword-only arguments of both layers) and their defaults.
+OPTION_DEFAULTS = {name: p.default for name, p in
+                   inspect.signature(_EngramBase.__init__).parameters.items()
+                   if p.kind is p.KEYWORD_ONLY}
 
 
 def _real_steps(attention: Tensor, lengths: Tensor | None) -> Tensor | None:
@@ -395,8 +400,7 @@ def _logit(p: float) -> float:
 
 def _check_option_names(layer: str, options: dict) -> None:
     """The layer's name in the error, not the base class's (as Python's own would say)."""
-    known = inspect.signature(_EngramBase.__init__).parameters
-    unknown = [name for name in options if name not in known or name in ("self", "bias")]
+    unknown = [name for name in options if name not in OPTION_DEFAULTS]
     if unknown:
         raise TypeError(f"{layer}: unexpected keyword argument(s) {', '.join(unknown)}")
 
