@@ -225,7 +225,9 @@ class _EngramBase(nn.Module):
 
     def reset_parameters(self) -> None:
         """The reference's initialisation: He-normal weights, Glorot-uniform bank, zero biases,
-        unit LayerNorm gains; the options start where their fixed counterparts are."""
+        unit LayerNorm gains. The memory options start where their fixed counterparts are (the
+        sharpness at 1 / tau_eff, the modulated rates at hebbian_lr and the decay); the gate of
+        the gated update is Glorot-uniform with a zero bias, so it starts near 1/2."""
         hp = self.hyper
         with torch.no_grad():
             for suffix in self._suffixes:
@@ -432,8 +434,9 @@ class EngramCell(_EngramBase):
     ``cell(input, hx=None) -> EngramState(h, trace, key)`` with input (B, input_size) or
     (input_size,), h (B, hidden_size), trace (B, memory_size, hidden_size) per sample or
     (memory_size, hidden_size) shared, and key (B, hidden_size), the step's encoding (the
-    next step's write key with ``write_key="previous"``). ``h`` is the step's output. ``hx``
-    may also be a pair (h, trace), the key then zeros. See :class:`Engram` for the arguments.
+    next step's write key with ``write_key="previous"`` or ``"mix"``). ``h`` is the step's
+    output. ``hx`` may also be a pair (h, trace), the key then zeros. See :class:`Engram` for
+    the arguments.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, device=None,
@@ -491,9 +494,11 @@ class Engram(_EngramBase):
         init_state: ``"zeros"`` (default) or ``"random"`` (the reference's fresh
             Normal(0, 0.01^2) draw of h_0 and H_0 at every call; training mode only, so that
             evaluation stays deterministic).
-        top_k: hard top-k retrieval (other attention weights exactly 0); None = dense.
-        sparsity_penalty: weight of the mean attention entropy; when > 0, every forward sets
-            ``self.aux_loss`` to that weighted entropy, for the training loss.
+        top_k: hard top-k retrieval (other attention weights exactly 0, ties at the k-th
+            score kept); None = dense.
+        sparsity_penalty: weight of the mean attention entropy over the real steps; when > 0,
+            every forward sets ``self.aux_loss`` to that weighted entropy (with several layers,
+            the mean of the layers' terms), for the training loss.
         slot_diversity: weight of ln N minus the entropy of the attention's mean over the
             batch and steps (0 when every slot is used alike), added to ``self.aux_loss``:
             it spreads different inputs over different slots.
