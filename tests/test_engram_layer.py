@@ -9,6 +9,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from enn import Engram, EngramCell, EngramState, attention_entropy
+from enn.models.config import ASSOCIATIVE
 from enn.ops.engram import engram_layer
 
 D, HID, N = 5, 8, 6
@@ -342,16 +343,26 @@ def test_initialisation_follows_the_reference():
     assert (layer.bias_c_l0 == 0).all() and (layer.ln_h_weight_l0 == 1).all()
 
 
-def test_autocast_bfloat16_is_finite_and_close():
-    layer = make().eval()
-    x = torch.randn(4, 20, D)
-    ref, _ = layer(x)
+# bf16 rounding against float32, from an initial state; the bounds sit between autocast's
+# error (about 3x below them) and that of a recall without the trace or a write 10x too
+# strong (2-30x above): the paper cell's trace is tiny, so there the trace tells them apart
+AUTOCAST_BOUNDS = {"paper": ({}, 0.05, 1e-3), "associative": (ASSOCIATIVE, 0.02, 0.1)}
+
+
+@pytest.mark.parametrize("preset", list(AUTOCAST_BOUNDS))
+def test_autocast_bfloat16_is_close_and_trains(preset):
+    options, out_bound, trace_bound = AUTOCAST_BOUNDS[preset]
+    layer = make(**{**options, "trace_noise": 0.0})
+    x, hx = torch.randn(4, 20, D), random_state(4, "per_sample")
+    ref, ref_state = layer(x, hx)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, state = layer(x)
-    assert torch.isfinite(out).all() and torch.isfinite(state.trace).all()
-    assert state.trace.dtype == torch.float32
-    err = (out.float() - ref).abs()  # LayerNorm amplifies rounding on a few near-flat rows
-    assert err.mean() < 0.05 and err.max() < 0.5
+        out, state = layer(x, hx)
+    assert out.dtype == state.trace.dtype == torch.float32
+    # LayerNorm amplifies rounding on a few near-flat rows: the mean, not the largest entry
+    assert (out - ref).abs().mean() < out_bound
+    assert (state.trace - ref_state.trace).abs().max() < trace_bound
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
 
 
 def test_torch_compile_traces_the_layer():

@@ -147,7 +147,8 @@ def naive_hidden(
         if update == "residual":
             u = h + u  # (12)
         elif update == "gated":
-            u = torch.lerp(h, u, torch.sigmoid(F.linear(c, *gate)))  # (12)
+            # lerp does not promote: under autocast u and the gate come out of bf16 products
+            u = torch.lerp(h, u.to(h.dtype), torch.sigmoid(F.linear(c, *gate)).to(h.dtype))  # (12)
         h_new = F.layer_norm(u, (n_hidden,), w.ln_h_weight, w.ln_h_bias, eps).to(h0.dtype)
         if lengths is None:
             h = h_new
