@@ -1,10 +1,12 @@
 """``enn demo --quick`` end to end: trains, explains, reports."""
 
+import pytest
 import torch
 
 from enn.cli import main
 
 
+@pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, capsys):
     threads = torch.get_num_threads()
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0

@@ -114,6 +114,39 @@ def test_fast_decaying_traces_are_rewritten_not_walked_back():
     assert_float32_gradients_match_float64(z, M, H0, noise, None, hyper)
 
 
+def test_noise_alone_can_mark_a_chunk_as_clipped():
+    # tiny encodings write almost nothing, but a large noise drives the trace to the clip:
+    # the forward's bound must count the noise, or the backward undoes clipped writes
+    z, M, H0, noise = scan_inputs(T=40)
+    z = (1e-3 * z.detach()).requires_grad_()
+    noise = 50 * noise  # std 0.5; each write adds eta x noise
+    hyper = EngramHyper()
+    A, _, H = native_memory_scan(z, M, H0, noise, None, hyper)
+    assert marked_chunks(A).all() and (H.abs() == hyper.trace_clip).any()
+    assert torch.autograd.gradcheck(
+        lambda *a: native_memory_scan(*a, noise, None, hyper), (z, M, H0))
+
+
+def test_long_sequences_match_the_reference_with_their_own_checkpoint_spacing():
+    # past MIN_CHUNK^2 steps the traces are saved every ceil(sqrt(T)) steps, forward and
+    # backward alike; sample 1 clips, sample 0 does not (both ways through a chunk)
+    T = native.MIN_CHUNK**2 + 44
+    assert native.checkpoint_spacing(T) != native.MIN_CHUNK
+    z, M, H0, noise = scan_inputs(B=2, T=T, N=8, h=6)
+    z = (z.detach() * torch.tensor([0.01, 20.0], dtype=torch.double)[:, None, None]
+         ).requires_grad_()
+    lengths = torch.tensor([T, T - 37])
+    hyper = EngramHyper()
+    results = []
+    for backend in ("native", "torch"):
+        mem, H = layer.memory_pass(z, M, hyper, noise, H0, lengths, False, backend)
+        loss = mem.recall.sin().sum() + H.cos().sum() + mem.attention[:, ::7].sum()
+        results.append((mem.attention, mem.recall, H, *torch.autograd.grad(loss, (z, M, H0))))
+    assert (results[0][2][1].abs() == hyper.trace_clip).any()
+    for got, expected in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10)
+
+
 def marked_chunks(A):
     """(B, chunks): where the forward found that the clip may have acted (kept for the
     backward beside the attention A)."""
@@ -199,6 +232,7 @@ def test_enn_native_takes_0_or_1(kernel_env):
         native.available()
 
 
+@pytest.mark.slow
 def test_the_first_build_says_that_it_compiles_once(tmp_path):
     code = ("import torch; from enn import Engram; "
             "[Engram(3, 8, memory_size=4)(torch.randn(2, 3, 3)) for _ in range(2)]")
@@ -209,6 +243,7 @@ def test_the_first_build_says_that_it_compiles_once(tmp_path):
     assert "compiling" not in runs[1].stderr  # cached
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", ["-mno-avx512f", "-fno-openmp"])
 def test_kernels_built_without_avx512_or_openmp_match_the_reference(flags, kernel_env,
                                                                     tmp_path):

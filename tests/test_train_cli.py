@@ -86,6 +86,25 @@ def test_same_seed_same_result(tmp_path):
     assert read_metrics(tmp_path / "a")["test_loss"] == read_metrics(tmp_path / "b")["test_loss"]
 
 
+def test_the_seed_draws_the_initial_weights(tmp_path, monkeypatch):
+    from enn.train import run as run_module
+
+    initial = {}
+
+    def recording_build(model_cfg, shape):
+        model = build(model_cfg, shape)
+        initial[len(initial)] = torch.cat([p.detach().flatten() for p in model.parameters()])
+        return model
+
+    build = run_module.build_model
+    monkeypatch.setattr(run_module, "build_model", recording_build)
+    args = ["train", "--task", "digits", "--model", "gru", "--epochs", "1",
+            "train.limit_train_batches=1", "model.hidden_sizes=8,8"]
+    for seed in (0, 1):  # the same seed, the same run: test_same_seed_same_result
+        assert enn(*args, "--seed", seed, "--out", tmp_path / f"seed{seed}") == 0
+    assert not torch.equal(initial[0], initial[1])
+
+
 def test_assoc_task_end_to_end(tmp_path):
     run = tmp_path / "assoc"
     assert (
@@ -183,14 +202,17 @@ def cli_process(*args, **kwargs) -> subprocess.Popen:
 
 
 def wait_for_epoch(run: Path, epoch: int, proc: subprocess.Popen) -> None:
-    """Until last.ckpt holds ``epoch`` (1-based) or a later one."""
+    """Until last.ckpt holds ``epoch`` (1-based) or a later one; the process is left stopped
+    (SIGSTOP), so that it cannot train on while the checkpoint is read: send it SIGCONT."""
     last, seen, deadline = run / "checkpoints" / "last.ckpt", None, time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         stamp = last.stat().st_mtime_ns if last.exists() else None
         if stamp is not None and stamp != seen:
             seen = stamp
+            proc.send_signal(signal.SIGSTOP)
             if torch.load(last, weights_only=False)["epoch"] + 1 >= epoch:
                 return
+            proc.send_signal(signal.SIGCONT)
         time.sleep(0.005)
     raise AssertionError(f"the run never saved epoch {epoch}")
 
@@ -506,6 +528,7 @@ def test_ctrl_c_stops_says_how_to_resume_and_exits_130(tmp_path):
                        stderr=subprocess.PIPE, text=True)
     wait_for_epoch(run, 2, proc)
     proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGCONT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     epoch = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] + 1
@@ -544,6 +567,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert m["epochs_run"] == 1 and 0 <= m["test_acc"] <= 1
 
 
+@pytest.mark.slow
 def test_compare_summarises_and_resumes(tmp_path, capsys):
     out = tmp_path / "cmp"
     args = [

@@ -94,6 +94,9 @@ CASES = {  # B, T, h, N, options
     "smooth_cosine_zero_rows": (3, 7, 20, 6, dict(noise=True, h0=True, lengths=[7, 4, 6],
                                                   cosine_eps=1e-3, zero_rows=True, eta=0.5,
                                                   clip=0.05, chunk_size=3)),
+    # N and h past the shared write's tiles of 64, N x h past its backward's 1,024 entries:
+    # several programs per grid
+    "several_tiles": (3, 4, 70, 70, dict(noise=True, h0=True, lengths=[4, 2, 3])),
 }
 
 
