@@ -69,6 +69,10 @@ CASES = [
     (["--seed", "-1"], "'seed' expects an integer from 0 to 4294967295, got -1"),
     (["train.threads=-3"], "'train.threads' expects an integer >= 0, got -3"),
     (["train.precision=bogus"], "'train.precision' expects one of 64-true"),
+    (["train.precision=16-mixed", "train.accelerator=cpu"],
+     "'train.precision' expects bf16-mixed on the CPU (16-mixed needs a GPU), got '16-mixed'"),
+    (["train.precision=16-true"], "train.adam_eps=1e-08 is 0 in float16 "
+     "(train.precision=16-true): expected train.adam_eps >= 6.1e-05, or another precision"),
     (["train.clip=layer"], "'train.clip' expects one of global, per_variable, got 'layer'"),
     (["train.optimizer=rmsprop"], "'train.optimizer' expects one of adam, sgd, got 'rmsprop'"),
     (["train.adam_eps=0"], "'train.adam_eps' expects a number > 0, got 0.0"),

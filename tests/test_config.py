@@ -190,3 +190,10 @@ def test_language_models_refuse_the_launchers_that_rank_processes_late(task, str
             validate(cfg)
     else:
         validate(cfg)
+
+
+@pytest.mark.parametrize("overrides", [{"train.adam_eps": "1e-4"}, {"train.optimizer": "sgd"}])
+def test_float16_training_takes_an_adam_epsilon_float16_holds(overrides):
+    # the default epsilon is refused (test_cli_errors); one float16 holds, or SGD, is not
+    cfg = resolve("digits", "engram", "default")
+    validate(apply_overrides(cfg, {"train.precision": "16-true", **overrides}))

@@ -61,6 +61,11 @@ def test_input_of_another_dtype_than_the_layer(layer):
         EngramCell(4, 8)(torch.randn(2, 4, dtype=torch.bfloat16))
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts it: no error
         assert layer(torch.randn(3, 2, 4, dtype=torch.bfloat16))[0].dtype == torch.float32
+        # but not float64, on either side
+        with pytest.raises(ValueError, match="float32 .* got torch.float64"):
+            layer(torch.randn(3, 2, 4, dtype=torch.float64))
+        with pytest.raises(ValueError, match="float64 .* got torch.float32"):
+            Engram(4, 8).double()(torch.randn(3, 2, 4))
 
 
 def test_integer_input(layer):

@@ -33,6 +33,26 @@ def test_classifier_ignores_padding(kind, pooling):
     torch.testing.assert_close(model(x[1:, :4])[0], logits[1], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cutoffs", [(), (10, 30)], ids=["full", "adaptive"])
+def test_language_model_loss_in_reduced_precision(cutoffs):
+    lm = LanguageModel(make_backbone("lstm", 16, (16,)), 50, 16, adaptive_cutoffs=cutoffs).eval()
+    tokens = torch.randint(0, 50, (3, 6))
+    hidden, _ = lm(tokens)
+    reference = lm.nll(hidden, tokens)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # train.precision=bf16-mixed
+        hidden_bf16, _ = lm(tokens)
+        nll = lm.nll(hidden_bf16, tokens)
+    assert nll.dtype == torch.float32
+    torch.testing.assert_close(nll, reference, atol=0.05, rtol=0.02)
+    lm = lm.to(torch.bfloat16)  # train.precision=bf16-true: the loss still in float32
+    hidden, _ = lm(tokens)
+    nll = lm.nll(hidden, tokens)
+    assert nll.dtype == torch.float32
+    if not cutoffs:  # the bf16 logits' exact float32 loss, not a rounded one
+        logp = torch.log_softmax(lm.logits(hidden).float(), -1)
+        torch.testing.assert_close(nll, -logp.gather(-1, tokens[..., None]).squeeze(-1))
+
+
 def test_language_model_full_tied_and_adaptive_softmax():
     backbone = make_backbone("engram", 16, (16,), memory_size=4)
     full = LanguageModel(backbone, 50, 16, tie_weights=True).eval()

@@ -4,6 +4,7 @@ the Zaremba et al. config, and language models under two-process DDP."""
 
 import csv
 import hashlib
+import json
 import math
 import subprocess
 import sys
@@ -32,12 +33,14 @@ def config(task="mnist", backbone="lstm", preset="default", **overrides):
     return validate(apply_overrides(resolve(task, backbone, preset), overrides))
 
 
-def grads_after_clipping(clip: str) -> tuple[torch.Tensor, torch.Tensor]:
+def grads_after_clipping(clip: str, precision: str = "32-true", fused: bool = False
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two parameters, gradient norms 1e4 and 0.5; clipped at 1 the LightningModule's way."""
     cfg = config(**{"train.clip": clip})
     lit = LitSequenceModel(nn.Linear(1, 1), "classification", cfg.train)
     lit.trainer = pl.Trainer(
         gradient_clip_val=1.0,
+        precision=precision,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
@@ -46,7 +49,8 @@ def grads_after_clipping(clip: str) -> tuple[torch.Tensor, torch.Tensor]:
     )
     big, small = lit.model.weight, lit.model.bias
     big.grad, small.grad = torch.full_like(big, 1e4), torch.full_like(small, 0.5)
-    opt = torch.optim.SGD(lit.parameters(), lr=1.0)
+    opt = (torch.optim.Adam(lit.parameters(), fused=True) if fused
+           else torch.optim.SGD(lit.parameters(), lr=1.0))
     lit.configure_gradient_clipping(opt, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
     return big.grad, small.grad
 
@@ -57,6 +61,16 @@ def test_per_variable_clip_leaves_the_other_gradients_alone():
     big, small = grads_after_clipping("global")  # the global norm shrinks everything
     assert torch.allclose(torch.cat([big.flatten(), small]).norm(), torch.tensor(1.0))
     assert small.item() == pytest.approx(0.5 / 1e4, rel=1e-4)
+
+
+def test_bf16_mixed_clips_the_global_norm_with_a_fused_adam():
+    # Lightning's AMP plugin refuses any clip with a fused optimizer (the language models'
+    # protocol); without a grad scaler there is nothing to refuse
+    for clip in ("global", "per_variable"):
+        expected = grads_after_clipping(clip)
+        for got, want in zip(grads_after_clipping(clip, "bf16-mixed", fused=True), expected,
+                             strict=True):
+            assert torch.equal(got, want)
 
 
 def test_per_variable_clip_is_keras_rule_for_every_tensor():
@@ -353,6 +367,19 @@ def test_epoch_log_has_each_epochs_own_train_perplexity(tmp_path):
     assert len(rows) == 2
     for row in rows:  # the token-weighted mean loss of the same epoch
         assert float(row["train_ppl"]) == pytest.approx(math.exp(float(row["train_loss"])))
+
+
+def test_the_language_model_protocol_trains_in_bf16_mixed(tmp_path):
+    # a fused Adam with the global clip, and the adaptive softmax under autocast
+    write_corpus(tmp_path / "data")
+    args = ["train", "--task", "wikitext2", "--model", "engram", "--data-dir", tmp_path / "data",
+            "--out", tmp_path / "run", "--config", ROOT / "configs" / "adam-ptb.yaml",
+            "--epochs", "1", "model.hidden_sizes=8", "model.embed_dim=8",
+            "model.memory_size=4", "model.adaptive_cutoffs=10", "train.batch_size=8",
+            "train.precision=bf16-mixed", "data.verify_checksums=false"]
+    assert main([str(a) for a in args]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert math.isfinite(metrics["test_ppl"]) and math.isfinite(metrics["val_loss"])
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """End-to-end ``enn train / evaluate / compare``: tiny settings, resume after kill, DDP, errors."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -103,6 +104,17 @@ def test_the_seed_draws_the_initial_weights(tmp_path, monkeypatch):
     for seed in (0, 1):  # the same seed, the same run: test_same_seed_same_result
         assert enn(*args, "--seed", seed, "--out", tmp_path / f"seed{seed}") == 0
     assert not torch.equal(initial[0], initial[1])
+
+
+@pytest.mark.parametrize("precision", ["64-true", "bf16-true", "bf16-mixed"])
+def test_the_engram_trains_and_is_probed_in_each_precision(tmp_path, precision):
+    run = tmp_path / precision
+    assert enn("train", "--task", "digits", "--model", "engram", "--out", run, *TINY,
+               "model.hidden_sizes=8", "model.memory_size=4", f"train.precision={precision}") == 0
+    m = read_metrics(run)
+    assert all(math.isfinite(m[k]) for k in ("val_loss", "test_loss", "test_acc"))
+    assert sorted(p.name for p in (run / "memory").glob("epoch_*.npz")) == [
+        "epoch_000.npz", "epoch_001.npz", "epoch_002.npz"]
 
 
 def test_assoc_task_end_to_end(tmp_path):

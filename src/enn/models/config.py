@@ -323,6 +323,7 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("plateau", "step")
 LM_LOSSES = ("mean", "sum_steps")
 MAX_SEED = 2**32 - 1  # numpy's seed range, which seed_everything uses
+FLOAT16_TINY = 2.0**-14  # float16's smallest normal number
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -390,6 +391,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.accelerator", t.accelerator, ACCELERATORS)
     _check_accelerator(t.accelerator)
+    _check_precision(t)
     _int_range("train.devices", t.devices, 1)
     _choice("train.strategy", t.strategy, STRATEGIES)
     if cfg.task in LM_TASKS and t.strategy in ("ddp_spawn", "ddp_fork", "ddp_notebook"):
@@ -463,6 +465,20 @@ def _float_range(
 def _fraction(key: str, value: float) -> None:
     if not (math.isfinite(value) and 0 <= value < 1):
         _bad(key, "a probability in [0, 1)", value)
+
+
+def _check_precision(t: TrainConfig) -> None:
+    import torch
+
+    if t.precision in ("16-mixed", "16") and (
+            t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())):
+        # Lightning would run bf16-mixed instead, and the run's config would say 16-mixed
+        _bad("train.precision", "bf16-mixed on the CPU (16-mixed needs a GPU)", t.precision)
+    if t.precision == "16-true" and t.optimizer == "adam" and t.adam_eps < FLOAT16_TINY:
+        # Adam's epsilon, cast to the parameters' float16, would be 0: NaN from the first step
+        raise ConfigError(f"train.adam_eps={t.adam_eps:g} is 0 in float16 "
+                          f"(train.precision=16-true): expected train.adam_eps >= "
+                          f"{FLOAT16_TINY:.2g}, or another precision")
 
 
 def _check_accelerator(name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -54,17 +55,24 @@ class LanguageModel(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         if self.decoder is None:
-            return self.adaptive.log_prob(hidden.reshape(-1, hidden.size(-1))).view(
-                *hidden.shape[:-1], -1
-            )
+            return self._adaptive(self.adaptive.log_prob, hidden).view(*hidden.shape[:-1], -1)
         return self.decoder(hidden)  # (B, T, V)
 
     def nll(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        """Each token's NLL (B, T) in float32 at least, since an epoch sums them; the
+        adaptive softmax computes in its parameters' dtype, the full one in float32."""
         if self.decoder is None:
-            flat = hidden.reshape(-1, hidden.size(-1))  # (B*T, H)
-            return -self.adaptive(flat, targets.reshape(-1)).output.view(targets.shape)
+            out = self._adaptive(self.adaptive, hidden, targets.reshape(-1))
+            return -out.output.float().view(targets.shape)
         logits = self.decoder(hidden)  # (B, T, V)
-        return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T)
+        return F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T)
+
+    def _adaptive(self, fn, hidden: Tensor, *args):
+        """``fn`` (the adaptive softmax or its log_prob) on hidden (B, T, H) as (B*T, H), in
+        the softmax's own dtype: under autocast torch's adaptive softmax mixes dtypes."""
+        flat = hidden.reshape(-1, hidden.size(-1))
+        with torch.autocast(flat.device.type, enabled=False):
+            return fn(flat.to(self.adaptive.head.weight.dtype), *args)
 
     @property
     def aux_loss(self):

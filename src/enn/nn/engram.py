@@ -289,7 +289,9 @@ class _EngramBase(nn.Module):
         if input.size(-1) != self.input_size:
             raise ValueError(f"{type(self).__name__}: expected input.size(-1) == input_size="
                              f"{self.input_size}, got {input.size(-1)}")
-        if input.dtype != self.memory_dtype and not autocast_enabled(input.device.type):
+        autocast = autocast_enabled(input.device.type) and {input.dtype, self.memory_dtype} <= {
+            torch.float32, torch.float16, torch.bfloat16}  # what autocast casts: not float64
+        if input.dtype != self.memory_dtype and not autocast:
             raise ValueError(f"{type(self).__name__}: expected input of dtype "
                              f"{self.memory_dtype} (the layer's parameters'), got {input.dtype}")
 

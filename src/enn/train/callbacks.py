@@ -185,7 +185,9 @@ class TraceMonitor(pl.Callback):
             return
         if not (self.out_dir / PROBE_FILE).exists():
             write_probe(self.out_dir, self.x, self.y)
-        record_memory(model, self.x.to(pl_module.device), self.out_dir, epoch)
+        # the trainer's input conversion (a *-true precision casts the model, not the probe)
+        x = trainer.precision_plugin.convert_input(self.x.to(pl_module.device))
+        record_memory(model, x, self.out_dir, epoch)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not epoch_file(self.out_dir, 0).exists():  # a resumed run keeps its initial memory

@@ -70,7 +70,8 @@ class LitSequenceModel(pl.LightningModule):
         x, y = batch[0], batch[1]
         lengths = batch[2] if len(batch) > 2 else None
         logits = self.model(x, lengths)  # (B, C), or (B, T, C) with a target per step
-        loss = F.cross_entropy(logits.flatten(0, -2), y.flatten())
+        # float32 at least: a bf16-true model's logits would round the loss and its sums
+        loss = F.cross_entropy(logits.flatten(0, -2).float(), y.flatten())
         hits = logits.argmax(-1) == y
         if logits.dim() == 3:  # steps without a target are -100, which both measures skip
             asked = y != -100
@@ -184,6 +185,10 @@ class LitSequenceModel(pl.LightningModule):
         Keras' ``clipnorm`` rule: ``g * c / max(||g||, c)``."""
         if self.train_cfg.clip == "per_variable" and gradient_clip_val:
             clip_per_variable(self.model.parameters(), gradient_clip_val)
+        elif gradient_clip_val and getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            # Lightning's own clip, less its AMP plugin's refusal of a fused optimizer, which
+            # only a grad scaler (16-mixed) calls for: bf16-mixed has none
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), gradient_clip_val)
         else:
             super().configure_gradient_clipping(
                 optimizer, gradient_clip_val, gradient_clip_algorithm
