@@ -104,3 +104,10 @@ def test_embed_dim_on_float_inputs_warns():
         warnings.simplefilter("error")
         build_model(cfg, DataShape("classification", 3, vocab_size=20))  # token inputs
         build_model(ModelConfig(backbone="lstm"), floats)  # the default
+
+
+def test_language_model_loss_keeps_float64():
+    lm = LanguageModel(make_backbone("lstm", 16, (16,)), 50, 16).double()
+    tokens = torch.randint(0, 50, (3, 6))
+    hidden, _ = lm(tokens)
+    assert lm.nll(hidden, tokens).dtype == torch.float64

@@ -369,6 +369,16 @@ def test_epoch_log_has_each_epochs_own_train_perplexity(tmp_path):
         assert float(row["train_ppl"]) == pytest.approx(math.exp(float(row["train_loss"])))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+def test_the_classifier_loss_is_float32_at_least(dtype, monkeypatch):
+    cfg = config("mnist", "lstm")
+    lit = LitSequenceModel(build_model(cfg.model, CLASSIFIER).to(dtype), "classification",
+                           cfg.train)
+    monkeypatch.setattr(lit, "log", lambda *args, **kwargs: None)
+    x, y = torch.randn(4, 5, 28, dtype=dtype), torch.randint(0, 10, (4,))
+    assert lit._step((x, y), "train").dtype == torch.promote_types(dtype, torch.float32)
+
+
 def test_the_language_model_protocol_trains_in_bf16_mixed(tmp_path):
     # a fused Adam with the global clip, and the adaptive softmax under autocast
     write_corpus(tmp_path / "data")

@@ -59,13 +59,15 @@ class LanguageModel(nn.Module):
         return self.decoder(hidden)  # (B, T, V)
 
     def nll(self, hidden: Tensor, targets: Tensor) -> Tensor:
-        """Each token's NLL (B, T) in float32 at least, since an epoch sums them; the
-        adaptive softmax computes in its parameters' dtype, the full one in float32."""
+        """Each token's NLL (B, T) in float32 at least (float64 stays), since an epoch sums
+        them; the adaptive softmax computes in its parameters' dtype, the full one in float32
+        at least."""
         if self.decoder is None:
-            out = self._adaptive(self.adaptive, hidden, targets.reshape(-1))
-            return -out.output.float().view(targets.shape)
+            nll = -self._adaptive(self.adaptive, hidden, targets.reshape(-1)).output
+            return nll.to(torch.promote_types(nll.dtype, torch.float32)).view(targets.shape)
         logits = self.decoder(hidden)  # (B, T, V)
-        return F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # not float64
+        return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T)
 
     def _adaptive(self, fn, hidden: Tensor, *args):
         """``fn`` (the adaptive softmax or its log_prob) on hidden (B, T, H) as (B*T, H), in

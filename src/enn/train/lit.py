@@ -71,7 +71,8 @@ class LitSequenceModel(pl.LightningModule):
         lengths = batch[2] if len(batch) > 2 else None
         logits = self.model(x, lengths)  # (B, C), or (B, T, C) with a target per step
         # float32 at least: a bf16-true model's logits would round the loss and its sums
-        loss = F.cross_entropy(logits.flatten(0, -2).float(), y.flatten())
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        loss = F.cross_entropy(logits.flatten(0, -2), y.flatten())
         hits = logits.argmax(-1) == y
         if logits.dim() == 3:  # steps without a target are -100, which both measures skip
             asked = y != -100
