@@ -273,20 +273,22 @@ class _Classifier(torch.nn.Module):
         self.rnn = make_layer(6, 40, 8, trace, dtype=torch.float32)
         self.head = torch.nn.Linear(40, 3)
 
-    def forward(self, x):
-        out, _ = self.rnn(x)
-        return self.head(out[:, -1])
+    def forward(self, x, lengths=None):
+        out, _ = self.rnn(x, lengths=lengths)
+        return self.head(out.sum(1))  # padded steps output zeros
 
 
 @needs_native
+@pytest.mark.parametrize("with_lengths", [False, True])
 @pytest.mark.parametrize("trace", ["per_sample", "shared"])
-def test_compiled_fullgraph_training_matches_eager(trace):
+def test_compiled_fullgraph_training_matches_eager(trace, with_lengths):
     model = _Classifier(trace)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     x, y = torch.randn(9, 7, 6), torch.randint(0, 3, (9,))
+    lengths = torch.tensor([7, 1, 5, 7, 3, 2, 6, 4, 7]) if with_lengths else None
     grads = []
     for fn in (model, compiled):
-        loss = torch.nn.functional.cross_entropy(fn(x), y)
+        loss = torch.nn.functional.cross_entropy(fn(x, lengths), y)
         grads.append((loss, *torch.autograd.grad(loss, list(model.parameters()))))
     for got, expected in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(got, expected)

@@ -515,7 +515,9 @@ class Engram(_EngramBase):
     ``forward(input, hx=None, lengths=None) -> (output, EngramState(h, trace, key))``:
         input (T, B, input_size), (B, T, input_size) if batch_first, (T, input_size)
         unbatched, or a PackedSequence. ``lengths`` (B,) marks padded steps, which change
-        neither the state nor the real steps and output zeros. h is (num_layers, B,
+        neither the state nor the real steps and output zeros (each length in [1, T],
+        checked in eager mode only: under torch.compile a check of values would break the
+        graph). h is (num_layers, B,
         hidden_size), trace (num_layers, B, N, hidden_size) per sample or (num_layers, N,
         hidden_size) shared, key (num_layers, B, hidden_size). ``hx`` may also be a pair
         (h, trace). ``forward_with_intermediates`` also returns :class:`EngramIntermediates`
@@ -666,7 +668,8 @@ class Engram(_EngramBase):
             raise TypeError(f"expected integer lengths, got {lengths.dtype}")
         if tuple(lengths.shape) != (B,):
             raise ValueError(f"expected lengths of shape ({B},), got {tuple(lengths.shape)}")
-        if bool((lengths < 1).any()) or bool((lengths > T).any()):
+        # a check of the values would break torch.compile's graph: eager mode only
+        if not torch.compiler.is_compiling() and bool(((lengths < 1) | (lengths > T)).any()):
             raise ValueError(f"expected every length in [1, {T}], got {lengths.tolist()}")
         return lengths.to(device=device, dtype=torch.long)  # int8/16 cannot index
 
