@@ -43,7 +43,10 @@ def test_record_memory_files_and_statistics(tmp_path, trace):
     memory.record_memory(model, x, tmp_path, epoch=1)
     assert [r["epoch"] for r in memory.read_stats(tmp_path)] == [0, 1]
     with open(tmp_path / memory.STATS_FILE) as f:
-        assert tuple(next(csv.reader(f))) == memory.STAT_COLUMNS
+        header, *rows = csv.reader(f)
+    assert tuple(header) == memory.STAT_COLUMNS
+    whole = [header.index(name) for name in memory.WHOLE_STATS]
+    assert all(row[i].isdigit() for row in rows for i in whole)  # rewritten rows: 0, not 0.0
 
 
 def test_monitor_statistics_on_a_known_trace(tmp_path, monkeypatch):

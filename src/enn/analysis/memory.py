@@ -31,6 +31,7 @@ EXPLAIN_DIR = "explain"  # in a run folder too: what `enn explain` writes by def
 EXPLAIN_FILE = "explain.json"
 STATS_FILE = "trace_stats.csv"
 PROBE_FILE = "probe.npz"
+WHOLE_STATS = ("epoch", "top_slot")  # rewritten as they were written, not as 20.0
 STAT_COLUMNS = (
     "epoch",
     "min",
@@ -50,12 +51,14 @@ def epoch_file(memory_dir: Path, epoch: int) -> Path:
 
 
 def read_stats(memory_dir: Path) -> list[dict[str, float]]:
-    """The rows of ``trace_stats.csv`` as floats (empty if there is none yet)."""
+    """The rows of ``trace_stats.csv`` as numbers, the epoch and the top slot whole (empty if
+    there is none yet)."""
     path = Path(memory_dir) / STATS_FILE
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: int(float(v)) if k in WHOLE_STATS else float(v) for k, v in row.items()}
+                for row in csv.DictReader(f)]
 
 
 def _write_stats(memory_dir: Path, rows: list[dict[str, float]]) -> None:
