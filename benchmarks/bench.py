@@ -211,10 +211,11 @@ def gemm_rate(batch: int, steps: int, hidden: int, repeats: int = 9,
     return a.shape[0] * a.shape[1] * b.shape[1] / statistics.median(times[2:])
 
 
-def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                   device: torch.device = CPU) -> dict[str, float]:
-    """Median ms of each function, called in turn (A, B, C, A, B, C, ...) so that load from
-    other jobs hits them alike; the first ``warmup`` rounds are not timed."""
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                      device: torch.device = CPU) -> dict[str, list[float]]:
+    """Seconds of each function in each timed round, the functions called in turn (A, B, C,
+    A, B, C, ...) so that load from other jobs hits them alike; the first ``warmup`` rounds
+    are not timed."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(warmup + repeats):
         for name, fn in fns.items():
@@ -224,7 +225,14 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
             fn()
             if i >= warmup:
                 times[name].append(_since(start, device))
-    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                   device: torch.device = CPU) -> dict[str, float]:
+    """Median ms of each function of ``interleaved_times``."""
+    return {k: 1e3 * statistics.median(v)
+            for k, v in interleaved_times(fns, repeats, warmup, device).items()}
 
 
 def memory_step(weights, hyper, z: torch.Tensor, noise: torch.Tensor | None,

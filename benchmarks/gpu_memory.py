@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
-from benchmarks.bench import round_ratios
+from benchmarks.bench import interleaved_times, round_ratios
 from enn.cli import at_least
 from enn.ops.engram.common import MemoryConfig
 from enn.ops.engram.naive import naive_memory
@@ -40,20 +39,15 @@ def step(name: str, z: torch.Tensor, M: torch.Tensor, cfg: MemoryConfig) -> list
     return [out.attention, out.recall, hT, z.grad, M.grad]
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def peak_growth_mib(name: str, z, M, cfg, device: torch.device) -> float | None:
     """The allocator's peak over one step minus what was allocated before it (CUDA only)."""
     if device.type != "cuda":
         return None
-    synchronize(device)
+    torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     step(name, z, M, cfg)
-    synchronize(device)
+    torch.cuda.synchronize(device)
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
@@ -74,15 +68,8 @@ def bench(shape: str, mode: str, dtype: torch.dtype, repeat: int, device: torch.
                                   for k, a, b in zip(labels, fast, ref, strict=True)}
         print(f"{row}   max |triton - naive|: " + ", ".join(
             f"{k} {v:.2e}" for k, v in result["max_abs_diff"].items()), flush=True)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeat + 1):  # round 0 warms up
-        for name in names:
-            synchronize(device)
-            start = time.perf_counter()
-            step(name, z, M, cfg)
-            synchronize(device)
-            if r:
-                times[name].append(time.perf_counter() - start)
+    times = interleaved_times({n: lambda n=n: step(n, z, M, cfg) for n in names}, repeat,
+                              warmup=1, device=device)
     for name in names:
         peak = peak_growth_mib(name, z, M, cfg, device)
         result[name] = {"ms": 1e3 * statistics.median(times[name]), "peak_mib": peak}

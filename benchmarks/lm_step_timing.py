@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
-from benchmarks.bench import round_ratios
+from benchmarks.bench import interleaved_times, round_ratios
 from enn.cli import at_least
 from enn.models import build_model, resolve
 from enn.models.build import DataShape
@@ -37,17 +36,16 @@ def main() -> None:
         opts[name] = torch.optim.Adam(models[name].parameters(), lr=1e-3)
     x = torch.randint(0, VOCAB, (BATCH, BPTT))
     y = torch.randint(0, VOCAB, (BATCH, BPTT))
-    times: dict[str, list[float]] = {n: [] for n in models}
-    for step in range(args.repeats + 2):  # two warm-up rounds
-        for name, model in models.items():
-            start = time.perf_counter()
-            hidden, _ = model(x)
-            loss = model.nll(hidden, y).mean()
-            opts[name].zero_grad()
-            loss.backward()
-            opts[name].step()
-            if step >= 2:
-                times[name].append(time.perf_counter() - start)
+
+    def train_step(name: str) -> None:
+        hidden, _ = models[name](x)
+        loss = models[name].nll(hidden, y).mean()
+        opts[name].zero_grad()
+        loss.backward()
+        opts[name].step()
+
+    times = interleaved_times({n: lambda n=n: train_step(n) for n in models}, args.repeats,
+                              warmup=2)
     print(f"threads={args.threads} repeats={args.repeats}")
     print("| model | train ms/step (median) | x LSTM per round: median [quartiles] |")
     print("|---|---|---|")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from enn.analysis.memory import EXPLAIN_DIR
 from enn.analysis.report import best_engram_run, is_record, write_report
-from enn.analysis.summary import RECORDS, format_spread, load_runs, summarize
+from enn.analysis.summary import METRICS_FILE, RECORDS, format_spread, load_runs, summarize
 from enn.data.atomic import atomic_write_json
 from enn.models.config import PER_STEP_TASKS, config_differences, format_value
 from enn.train.callbacks import summarize_epochs
@@ -32,14 +32,14 @@ from enn.train.explain import explain
 from enn.train.run import RunError, saved_config
 
 START, END = "<!-- overview:start -->", "<!-- overview:end -->"
-RECORD_FILES = ("config.yaml", "metrics.json", "metrics.csv")
+RECORD_FILES = ("config.yaml", METRICS_FILE, "metrics.csv")
 
 
 def refresh_run_fields(run_dir: Path) -> None:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / METRICS_FILE).read_text())
     with open(run_dir / "metrics.csv") as f:
         metrics.update(summarize_epochs(list(csv.DictReader(f))))
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    atomic_write_json(run_dir / METRICS_FILE, metrics)
 
 
 class OtherRunsError(Exception):
@@ -55,7 +55,7 @@ def restore_records(compare_dir: Path, dest: Path) -> list[str]:
     rerun not done): publishing would drop the published seed."""
     records = sorted((dest / RECORDS).glob("*-seed*"))
     unfinished = [r.name for r in records if (compare_dir / r.name).exists()
-                  and not (compare_dir / r.name / "metrics.json").is_file()]
+                  and not (compare_dir / r.name / METRICS_FILE).is_file()]
     if unfinished:
         raise OtherRunsError(
             f"{compare_dir.name}: {', '.join(unfinished)} published but unfinished here; "
