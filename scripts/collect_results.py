@@ -10,6 +10,11 @@ metrics, not its checkpoints). Publishing a folder first copies in the records o
 lacks (with their explain files), so that seeds trained later, on another machine, join
 those already published.
 
+A folder of variants (``runs/<name>/<variant>/<model>-seed<n>``, as
+``scripts/memory_ablation.sh`` leaves them; no summary of its own) has only its finished
+runs' records published, into ``docs/<name>/<variant>/runs/``, beside those published before;
+the script that made them reads them back, so that its table covers every run made anywhere.
+
     python scripts/collect_results.py runs/results docs/results
 """
 
@@ -103,13 +108,35 @@ def publish(compare_dir: Path, dest: Path) -> dict:
     for explained in sorted(compare_dir.glob(f"*-seed*/{EXPLAIN_DIR}")):  # the best run's, and
         # those published before with their records
         shutil.copytree(explained, dest / explained.parent.name / EXPLAIN_DIR)
-    for metrics_file in sorted(compare_dir.glob("*-seed*/metrics.json")):
-        record = dest / RECORDS / metrics_file.parent.name
+    copy_records(compare_dir, dest / RECORDS)
+    return summary
+
+
+def copy_records(folder: Path, dest: Path) -> list[str]:
+    """Copy the record of each finished run ``folder/*-seed*`` into ``dest/<run>/``, replacing
+    one of the same name; the runs' names."""
+    names = []
+    for metrics_file in sorted(folder.glob(f"*-seed*/{METRICS_FILE}")):
+        record = dest / metrics_file.parent.name
+        if record.exists():
+            shutil.rmtree(record)
         record.mkdir(parents=True)
         for name in RECORD_FILES:
             if (metrics_file.parent / name).is_file():
                 shutil.copy2(metrics_file.parent / name, record / name)
-    return summary
+        names.append(metrics_file.parent.name)
+    return names
+
+
+def publish_variants(folder: Path, dest: Path) -> None:
+    """The records of every finished run of a folder of variants, each variant's beside those
+    published before."""
+    for variant in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for metrics_file in variant.glob(f"*-seed*/{METRICS_FILE}"):
+            refresh_run_fields(metrics_file.parent)
+        names = copy_records(variant, dest / variant.name / RECORDS)
+        if names:
+            print(f"{folder.name}/{variant.name}: records published: {', '.join(names)}")
 
 
 def overview_rows(name: str, summary: dict) -> list[str]:
@@ -153,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
         except (OtherRunsError, RunError) as err:
             p.error(str(err))
         print(f"published {compare_dir.name}")
+    for folder in sorted({p.parents[2] for p in runs.glob(f"*/*/*-seed*/{METRICS_FILE}")}):
+        if not (folder / "summary.json").exists():
+            publish_variants(folder, docs / folder.name)
     for summary_file in sorted(docs.glob("*/summary.json")):  # every published comparison
         lines += overview_rows(summary_file.parent.name, json.loads(summary_file.read_text()))
     text = readme.read_text()

@@ -11,6 +11,10 @@
 # On multi-query recall (`mqar`, 8 pairs, 64 steps, 64 units, 10 epochs, seeds 0-2) the base
 # is the preset with the residual update, with each ingredient removed; two runs side by side.
 # An interrupted call goes on where it stopped: finished runs are kept, unfinished ones resume.
+# Runs made elsewhere count as finished once their records are published
+# (`python scripts/collect_results.py runs/results docs/results` puts them in
+# docs/results/ablation-*/<variant>/runs/, or under $PUBLISHED): they are copied in and
+# not trained again.
 #   bash scripts/memory_ablation.sh [K [SEEDS]]   # K = 4 (default) or 8; SEEDS e.g. 0,1
 #   bash scripts/memory_ablation.sh mqar [SEEDS]
 set -euo pipefail
@@ -19,11 +23,20 @@ HERE=$(dirname "$0")
 source "$HERE/common.sh"  # OUT, T, RECALL_50K, wait_all
 K=${1:-4}
 SEEDS=${2:-0,1,2}
+PUBLISHED=${PUBLISHED:-$HERE/../docs/results}
 variant() {  # name, overrides...: one row's run at $seed, on the associative preset
   local run="$ABL/$1/engram-seed$seed" resume=(); shift
   [ -f "$run/metrics.json" ] && return
   [ -f "$run/checkpoints/last.ckpt" ] && resume=(--resume)
   enn train "${COMMON[@]}" --preset associative --out "$run" "${resume[@]}" "$@" > /dev/null
+}
+restore() {  # the published records of the runs this machine lacks
+  local record run
+  for record in "$PUBLISHED/$(basename "$ABL")"/*/runs/*-seed*; do
+    [ -d "$record" ] || continue
+    run="$ABL/$(basename "$(dirname "$(dirname "$record")")")/$(basename "$record")"
+    [ -e "$run" ] || { mkdir -p "$(dirname "$run")"; cp -r "$record" "$run"; }
+  done
 }
 table() {  # base: the row first, then every other row of $ABL
   local rows=("$ABL/$1")
@@ -32,6 +45,7 @@ table() {  # base: the row first, then every other row of $ABL
 }
 if [ "$K" = mqar ]; then
   ABL=$OUT/ablation-mqar-p8
+  restore
   for seed in ${SEEDS//,/ }; do
     COMMON=(--task mqar --model engram --epochs 10 --seed "$seed" model.hidden_sizes=64
             data.pairs=8 model.hidden_update=residual "$T")
@@ -46,6 +60,7 @@ if [ "$K" = mqar ]; then
   exit 0
 fi
 ABL=$OUT/ablation-assoc-k$K
+restore
 for seed in ${SEEDS//,/ }; do
   COMMON=(--task assoc --model engram --epochs 10 --seed "$seed" model.hidden_sizes=20
           "data.k=$K" model.memory_size=64 model.trace_clip=null "${RECALL_50K[@]}"

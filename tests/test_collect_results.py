@@ -147,3 +147,23 @@ def test_the_overview_says_n_a_for_a_model_whose_every_run_diverged():
     rnn, lstm = collect_results.overview_rows("cmp", summary)
     assert rnn == "| [cmp](cmp/report.md) | rnn | 2 | test_ppl n/a | n/a | n/a | n/a |"
     assert lstm.endswith("| test_ppl 170.0000 | 5.1000 | 8,390,936 | 413.5 |")
+
+
+def test_a_folder_of_variants_publishes_its_records_beside_earlier_ones(tmp_path):
+    """Variant folders (no summary of their own, as scripts/memory_ablation.sh leaves them)
+    publish only their finished runs' records, and runs made later on another machine join
+    them; the overview table does not list them."""
+    docs = tmp_path / "docs"
+    for machine, seeds in (("first", [0, 1]), ("later", [2])):
+        variant = fake_runs(tmp_path / machine / "abl" / "base", seeds)
+        (variant / "summary.json").unlink()
+        if machine == "first":
+            (variant / "engram-seed1" / "metrics.json").unlink()  # unfinished: not published
+        publish_all(fake_runs(tmp_path / machine / "cmp", seeds).parent, docs)
+    records = docs / "abl" / "base" / "runs"
+    assert sorted(p.name for p in records.iterdir()) == [
+        "engram-seed0", "engram-seed2", "lstm-seed0", "lstm-seed1", "lstm-seed2"]
+    assert sorted(p.name for p in (records / "engram-seed2").iterdir()) == [
+        "config.yaml", "metrics.csv", "metrics.json"]
+    assert json.loads((records / "engram-seed2" / "metrics.json").read_text())["epochs_run"] == 2
+    assert "abl" not in (docs / "README.md").read_text()

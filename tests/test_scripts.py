@@ -14,9 +14,9 @@ SCRIPTS = ROOT / "scripts"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
-def run_script(tmp_path, *args) -> tuple[int, list[list[str]]]:
-    """Runs a script with ``enn`` and ``python3`` as stubs; returns its exit code and the
-    argument lists of its ``enn`` calls."""
+def run_script(tmp_path, *args, **env_vars) -> tuple[int, list[list[str]]]:
+    """Runs a script with ``enn`` and ``python3`` as stubs and ``env_vars`` set; returns its
+    exit code and the argument lists of its ``enn`` calls."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     log = tmp_path / "calls"
@@ -26,7 +26,8 @@ def run_script(tmp_path, *args) -> tuple[int, list[list[str]]]:
         # one line a call, its arguments separated by tabs so that each stays one
         stub.write_text(f'#!/usr/bin/env bash\nIFS=$\'\\t\'; echo "{name}\t$*" >> "{log}"\n')
         stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path / "out")}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"),
+           "PUBLISHED": str(tmp_path / "published"), **env_vars}
     done = subprocess.run(["bash", *map(str, args)], env=env, capture_output=True, text=True,
                           timeout=60)
     lines = log.read_text().splitlines() if log.exists() else []
@@ -80,3 +81,23 @@ def test_the_ablation_resumes_where_it_stopped(tmp_path):
     assert "--resume" in runs[str(interrupted.parent)]
     assert sum("--resume" in c for c in calls) == 1
     assert all(c.count("model.trace_clip=null") == 1 for c in calls)
+
+
+def test_the_ablation_counts_published_records_as_done(tmp_path):
+    """A run whose record is published (made on another machine) is copied in, not trained;
+    a local run is kept even where a record of it is published."""
+    published = tmp_path / "published" / "ablation-mqar-p8"
+    for variant in ("preset", "minus-clip"):
+        record = published / variant / "runs" / "engram-seed1"
+        record.mkdir(parents=True)
+        (record / "metrics.json").write_text('{"from": "record"}')
+    local = tmp_path / "out" / "ablation-mqar-p8" / "minus-clip" / "engram-seed1"
+    local.mkdir(parents=True)
+    (local / "metrics.json").write_text('{"from": "here"}')
+    code, calls = run_script(tmp_path, SCRIPTS / "memory_ablation.sh", "mqar", 1)
+    assert code == 0
+    trained = sorted(Path(c[c.index("--out") + 1]).parent.name for c in calls)
+    assert trained == ["minus-previous-key", "minus-residual", "minus-separate-decay"]
+    out = tmp_path / "out" / "ablation-mqar-p8"
+    assert (out / "preset" / "engram-seed1" / "metrics.json").read_text() == '{"from": "record"}'
+    assert (local / "metrics.json").read_text() == '{"from": "here"}'
