@@ -197,3 +197,24 @@ def test_float16_training_takes_an_adam_epsilon_float16_holds(overrides):
     # the default epsilon is refused (test_cli_errors); one float16 holds, or SGD, is not
     cfg = resolve("digits", "engram", "default")
     validate(apply_overrides(cfg, {"train.precision": "16-true", **overrides}))
+
+
+@pytest.mark.parametrize("overrides, refused", [
+    ({}, True), ({"train.clip": "per_variable"}, True), ({"train.clip_norm": "0"}, False),
+    ({"train.adam_fused": "false"}, False), ({"train.precision": "bf16-mixed"}, False),
+])
+def test_a_fused_adam_does_not_clip_under_the_float16_grad_scaler(overrides, refused):
+    """The fused step unscales the gradients itself, so that a clip before it would see them
+    scaled (Lightning refuses the global clip at the first step): refused at once, anywhere."""
+    cfg = apply_overrides(resolve("ptb", "lstm"), {
+        "train.adam_fused": "true", "train.precision": "16-mixed", "train.accelerator": "auto",
+        **overrides})
+    if refused:
+        with pytest.raises(ConfigError, match="train.adam_fused=true cannot clip gradients "
+                                              "under train.precision=16-mixed"):
+            validate(cfg)
+    elif cfg.train.precision == "bf16-mixed":
+        validate(cfg)
+    else:  # what stops it on this CPU is the precision alone
+        with pytest.raises(ConfigError, match="bf16-mixed on the CPU"):
+            validate(cfg)

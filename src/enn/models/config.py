@@ -470,6 +470,12 @@ def _fraction(key: str, value: float) -> None:
 def _check_precision(t: TrainConfig) -> None:
     import torch
 
+    if t.precision in ("16-mixed", "16") and t.optimizer == "adam" and t.adam_fused and t.clip_norm:
+        # the fused step unscales the gradients itself, so the clip would see them scaled
+        raise ConfigError(f"train.adam_fused=true cannot clip gradients under "
+                          f"train.precision={t.precision} (the fused step unscales them "
+                          f"itself, after the clip): expected train.adam_fused=false, or "
+                          f"train.clip_norm=0")
     if t.precision in ("16-mixed", "16") and (
             t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())):
         # Lightning would run bf16-mixed instead, and the run's config would say 16-mixed
