@@ -253,6 +253,24 @@ def test_torch_compile_fullgraph(mode):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the interpreter's numpy
+@pytest.mark.parametrize("mode", MODES)
+def test_nan_input_propagates_as_in_the_reference(mode):
+    """A NaN in one encoding gives NaN where the reference's does (its clamp keeps NaN), not
+    a trace clipped to finite values that hides it."""
+    shared = mode == "shared"
+    cfg = MemoryConfig(ALPHA, INV_TAU, 0.1, shared=shared)
+    z, M, _, _, _ = make(3, 5, 20, 6, shared)
+    z, M = z.detach().clone(), M.detach()
+    z[1, 2, 3] = float("nan")
+    got, got_final = fused_recurrent_memory(z, M, 0.95, 0.05, cfg, output_final_state=True)
+    ref, ref_final = naive_memory(z, None, z, M, 0.95, 0.05, cfg, output_final_state=True)
+    for g, r in ((got.attention, ref.attention), (got.recall, ref.recall),
+                 (got_final, ref_final)):
+        assert torch.equal(g.isnan(), r.isnan()) and r.isnan().any()
+    assert not ref.recall[:, :2].isnan().any()  # the steps before it
+
+
 def test_double_backward_raises():
     cfg = MemoryConfig(ALPHA, INV_TAU, 0.1)
     z, M, _, _, _ = make(2, 3, 20, 6, False)
@@ -292,6 +310,10 @@ def _bad_inputs():
         "tile too large": (dict(z=torch.randn(1, 1, 1024, device=DEV),
                                 memory=torch.randn(128, 1024, device=DEV)), ValueError,
                            "expected next_pow2"),
+        # the shared trace of every step and the noise hold (T + 1) N h entries, whatever B
+        "too long for int32 offsets": (dict(z=torch.zeros(0, 2**16, 256, device=DEV),
+                                            memory=torch.randn(128, 256, device=DEV)), ValueError,
+            r"\(T \+ 1\) \* N \* h < 2\*\*31"),
     }, z, M
 
 
@@ -590,3 +612,32 @@ def test_the_gpu_benchmark_checks_then_times_both_interleaved(monkeypatch, capsy
     assert result["triton"]["ms"] > 0 and result["naive"]["ms"] > 0
     assert set(result["naive_over_triton"]) == {"q1", "median", "q3"}
     assert "naive / triton per round" in capsys.readouterr().out
+
+
+def test_clipped_trace_takes_inputs_of_any_strides():
+    """Inputs laid out in another order (same values) give the same outputs and gradients:
+    the kernels write the gradients row-major into buffers made so."""
+    from enn.ops.engram.triton_memory import clipped_trace
+
+    tensors, lens = clipped_case(*CLIPPED_CASES["rates_state_lengths"], torch.float64)
+    permuted = [t.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+                for t in tensors[:3]]
+    assert not any(t.is_contiguous() for t in permuted)
+    expected = clipped_outputs_and_gradients(clipped_reference, tensors, lens, 0.25)
+    got = clipped_outputs_and_gradients(lambda *args: clipped_trace(*args, save=True),
+                                        [*permuted, *tensors[3:]], lens, 0.25)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11)
+
+
+def test_a_nan_value_propagates_through_the_clipped_trace():
+    from enn.ops.engram.triton_memory import clipped_trace
+
+    tensors, lens = clipped_case(*CLIPPED_CASES["plain"], torch.float64)
+    a, w, v = (t.detach().clone() for t in tensors[:3])
+    v[1, 2, 0] = float("nan")
+    got = clipped_trace(a, w, v, None, None, None, 0.9, 0.25, save=False)[:2]
+    expected = clipped_reference(a, w, v, None, None, None, 0.9, 0.25)
+    for g, e in zip(got, expected, strict=True):
+        assert e.isnan().any() and not e.isnan().all()
+        assert torch.equal(g.isnan(), e.isnan())

@@ -48,7 +48,7 @@ H_t = clip(d_t H_{t-1} + outer(w_t, v_t)) with the trace in registers and the sa
 checkpoints; ``_clip_bwd_kernel`` recomputes each chunk into the scratch buffer and walks it
 back, writing the gradients of a, w, v, the per-step decays and the initial trace.
 
-Shapes: any B and T with B T max(N, h) < 2**31 (int32 offsets); N and h up to
+Shapes: any B and T with B T max(N, h) and (T + 1) N h < 2**31 (int32 offsets); N and h up to
 next_pow2(N) * next_pow2(h) <= 65536 elements per tile (e.g. N 128, h 256 or N 64,
 h 512). A (128, 256) float32 tile is 128 KB: the per-sample kernels then run with 16
 warps (64 values per thread and tile) and the backward, which holds five such tiles (H,
@@ -70,10 +70,11 @@ Set ``TRITON_INTERPRET=1`` before importing this module to run the kernels on CP
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
-from functools import cache
+from functools import cache, lru_cache
 
 import torch
 import triton
@@ -137,6 +138,12 @@ def _state(ptr, tile, mask, BN: tl.constexpr, BH: tl.constexpr, ACC: tl.constexp
     if GIVEN:
         return tl.load(ptr + tile, mask=mask, other=0.0).to(ACC)
     return tl.zeros((BN, BH), dtype=ACC)
+
+
+@triton.jit
+def _clamp(x, clip):
+    """x clipped to [-clip, clip], NaN kept (as torch.clamp: a bad input is not hidden)."""
+    return tl.clamp(x, -clip, clip, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit
@@ -232,7 +239,7 @@ def _ps_fwd_kernel(
         tl.store(att_ptr + (b * T + t) * N + offs_n, a.to(att_ptr.dtype.element_ty), mask=mask_n)
         tl.store(rec_ptr + (b * T + t) * D + offs_h, m.to(rec_ptr.dtype.element_ty), mask=mask_h)
         P = _ps_write(H, a, zt, noise_ptr, t, N, D, tile, mask, decay, strength, HAS_NOISE, ACC)
-        H = tl.minimum(tl.maximum(P, -clip), clip)
+        H = _clamp(P, clip)
     tl.store(ht_ptr + b * N * D + tile, H.to(ht_ptr.dtype.element_ty), mask=mask)
 
 
@@ -266,7 +273,7 @@ def _ps_bwd_kernel(
             zf, zr, nz, a = _attend(nE, zt, inv_tau, topk, mask_n, ceps, HAS_TOPK, SMOOTH)
             P = _ps_write(H, a, zt, noise_ptr, t, N, D, tile, mask, decay, strength,
                           HAS_NOISE, ACC)
-            H = tl.minimum(tl.maximum(P, -clip), clip)
+            H = _clamp(P, clip)
         tl.store(scratch + (t1 - 1 - t0) * N * D + tile, H, mask=mask)
         tl.debug_barrier()
         # walk the chunk back
@@ -357,7 +364,7 @@ def _sh_write_kernel(
         W += tl.load(noise_ptr + t * N * D + tile, mask=mask, other=0.0).to(ACC)
     H = tl.load(hs_ptr + t * N * D + tile, mask=mask, other=0.0)
     P = decay * H + strength * W
-    H_new = tl.where(n > 0, tl.minimum(tl.maximum(P, -clip), clip), H)
+    H_new = tl.where(n > 0, _clamp(P, clip), H)
     tl.store(hs_ptr + (t + 1) * N * D + tile, H_new, mask=mask)
     tl.store(pass_ptr + t * N * D + tile, ((P >= -clip) & (P <= clip)).to(tl.int8), mask=mask)
 
@@ -452,7 +459,7 @@ def _clip_fwd_kernel(
         if HAS_D:
             d = tl.load(d_ptr + row).to(ACC)
         P = d * H + wt[:, None] * vt[None, :]
-        H = tl.minimum(tl.maximum(P, -clip), clip)
+        H = _clamp(P, clip)
     tl.store(ht_ptr + b * N * D + tile, H.to(ht_ptr.dtype.element_ty), mask=mask)
 
 
@@ -485,7 +492,7 @@ def _clip_bwd_kernel(
             d = decay
             if HAS_D:
                 d = tl.load(d_ptr + row).to(ACC)
-            H = tl.minimum(tl.maximum(d * H + wt[:, None] * vt[None, :], -clip), clip)
+            H = _clamp(d * H + wt[:, None] * vt[None, :], clip)
         tl.store(scratch + (t1 - 1 - t0) * N * D + tile, H, mask=mask)
         tl.debug_barrier()
         # walk the chunk back
@@ -557,9 +564,17 @@ def _warn_once(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def _params(decay, strength, alpha, inv_tau, clip, ceps, dtype, device) -> Tensor:
-    return torch.tensor([decay, strength, alpha, inv_tau, clip, ceps], dtype=dtype,
-                        device=device)
+@lru_cache(maxsize=256)
+def _params(*values: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The kernels' scalar parameters as one tensor in the accumulation dtype (a float64
+    kernel needs them in float64, which Triton's scalar arguments are not). Cached: a new
+    one is a copy to the GPU that waits for the stream, at every call of every layer."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+def _on_device(device: torch.device):
+    """Triton launches on the current CUDA device, not on the one of the tensors."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _programs(B: int, device: torch.device) -> int:
@@ -594,7 +609,7 @@ def _forward(z, memory, noise, initial_state, lengths, decay, strength, alpha, i
     noise = None if noise is None else noise.contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()
     lens = None if lengths is None else lengths.to(device=dev, dtype=torch.int32).contiguous()
-    prm = _params(decay, strength, alpha, inv_tau, clip, ceps, acc, dev)
+    prm = _params(decay, strength, alpha, inv_tau, clip, ceps, dtype=acc, device=dev)
     BN, BH = _tiles(N, D)
     ACC = _tl_dtype(acc)
     att = z.new_zeros(B, T, N)
@@ -652,7 +667,7 @@ def _backward(dA, dR, dHT, z, memory, noise, initial_state, lengths, saved, pass
     noise = None if noise is None else noise.contiguous()
     lens = None if lengths is None else lengths.to(device=dev, dtype=torch.int32).contiguous()
     dA, dR = dA.contiguous(), dR.contiguous()
-    prm = _params(decay, strength, alpha, inv_tau, clip, ceps, acc, dev)
+    prm = _params(decay, strength, alpha, inv_tau, clip, ceps, dtype=acc, device=dev)
     BN, BH = _tiles(N, D)
     ACC = _tl_dtype(acc)
     dummy = prm
@@ -714,8 +729,10 @@ def _fwd_op(
     chunk_size: int, save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(attention, recall, final trace, saved states, clip mask (shared))."""
-    return _forward(z, memory, noise, initial_state, lengths, decay, strength, trace_scale,
-                    inv_temperature, cosine_eps, trace_clip, top_k, shared, chunk_size, save)
+    with _on_device(z.device):
+        return _forward(z, memory, noise, initial_state, lengths, decay, strength, trace_scale,
+                        inv_temperature, cosine_eps, trace_clip, top_k, shared, chunk_size,
+                        save)
 
 
 @_fwd_op.register_fake
@@ -744,9 +761,10 @@ def _bwd_op(
     chunk_size: int, want_dh0: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(dz, dM, dH0 (empty unless want_dh0))."""
-    return _backward(dA, dR, dHT, z, memory, noise, initial_state, lengths, saved, passed,
-                     decay, strength, trace_scale, inv_temperature, cosine_eps, trace_clip,
-                     top_k, shared, chunk_size, want_dh0)
+    with _on_device(z.device):
+        return _backward(dA, dR, dHT, z, memory, noise, initial_state, lengths, saved, passed,
+                         decay, strength, trace_scale, inv_temperature, cosine_eps,
+                         trace_clip, top_k, shared, chunk_size, want_dh0)
 
 
 @_bwd_op.register_fake
@@ -756,7 +774,7 @@ def _(dA, dR, dHT, z, memory, noise, initial_state, lengths, saved, passed, deca
     h0_dtype = z.dtype if initial_state is None else initial_state.dtype
     dH0 = (initial_state.new_empty(initial_state.shape) if want_dh0
            else z.new_empty(0, dtype=h0_dtype))
-    return torch.empty_like(z), torch.empty_like(memory), dH0
+    return z.new_empty(z.shape), memory.new_empty(memory.shape), dH0
 
 
 _SCALARS = ("decay", "strength", "trace_scale", "inv_temperature", "cosine_eps", "trace_clip",
@@ -832,9 +850,9 @@ def _check(z, memory, decay, strength, cfg, noise, initial_state, lengths, chunk
     if memory.dim() != 2 or memory.shape[1] != D or memory.shape[0] < 1:
         raise ValueError(f"expected memory of shape (N, {D}), got {tuple(memory.shape)}")
     N = memory.shape[0]
-    if B * T * max(N, D) >= 2**31:
-        raise ValueError(f"expected B * T * max(N, h) < 2**31 (int32 offsets), got B {B}, T {T}, "
-                         f"N {N}, h {D}")
+    if max(B * T * max(N, D), (T + 1) * N * D) >= 2**31:  # the noise's and shared traces'
+        raise ValueError(f"expected B * T * max(N, h) and (T + 1) * N * h < 2**31 (int32 "
+                         f"offsets), got B {B}, T {T}, N {N}, h {D}")
     allowed = (z.dtype,) if z.dtype in (torch.float32, torch.float64) else (z.dtype, torch.float32)
     if memory.dtype not in allowed:
         raise TypeError(f"expected memory in {' or '.join(map(str, allowed))} for z in {z.dtype}, "
@@ -920,7 +938,7 @@ def _clip_setup(a, v, decays, H0, lengths):
 
 def _clip_forward(a, w, v, decays, H0, lengths, decay, clip, save):
     B, T, N, D, acc, lens, C, NC, launch = _clip_setup(a, v, decays, H0, lengths)
-    prm = torch.tensor([decay, clip], dtype=acc, device=v.device)
+    prm = _params(decay, clip, dtype=acc, device=v.device)
     read = v.new_zeros(B, T, D)
     final = torch.empty(B, N, D, dtype=_trace_dtype(v, H0), device=v.device)
     ck = torch.empty((B, NC, N, D) if save else (0,), dtype=acc, device=v.device)
@@ -938,9 +956,9 @@ def _clip_forward(a, w, v, decays, H0, lengths, decay, clip, save):
 
 def _clip_backward(a, w, v, decays, H0, lengths, ckpt, g_read, g_HT, decay, clip):
     B, T, N, D, acc, lens, C, NC, launch = _clip_setup(a, v, decays, H0, lengths)
-    prm = torch.tensor([decay, clip], dtype=acc, device=v.device)
-    g_a, g_w, g_v = torch.zeros_like(a), torch.zeros_like(a), torch.zeros_like(v)
-    g_d = torch.zeros_like(decays) if decays is not None else v.new_empty(0)
+    prm = _params(decay, clip, dtype=acc, device=v.device)
+    g_a, g_w, g_v = a.new_zeros(a.shape), w.new_zeros(w.shape), v.new_zeros(v.shape)
+    g_d = decays.new_zeros(decays.shape) if decays is not None else v.new_empty(0)
     g_H0 = torch.empty(B, N, D, dtype=v.dtype if H0 is None else H0.dtype, device=v.device)
     g_read = v.new_zeros(B, T, D) if g_read is None else g_read.contiguous()
     if B > 0:
@@ -962,7 +980,8 @@ def _clip_fwd_op(
     lengths: Tensor | None, decay: float, trace_clip: float, save: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(reads a_t H_{t-1}, final trace, checkpoints for the backward)."""
-    return _clip_forward(a, w, v, decays, H0, lengths, decay, trace_clip, save)
+    with _on_device(v.device):
+        return _clip_forward(a, w, v, decays, H0, lengths, decay, trace_clip, save)
 
 
 @_clip_fwd_op.register_fake
@@ -981,14 +1000,16 @@ def _clip_bwd_op(
     decay: float, trace_clip: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(g_a, g_w, g_v, g_decays (empty without per-step decays), g_H0)."""
-    return _clip_backward(a, w, v, decays, H0, lengths, ckpt, g_read, g_HT, decay, trace_clip)
+    with _on_device(v.device):
+        return _clip_backward(a, w, v, decays, H0, lengths, ckpt, g_read, g_HT, decay,
+                              trace_clip)
 
 
 @_clip_bwd_op.register_fake
 def _(a, w, v, decays, H0, lengths, ckpt, g_read, g_HT, decay, trace_clip):
     B, _, N = a.shape
-    return (torch.empty_like(a), torch.empty_like(a), torch.empty_like(v),
-            torch.empty_like(decays) if decays is not None else v.new_empty(0),
+    return (a.new_empty(a.shape), w.new_empty(w.shape), v.new_empty(v.shape),
+            decays.new_empty(decays.shape) if decays is not None else v.new_empty(0),
             v.new_empty(B, N, v.shape[2], dtype=v.dtype if H0 is None else H0.dtype))
 
 
