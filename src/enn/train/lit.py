@@ -61,7 +61,9 @@ class LitSequenceModel(pl.LightningModule):
         self.train_cfg = train_cfg
         self.config_dict = config_dict or {}
         self._state: dict[str, object] = {}  # LM: carried state per split
-        self._nll: dict[str, list[float]] = {}  # LM: [sum of token NLL, tokens] per split
+        # LM: [sum of token NLL (a float64 tensor on the model's device: no wait for the
+        # device at each step), tokens] per split
+        self._nll: dict[str, list] = {}
 
     # --- steps -----------------------------------------------------------------------------
     def _step(self, batch, split: str) -> torch.Tensor:
@@ -107,7 +109,7 @@ class LitSequenceModel(pl.LightningModule):
         nll = self.model.nll(hidden, y)  # (B, T)
         loss = nll.mean()
         sums = self._nll.setdefault(split, [0.0, 0])
-        sums[0] += float(nll.detach().sum())
+        sums[0] += nll.detach().sum().to(torch.float64)
         sums[1] += y.numel()
         self.log(
             f"{split}_loss",
@@ -132,6 +134,7 @@ class LitSequenceModel(pl.LightningModule):
     def _log_perplexity(self, split: str) -> None:
         if self.kind == "language_model" and split in self._nll:
             total, tokens = self._nll[split]
+            total = float(total)
             if self.trainer.world_size > 1:  # every process's own rows
                 sums = torch.tensor([total, tokens], dtype=torch.float64, device=self.device)
                 total, tokens = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
