@@ -14,9 +14,10 @@ SCRIPTS = ROOT / "scripts"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
-def run_script(tmp_path, *args, **env_vars) -> tuple[int, list[list[str]]]:
-    """Runs a script with ``enn`` and ``python3`` as stubs and ``env_vars`` set; returns its
-    exit code and the argument lists of its ``enn`` calls."""
+def run_script(tmp_path, *args) -> tuple[int, list[list[str]]]:
+    """Runs a script with ``enn`` and ``python3`` as stubs, its outputs and the published
+    records it reads under ``tmp_path``; returns its exit code and the argument lists of its
+    ``enn`` calls."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     log = tmp_path / "calls"
@@ -27,7 +28,7 @@ def run_script(tmp_path, *args, **env_vars) -> tuple[int, list[list[str]]]:
         stub.write_text(f'#!/usr/bin/env bash\nIFS=$\'\\t\'; echo "{name}\t$*" >> "{log}"\n')
         stub.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"),
-           "PUBLISHED": str(tmp_path / "published"), **env_vars}
+           "PUBLISHED": str(tmp_path / "published")}
     done = subprocess.run(["bash", *map(str, args)], env=env, capture_output=True, text=True,
                           timeout=60)
     lines = log.read_text().splitlines() if log.exists() else []

@@ -108,7 +108,7 @@ class LitSequenceModel(pl.LightningModule):
         self._state[split] = detach_state(state)
         nll = self.model.nll(hidden, y)  # (B, T)
         loss = nll.mean()
-        sums = self._nll.setdefault(split, [0.0, 0])
+        sums = self._nll.setdefault(split, [nll.new_zeros((), dtype=torch.float64), 0])
         sums[0] += nll.detach().sum().to(torch.float64)
         sums[1] += y.numel()
         self.log(
