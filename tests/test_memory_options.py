@@ -97,7 +97,10 @@ def test_chunked_memory_matches_the_reference_with_every_gradient(B, T, h, N, C,
                                                                   variant):
     args, key_mix, leaves = chunk_case(B, T, h, N, write_key, variant)
     expected = chunk_results(naive_memory, args, key_mix, leaves)
-    got = chunk_results(lambda *a, **kw: chunk_memory(*a, **kw, chunk_size=C), args, key_mix,
+    # "previous" reuses the read addresses for the shifted key; "mix" addresses its key anew
+    shifted = write_key == "previous"
+    got = chunk_results(lambda *a, **kw: chunk_memory(*a, **kw, chunk_size=C,
+                                                      shifted_key=shifted), args, key_mix,
                         leaves)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-10)
@@ -117,10 +120,11 @@ def test_chunked_memory_in_float32_against_float64(variant):
         assert err <= 2e-6 * scale, f"result {i}: max error {err:.3g}, max |ref| {scale:.3g}"
 
 
-def outputs_and_gradients(run, inputs, leaves, key_mix):
+def outputs_and_gradients(run, inputs, leaves, key_mix, **options):
     """Attention, recall, final trace and the gradients of a random probe of all three."""
     z, k, memory, decay, strength, cfg, H0, lengths = inputs
-    out, H = run(z, k, z, memory, decay, strength, cfg, None, H0, True, lengths, key_mix=key_mix)
+    out, H = run(z, k, z, memory, decay, strength, cfg, None, H0, True, lengths, key_mix=key_mix,
+                 **options)
     values = (out.attention, out.recall, H)
     probe = torch.Generator().manual_seed(1)
     loss = sum((v * torch.randn(v.shape, generator=probe, dtype=v.dtype)).sum() for v in values)
@@ -157,7 +161,8 @@ def test_clipped_scan_matches_the_reference_with_every_gradient(B, T, h, N, writ
     inputs = (z, k, memory, decay, strength, cfg, H0, lengths)
     _, _, H, *_ = expected = outputs_and_gradients(naive_memory, inputs, leaves, key_mix)
     assert (H.abs() == clip).sum() > 0.05 * (H != 0).sum()
-    got = outputs_and_gradients(scan_memory, inputs, leaves, key_mix)
+    options = {"shifted_key": write_key == "previous"}  # as in the chunked test
+    got = outputs_and_gradients(scan_memory, inputs, leaves, key_mix, **options)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-10)
 
@@ -174,8 +179,9 @@ def test_clipped_scan_in_float32_at_the_paper_shapes_is_as_close_as_the_referenc
                                                                     torch.float)]:
         z, memory = (t.to(dtype).requires_grad_() for t in (z64, memory64))
         k = torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], 1)
+        options = {"shifted_key": True} if run is scan_memory else {}
         results[name] = outputs_and_gradients(run, (z, k, memory, 0.98, 1.0, cfg, None, None),
-                                              [z, memory], None)
+                                              [z, memory], None, **options)
     for ref64, ref32, scan32 in zip(*results.values(), strict=True):
         scale = ref64.abs().max()
         ref_error = (ref32.double() - ref64).abs().max() / scale

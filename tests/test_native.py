@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from enn import Engram
+from enn.models.config import ASSOCIATIVE
 from enn.ops.engram import HIDDEN_UPDATES, EngramHyper, layer, native
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="no C compiler here")
@@ -247,15 +248,16 @@ def test_the_first_build_says_that_it_compiles_once(tmp_path):
 @pytest.mark.parametrize("flags", ["-mno-avx512f", "-fno-openmp"])
 def test_kernels_built_without_avx512_or_openmp_match_the_reference(flags, kernel_env,
                                                                     tmp_path):
-    # the register tiles' plain C path (any CPU without AVX-512, and float64 everywhere), and
-    # a build with no threads
+    # the plain C paths of the register tiles and the clipped scan (any CPU without AVX-512,
+    # and float64 everywhere), and a build with no threads
     kernel_env(ENN_NATIVE_CFLAGS=flags, ENN_CACHE_DIR=tmp_path)
-    for trace, update in (("per_sample", "paper"), ("shared", "gated")):
-        engram = Engram(5, 40, batch_first=True, memory_size=8, trace=trace,
-                        hidden_update=update).float()
+    layers = [dict(trace="per_sample", hidden_update="paper"),
+              dict(trace="shared", hidden_update="gated"), ASSOCIATIVE]
+    for options in layers:
+        engram = Engram(5, 40, batch_first=True, memory_size=8, **options).float()
         x = torch.randn(11, 9, 5, requires_grad=True)
         results = []
-        for backend in ("native", "torch"):
+        for backend in ("native" if options is not ASSOCIATIVE else "auto", "torch"):
             out, final, _ = layer.engram_layer(x, engram.layer_weights(0), engram.hyper, None,
                                                True, backend=backend,
                                                options=engram._layer_options("_l0"))
@@ -320,6 +322,40 @@ def test_native_shared_scan_does_not_depend_on_the_thread_count():
         return (A, m, H, *grads)
 
     assert_same_bits_with_1_and_2_threads(run, more=(8,))
+
+
+def clipped_trace_results(dtype, clip=0.05):
+    """Reads, final trace and every gradient of the clipped trace (bank.py's scan) at the float
+    kernel's edges: 150 columns (a block of 128 and one of 22), 40 rows (two groups of 16 and
+    one of 8), per-step decays, an initial trace and lengths from 0 to T; the inputs are the
+    same float32 values in either dtype."""
+    B, T, N, h = 5, 37, 40, 150
+    g = torch.Generator().manual_seed(0)
+    a, w = (torch.softmax(3 * torch.randn(B, T, N, generator=g), -1) for _ in range(2))
+    v = torch.randn(B, T, h, generator=g)
+    decays = 0.8 + 0.2 * torch.rand(B, T, generator=g)
+    H0 = 0.3 * torch.randn(B, N, h, generator=g)
+    inputs = [t.to(dtype).requires_grad_() for t in (a, w, v, decays, H0)]
+    lengths = torch.tensor([T, 0, 16, 17, 5])
+    read, H, _ = torch.ops.enn.clipped_trace(*inputs, lengths, 0.0, clip, True)
+    g_read, g_H = (torch.randn(t.shape, generator=g).to(dtype) for t in (read, H))
+    grads = torch.autograd.grad((read * g_read).sum() + (H * g_H).sum(), inputs)
+    return read, H, *grads
+
+
+def test_clipped_trace_in_float32_matches_float64_at_the_kernel_edges():
+    # float64 runs the plain C loops, which test_memory_options.py holds to the reference;
+    # float32 here is within 4e-7 of the largest entry of each result
+    got, expected = clipped_trace_results(torch.float), clipped_trace_results(torch.double)
+    H = expected[1]
+    assert (H.abs() == 0.05).sum() > 0.05 * (H != 0).sum()  # the clip acts
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+        err, scale = (g.double() - e).abs().max().item(), e.abs().max().item()
+        assert err <= 2e-6 * scale, f"result {i}: max error {err:.3g}, max |ref| {scale:.3g}"
+
+
+def test_clipped_trace_does_not_depend_on_the_thread_count():
+    assert_same_bits_with_1_and_2_threads(lambda: clipped_trace_results(torch.float))
 
 
 HIDDEN_SHAPES = {"z": "BTh", "m": "BTh", "h0": "Bh", "w_c": "33", "b_c": "3", "w_o": "u3",

@@ -58,11 +58,15 @@ def scan_applies(cfg: MemoryConfig, noisy: bool, like: Tensor,
 
 
 def _addresses(q: Tensor, k: Tensor | None, memory: Tensor, cfg: MemoryConfig,
-               key_mix: Tensor | None, lengths: Tensor | None):
+               key_mix: Tensor | None, lengths: Tensor | None, shifted_key: bool):
     """The read and write addresses of every step (3)-(5), (10), both (B, T, N), and the
-    active steps (B, T) or None; padded steps read nothing."""
+    active steps (B, T) or None; padded steps read nothing. With ``shifted_key`` (k_t =
+    q_{t-1} for t >= 1) the key's address at step t is the read address of step t - 1."""
     a = address(q, memory, cfg)
-    w = write_address(a, k, memory, cfg, key_mix)
+    key_address = None
+    if k is not None and shifted_key:
+        key_address = torch.cat([address(k[:, :1], memory, cfg), a[:, :-1]], dim=1)
+    w = write_address(a, k, memory, cfg, key_mix, key_address)
     active = None
     if lengths is not None:
         active = torch.arange(q.shape[1], device=q.device) < lengths[:, None]
@@ -81,12 +85,14 @@ def scan_memory(
     q: Tensor, k: Tensor | None, v: Tensor, memory: Tensor, decay: Scalar, strength: Scalar,
     cfg: MemoryConfig, noise: Tensor | None = None, initial_state: Tensor | None = None,
     output_final_state: bool = False, lengths: Tensor | None = None,
-    key_mix: Tensor | None = None,
+    key_mix: Tensor | None = None, shifted_key: bool = False,
 ) -> tuple[MemoryOutput, Tensor | None]:
-    """``naive_memory``'s signature and results, for a memory where ``scan_applies`` holds."""
+    """``naive_memory``'s signature and results, for a memory where ``scan_applies`` holds;
+    ``shifted_key``: the caller's word that k[:, t] is q[:, t - 1] for t >= 1 (the write key of
+    (10) is the previous encoding), so that the write addresses reuse the read addresses."""
     if noise is not None:
         raise ValueError("enn: the clipped scan runs without trace noise")
-    a, w, active = _addresses(q, k, memory, cfg, key_mix, lengths)
+    a, w, active = _addresses(q, k, memory, cfg, key_mix, lengths, shifted_key)
     fixed = isinstance(decay, float | int)
     sw = w * _per_step(strength, q)[..., None]  # (B, T, N) the scaled write address
     inputs = (a, sw, v, None if fixed else decay, initial_state)
@@ -104,11 +110,12 @@ def chunk_memory(
     q: Tensor, k: Tensor | None, v: Tensor, memory: Tensor, decay: Scalar, strength: Scalar,
     cfg: MemoryConfig, noise: Tensor | None = None, initial_state: Tensor | None = None,
     output_final_state: bool = False, lengths: Tensor | None = None,
-    key_mix: Tensor | None = None, chunk_size: int = CHUNK_SIZE,
+    key_mix: Tensor | None = None, shifted_key: bool = False, chunk_size: int = CHUNK_SIZE,
 ) -> tuple[MemoryOutput, Tensor | None]:
-    """``naive_memory``'s signature and results, for a memory where ``chunk_applies`` holds."""
+    """``naive_memory``'s signature and results, for a memory where ``chunk_applies`` holds;
+    ``shifted_key`` as in ``scan_memory``."""
     B, T, n_hidden = q.shape
-    a, w, active = _addresses(q, k, memory, cfg, key_mix, lengths)  # (B, T, N)
+    a, w, active = _addresses(q, k, memory, cfg, key_mix, lengths, shifted_key)  # (B, T, N)
     log_d = _per_step(math.log(decay) if isinstance(decay, float | int) else decay.log(), q)
     s = _per_step(strength, q)  # (B, T)
     if active is not None:  # padded steps: decay 1, no write

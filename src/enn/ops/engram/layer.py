@@ -157,7 +157,8 @@ def memory_pass(
     if not hyper.paper_memory:
         cfg, k, key_mix, decay, strength = memory_inputs(z, hyper, options, previous_key)
         run = {"chunk": bank.chunk_memory, "scan": bank.scan_memory}.get(backend, naive_memory)
-        kwargs = {"record_traces": record_traces} if backend == "torch" else {}
+        kwargs = ({"record_traces": record_traces} if backend == "torch"
+                  else {"shifted_key": k is not None})  # memory_inputs' k: z one step late
         return run(z, k, z, memory, decay, strength, cfg, noise, initial_state, True, lengths,
                    key_mix=key_mix, **kwargs)
     cfg = hyper.memory

@@ -42,13 +42,15 @@ def address(query: Tensor, E: Tensor, cfg: MemoryConfig) -> Tensor:
 
 
 def write_address(a: Tensor, k: Tensor | None, E: Tensor, cfg: MemoryConfig,
-                  key_mix: Tensor | None) -> Tensor:
+                  key_mix: Tensor | None, key_address: Tensor | None = None) -> Tensor:
     """Where the write goes (10): the read's attention a (k None), the address of the key k,
     or the mix key_mix * that + (1 - key_mix) * a. A key that is exactly zero (no previous
-    step) addresses nothing."""
+    step) addresses nothing. ``key_address``: A(k) where the caller has it already."""
     if k is None:
         return a
-    w = address(k, E, cfg) * (k != 0).any(-1, keepdim=True)
+    if key_address is None:
+        key_address = address(k, E, cfg)
+    w = key_address * (k != 0).any(-1, keepdim=True)
     return w if key_mix is None else key_mix * w + (1 - key_mix) * a
 
 

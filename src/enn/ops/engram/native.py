@@ -14,19 +14,21 @@ backward, so that ``torch.compile(fullgraph=True)`` traces a layer that uses the
   over the batch in a fixed order.
 - ``enn::clipped_trace``: the per-sample trace of a memory whose addresses do not read it,
   with the clip (``csrc/clipped_trace.inc``): given every step's addresses it only walks
-  the writes and the reads, one sequence per thread; the backward rewrites each chunk from
-  its checkpoint.
+  the writes and the reads, one sequence per thread, in blocks of columns whose values and
+  sums stay in registers (AVX-512 for float32); the backward rewrites each chunk from its
+  checkpoint.
 - ``enn::hidden_pass``: the hidden chain (eqs. 7-8, and each update of 12) given the
   recalls (``csrc/hidden_scan.inc``); samples are independent, so each thread runs its own
   through every step with no synchronisation, and the weights' gradients are register-tiled
-  products in the same call.
+  products in the same call. The inputs' share of the integrator, W_c [z ; m], and its
+  gradient are two large PyTorch products around the kernel, since no step waits on them.
 
-Results do not depend on the thread count, to the last bit. Every operator checks its
-arguments' devices, dtypes and shapes and makes them contiguous. The library is compiled on
-first use with the system's C compiler (``$CC``, else ``cc``; extra flags from
-``$ENN_NATIVE_CFLAGS``) into ``$ENN_CACHE_DIR`` (default ``~/.cache/enn``); where that
-fails, a warning says so and the layer runs the PyTorch path. ``ENN_NATIVE=0`` turns the
-backend off. It links the OpenMP runtime torch has loaded, so its threads are torch's.
+Results do not depend on the thread count, to the last bit (tests hold them to it). Every
+operator checks its arguments' devices, dtypes and shapes and makes them contiguous. The
+library is compiled on first use with the system's C compiler (``$CC``, else ``cc``; extra
+flags from ``$ENN_NATIVE_CFLAGS``) into ``$ENN_CACHE_DIR`` (default ``~/.cache/enn``);
+where that fails, a warning says so and the layer runs the PyTorch path. ``ENN_NATIVE=0``
+turns the backend off. It links the OpenMP runtime torch has loaded, so its threads are torch's.
 """
 
 from __future__ import annotations
@@ -144,8 +146,8 @@ def _library() -> ctypes.CDLL | None:
         "enn_scan_backward": [p] * 15 + [i64] * 4 + [f64] * 6 + [p] * 3 + [i64] * 2,
         "enn_shared_forward": [p] * 6 + [i64] * 4 + [f64] * 6 + [i64] + [p] * 8 + [i64],
         "enn_shared_backward": [p] * 12 + [i64] * 4 + [f64] * 6 + [p] * 3 + [i64],
-        "enn_hidden_forward": [p] * 10 + [f64, i64, p] + [i64] * 3 + [p] * 6 + [i64],
-        "enn_hidden_backward": [p] * 5 + [i64] + [p] * 8 + [i64] * 3 + [p] * 8 + [i64],
+        "enn_hidden_forward": [p] * 8 + [f64, i64, p] + [i64] * 3 + [p] * 6 + [i64],
+        "enn_hidden_backward": [p] * 5 + [i64] + [p] * 8 + [i64] * 3 + [p] * 6 + [i64],
         "enn_clipped_forward": [p] * 6 + [i64] * 4 + [f64] * 2 + [p] * 3 + [i64] * 2,
         "enn_clipped_backward": [p] * 9 + [i64] * 4 + [f64] * 2 + [p] * 5 + [i64] * 2,
     }
@@ -553,10 +555,15 @@ def hidden_pass(
     b_c, b_o = _arg("bias_c", b_c, (3 * h,), dt), _arg("bias_o", b_o, (hu,), dt)
     ln_w, ln_b = _arg("ln_h_weight", ln_w, (h,), dt), _arg("ln_h_bias", ln_b, (h,), dt)
     mask = _step_mask(lengths, T)
+    # the inputs' share of every step's c_t, W_c [z ; m] + b_c (B, T, 3h), in two large
+    # products before the kernel walks the steps (the state's share)
+    z2, m2 = z.reshape(B * T, h), m.view(B * T, h)
+    P = z2 @ w_c[:, :h].t() if b_c is None else torch.addmm(b_c, z2, w_c[:, :h].t())
+    P = P.addmm_(m2, w_c[:, h:2 * h].t()).view(B, T, 3 * h)
     S, out, C, U = (z.new_empty(s) for s in ((B, T, h), (B, T, h), (B, T, 3 * h), (B, T, hu)))
     hT, MU, RS = z.new_empty(B, h), z.new_empty(B, T), z.new_empty(B, T)
-    _call("enn_hidden_forward", dt, z.contiguous(), m, S, h0, w_c, w_o, b_c, b_o, ln_w, ln_b,
-          eps, update, mask, B, T, h, out, hT, C, U, MU, RS)
+    _call("enn_hidden_forward", dt, P, S, h0, w_c, w_o, b_o, ln_w, ln_b, eps, update, mask, B,
+          T, h, out, hT, C, U, MU, RS)
     return out, hT, S, C, U, MU, RS
 
 
@@ -581,13 +588,16 @@ def hidden_pass_backward(
     g_hT = None if g_hT is None else g_hT.contiguous()
     # G_pre and G_u (the gradients before the ReLUs and the gate's sigmoid) are the kernel's
     # working buffers
-    G_pre, G_u = z.new_empty(B, T, 3 * h), z.new_empty(B, T, hu)
-    g_z, g_m, g_h0 = z.new_empty(B, T, h), z.new_empty(B, T, h), z.new_empty(B, h)
+    G_pre, G_u, g_h0 = z.new_empty(B, T, 3 * h), z.new_empty(B, T, hu), z.new_empty(B, h)
     g_vec = z.new_empty(5 * h + hu)  # the gradients of ln_w, ln_b, b_o (and b_g), b_c
     g_w_c, g_w_o = z.new_empty(3 * h, 3 * h), z.new_empty(hu, 3 * h)
-    _call("enn_hidden_backward", z.dtype, g_out, g_hT, w_c.contiguous(), w_o.contiguous(),
+    w_c = w_c.contiguous()
+    _call("enn_hidden_backward", z.dtype, g_out, g_hT, w_c, w_o.contiguous(),
           ln_w.contiguous(), update, mask, z.contiguous(), m.contiguous(), S, C, U, MU, RS,
-          B, T, h, G_pre, g_z, g_m, G_u, g_h0, g_w_c, g_w_o, g_vec)
+          B, T, h, G_pre, G_u, g_h0, g_w_c, g_w_o, g_vec)
+    # z's and m's gradients, G_pre W_c[:, :2h], in two large products after the loop
+    G = G_pre.view(B * T, 3 * h)
+    g_z, g_m = (torch.mm(G, w_c[:, k * h:(k + 1) * h]).view(B, T, h) for k in (0, 1))
     return g_z, g_m, g_h0, g_w_c, g_w_o, g_vec
 
 
