@@ -146,7 +146,7 @@ def _library() -> ctypes.CDLL | None:
         "enn_scan_backward": [p] * 15 + [i64] * 4 + [f64] * 6 + [p] * 3 + [i64] * 2,
         "enn_shared_forward": [p] * 6 + [i64] * 4 + [f64] * 6 + [i64] + [p] * 8 + [i64],
         "enn_shared_backward": [p] * 12 + [i64] * 4 + [f64] * 6 + [p] * 3 + [i64],
-        "enn_hidden_forward": [p] * 8 + [f64, i64, p] + [i64] * 3 + [p] * 6 + [i64],
+        "enn_hidden_forward": [p] * 9 + [f64, i64, p] + [i64] * 3 + [p] * 6 + [i64],
         "enn_hidden_backward": [p] * 5 + [i64] + [p] * 8 + [i64] * 3 + [p] * 6 + [i64],
         "enn_clipped_forward": [p] * 6 + [i64] * 4 + [f64] * 2 + [p] * 3 + [i64] * 2,
         "enn_clipped_backward": [p] * 9 + [i64] * 4 + [f64] * 2 + [p] * 5 + [i64] * 2,
@@ -462,7 +462,7 @@ def clipped_trace(
     if lengths is not None:
         lengths = _arg("lengths", lengths.to(torch.int64), (B,), torch.int64).clamp(0, T)
     shape_r, shape_H, shape_ck = _clipped_shapes(a, v, save)
-    read, H, ckpt = v.new_zeros(shape_r), v.new_empty(shape_H), v.new_empty(shape_ck)
+    read, H, ckpt = v.new_empty(shape_r), v.new_empty(shape_H), v.new_empty(shape_ck)
     _call("enn_clipped_forward", dt, a, w, v.contiguous(), decays, H0, lengths, T, N, h,
           checkpoint_spacing(T), decay, trace_clip, read, H, ckpt if save else None, B)
     return read, H, ckpt
@@ -481,8 +481,8 @@ def clipped_trace_backward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     B, T, N = a.shape
     h = v.shape[2]
-    g_a, g_w, g_v = torch.zeros_like(a), torch.zeros_like(a), torch.zeros_like(v)
-    g_d = v.new_zeros(B, T) if decays is not None else _empty(v)
+    g_a, g_w, g_v = a.new_empty(a.shape), a.new_empty(a.shape), v.new_empty(v.shape)
+    g_d = v.new_empty(B, T) if decays is not None else _empty(v)
     g_H0 = v.new_empty(B, N, h)
     g_read = v.new_zeros(B, T, h) if g_read is None else g_read.contiguous()
     if lengths is not None:
@@ -555,15 +555,14 @@ def hidden_pass(
     b_c, b_o = _arg("bias_c", b_c, (3 * h,), dt), _arg("bias_o", b_o, (hu,), dt)
     ln_w, ln_b = _arg("ln_h_weight", ln_w, (h,), dt), _arg("ln_h_bias", ln_b, (h,), dt)
     mask = _step_mask(lengths, T)
-    # the inputs' share of every step's c_t, W_c [z ; m] + b_c (B, T, 3h), in two large
-    # products before the kernel walks the steps (the state's share)
-    z2, m2 = z.reshape(B * T, h), m.view(B * T, h)
-    P = z2 @ w_c[:, :h].t() if b_c is None else torch.addmm(b_c, z2, w_c[:, :h].t())
-    P = P.addmm_(m2, w_c[:, h:2 * h].t()).view(B, T, 3 * h)
+    # the inputs' share of every step's c_t, W_c [z ; m] (B, T, 3h), in two large products
+    # before the kernel walks the steps (the state's share; the bias is added there too)
+    P = torch.mm(z.reshape(B * T, h), w_c[:, :h].t())
+    P = P.addmm_(m.view(B * T, h), w_c[:, h:2 * h].t()).view(B, T, 3 * h)
     S, out, C, U = (z.new_empty(s) for s in ((B, T, h), (B, T, h), (B, T, 3 * h), (B, T, hu)))
     hT, MU, RS = z.new_empty(B, h), z.new_empty(B, T), z.new_empty(B, T)
-    _call("enn_hidden_forward", dt, P, S, h0, w_c, w_o, b_o, ln_w, ln_b, eps, update, mask, B,
-          T, h, out, hT, C, U, MU, RS)
+    _call("enn_hidden_forward", dt, P, S, h0, w_c, w_o, b_c, b_o, ln_w, ln_b, eps, update, mask,
+          B, T, h, out, hT, C, U, MU, RS)
     return out, hT, S, C, U, MU, RS
 
 
