@@ -77,7 +77,9 @@ def _addresses(q: Tensor, k: Tensor | None, memory: Tensor, cfg: MemoryConfig,
 def _recall(a: Tensor, read: Tensor, memory: Tensor, cfg: MemoryConfig,
             active: Tensor | None) -> Tensor:
     """m = a M + alpha a H_{t-1} (6), given the reads a_t H_{t-1}; zero at padded steps."""
-    m = a @ memory + cfg.trace_scale * read  # (B, T, h)
+    B, T, N = a.shape
+    m = torch.addmm(read.reshape(B * T, -1), a.reshape(B * T, N), memory,
+                    beta=cfg.trace_scale).view(B, T, -1)  # (B, T, h), one product
     return m if active is None else m * active[..., None]
 
 
