@@ -187,8 +187,9 @@ def matmul_macs(batch: int, steps: int, input_size: int, hidden: int, memory: in
 
     # integrator (7) and output (8); the similarity (3) and the recall (6)
     cell = 3 * h * 3 * h + 3 * h * h + 2 * n * h
-    # the gate (12), the write address's similarity (10), the recall's second product (a H)
-    associative = cell + 3 * h * h + n * h + n * h
+    # the gate (12) and the recall's second product (a H); the write address (10) is the
+    # read address of the step before, so it adds no product
+    associative = cell + 3 * h * h + n * h
     small = h // 2
     return {
         "enn_per_sample": step(input_size * h, cell),  # its write is an outer product

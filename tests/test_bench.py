@@ -79,9 +79,9 @@ def test_matmul_count_at_the_paper_shapes():
     assert macs["enn_per_sample"] == tokens * (2 * 28 * h + 3 * (9 * h * h + 3 * h * h + 2 * n * h))
     # the shared trace's write is a batch product, the per-sample one an outer product
     assert macs["enn_shared"] - macs["enn_per_sample"] == 3 * tokens * n * h
-    # the gate, the write address's similarity and the recall's product with the trace
-    assert macs["enn_associative"] - macs["enn_per_sample"] == 3 * tokens * (3 * h * h + 2 * n * h)
-    assert abs(macs["enn_associative"] / macs["lstm"] - 2.26) < 0.01
+    # the gate and the recall's product with the trace (the write address reuses the read's)
+    assert macs["enn_associative"] - macs["enn_per_sample"] == 3 * tokens * (3 * h * h + n * h)
+    assert abs(macs["enn_associative"] / macs["lstm"] - 2.19) < 0.01
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
