@@ -237,54 +237,60 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
 
 
 def memory_step(weights, hyper, z: torch.Tensor, noise: torch.Tensor | None,
-                backend: str) -> Callable[[], None]:
+                backend: str, options=layer.NO_OPTIONS) -> Callable[[], None]:
     """Forward + backward of the memory pass on one backend, on detached encodings z."""
 
     def memory_pass() -> None:
         mem, trace_n = layer.memory_pass(z, weights.memory, hyper, noise, None, None, False,
-                                         backend)
+                                         backend, options)
         (mem.recall.sum() + trace_n.sum()).backward()
 
     return memory_pass
 
 
-def hidden_step(weights, hyper, z: torch.Tensor, m: torch.Tensor, backend: str
-                ) -> Callable[[], None]:
+def hidden_step(weights, hyper, z: torch.Tensor, m: torch.Tensor, backend: str,
+                options=layer.NO_OPTIONS) -> Callable[[], None]:
     """Forward + backward of the hidden pass on one backend, given detached z and recalls m."""
 
     def hidden_pass() -> None:
         out, h_n = layer.hidden_pass(z, m, z.new_zeros(z.shape[0], z.shape[2]), weights,
-                                     hyper.ln_eps, None, backend)
+                                     hyper.ln_eps, None, backend, hyper.hidden_update, options)
         (out.sum() + h_n.sum()).backward()
 
     return hidden_pass
 
 
-def breakdown(trace: str, batch: int, steps: int, input_size: int, hidden: int, memory: int,
+def breakdown(kind: str, batch: int, steps: int, input_size: int, hidden: int, memory: int,
               repeats: int, warmup: int, device: torch.device = CPU) -> dict[str, float]:
     """Forward + backward ms of the parts of one Engram layer (median) on each backend that
-    runs here, and of the whole LSTM training step, interleaved. The parts run on detached
-    inputs, train mode, with noise; the noise draw is timed too."""
+    runs here, and of the whole LSTM training step, interleaved: ``kind`` is the paper's
+    cell with a trace mode, or ``associative`` (the preset's layer). The parts run on
+    detached inputs, train mode, with the layer's trace noise; its draw is timed too."""
     torch.manual_seed(0)
+    layer_args = ASSOCIATIVE if kind == "associative" else {"trace": kind}
     engram = Engram(input_size, hidden, batch_first=True, memory_size=memory,
-                    trace=trace).to(device)
+                    **layer_args).to(device)
     weights, hyper = engram.layer_weights(0), engram.hyper
+    options = engram.layer_options(0)
     lstm = build("lstm", input_size, hidden, memory).to(device)
     opt = torch.optim.Adam(lstm.parameters(), lr=1e-3)
     x, y = make_inputs(batch, steps, input_size, device)
     shape, std = (steps, memory, hidden), engram.trace_noise
-    noise = std * torch.randn(shape, device=device)  # (T, N, h)
+    noise = std * torch.randn(shape, device=device) if std else None  # (T, N, h)
     z = encode(x, weights, hyper.ln_eps).detach().requires_grad_()  # (B, T, h)
     m = torch.randn_like(z).requires_grad_()  # (B, T, h)
     # what the layer picks here (native on a CPU, Triton on CUDA), then the PyTorch path
-    memory_backends = dict.fromkeys([layer.choose_backend(z, memory_size=memory), "torch"])
+    memory_backends = dict.fromkeys(
+        [layer.layer_backend(z, hyper, noise, memory_size=memory), "torch"])
     hidden_backends = dict.fromkeys([layer.hidden_backend(z), "torch"])
     parts = {"encoder": lambda: encode(x, weights, hyper.ln_eps).sum().backward()}
     for backend in memory_backends:
-        parts[f"memory pass ({backend})"] = memory_step(weights, hyper, z, noise, backend)
+        parts[f"memory pass ({backend})"] = memory_step(weights, hyper, z, noise, backend,
+                                                        options)
     for backend in hidden_backends:
-        parts[f"hidden pass ({backend})"] = hidden_step(weights, hyper, z, m, backend)
-    parts["trace noise"] = lambda: std * torch.randn(shape, device=device)
+        parts[f"hidden pass ({backend})"] = hidden_step(weights, hyper, z, m, backend, options)
+    if noise is not None:
+        parts["trace noise"] = lambda: std * torch.randn(shape, device=device)
     parts["LSTM step"] = lambda: train_step(lstm, opt, x, y)
     return interleaved_ms(parts, repeats, warmup, device)
 
@@ -547,7 +553,7 @@ def main(argv: list[str] | None = None, prog: str = "enn bench") -> int:
             f"{k.removeprefix('enn_')} {v / 1e9:.2f} ({v / macs['lstm']:.2f}x)"
             for k, v in macs.items()) + f"; this machine's GEMM: {rate / 1e9:.0f} G MAC/s")
         report["breakdown"] = {}
-        for mode in args.trace:
+        for mode in [*args.trace, *args.presets]:
             parts = breakdown(mode, repeats=args.repeats, warmup=args.warmup, device=device,
                               **shape)
             report["breakdown"][mode] = parts

@@ -9,6 +9,7 @@ import torch
 
 from benchmarks.bench import matmul_macs, round_ratios
 from enn.cli import main
+from enn.ops.engram import native
 
 
 def test_bench_writes_rows_and_breakdown(tmp_path):
@@ -69,6 +70,22 @@ def test_round_ratios_pair_each_step_with_the_baseline_of_its_round():
     assert round_ratios([3.0], [2.0]) == {"q1": 1.5, "median": 1.5, "q3": 1.5}
     with pytest.raises(ValueError):
         round_ratios([1.0, 2.0], [1.0])
+
+
+def test_breakdown_of_the_associative_preset(tmp_path):
+    out = tmp_path / "speed.json"
+    argv = ["bench", "--batch", "4", "--steps", "5", "--input-size", "3", "--hidden", "8",
+            "--memory", "4", "--repeats", "1", "--warmup", "0", "--no-memory", "--trace",
+            "per_sample", "--presets", "associative", "--breakdown", "--out", str(out)]
+    assert main(argv) == 0
+    parts = json.loads(out.read_text())["breakdown"]["associative"]
+    # its memory on the clipped scan where the kernels are built, its hidden pass gated;
+    # no trace noise in this preset
+    scan = "scan" if native.available() else "torch"
+    hidden = "native" if native.available() else "torch"
+    assert set(parts) == {"encoder", f"memory pass ({scan})", "memory pass (torch)",
+                          f"hidden pass ({hidden})", "hidden pass (torch)", "LSTM step"}
+    assert all(v > 0 for v in parts.values())
 
 
 def test_matmul_count_at_the_paper_shapes():

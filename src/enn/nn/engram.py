@@ -565,6 +565,11 @@ class Engram(_EngramBase):
         """The parameters of one layer, as the ops take them."""
         return self._layer_weights(f"_l{layer}")
 
+    def layer_options(self, layer: int) -> OptionWeights:
+        """The learnable tensors of one layer's memory options (None where an option is off),
+        as the ops take them."""
+        return self._layer_options(f"_l{layer}")
+
     def initial_state(self, batch_size: int, device=None) -> EngramState:
         """The state a forward without ``hx`` starts from, for ``batch_size`` sequences, with
         the layer dimension, on ``device`` (None: the layer's): zeros, or with
