@@ -193,14 +193,14 @@ def test_wikitext_small_language_model_end_to_end(tmp_path):
     assert (tmp_path / "figures" / "probe_attention.png").is_file()
 
 
-# A run whose validation loss gets worse at epochs 9 and 10: the learning-rate schedule
-# (lr_patience 2, Keras' count) halves the rate after epoch 10, early stopping (patience 3)
-# counts on. After epoch 9 both counters stand at 1, so a resume from there must restore
-# them as they are after that epoch. One thread: torch's LayerNorm backward sums in a
-# thread-dependent order.
+# A run whose validation loss gets worse two epochs in a row: the learning-rate schedule
+# (lr_patience 2, Keras' count) halves the rate after the second, and early stopping
+# (patience 4) lets at least one epoch run at the halved rate. After the first bad epoch both
+# counters stand at 1, so a resume from there must restore them as they are after that
+# epoch. One thread: torch's LayerNorm backward sums in a thread-dependent order.
 PLATEAU = ["--task", "digits", "--model", "engram", "--epochs", "13", "model.hidden_sizes=16",
            "model.memory_size=8", "train.batch_size=16", "train.lr=0.01", "train.lr_patience=2",
-           "train.patience=3", "train.threads=1"]
+           "train.patience=4", "train.threads=1"]
 TIMING = ("train_seconds", "seconds_per_step", "seconds_per_epoch")
 
 
@@ -254,7 +254,7 @@ def test_resume_after_kill_at_a_plateau_ends_like_the_unbroken_run(plateau_run, 
     proc.wait()
     ckpt = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["epoch"] + 1 == kill_at, "the kill came too late"
-    assert ckpt["lr_schedulers"][0]["num_bad_epochs"] == 1  # the state after epoch 9's step
+    assert ckpt["lr_schedulers"][0]["num_bad_epochs"] == 1  # after the first bad epoch
     (stopping,) = [v for k, v in ckpt["callbacks"].items() if "EarlyStopping" in k]
     assert stopping["wait_count"] == 1
     assert not (killed / "metrics.json").exists()
