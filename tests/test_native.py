@@ -326,9 +326,9 @@ def test_native_shared_scan_does_not_depend_on_the_thread_count():
 
 def clipped_trace_results(dtype, clip=0.05):
     """Reads, final trace and every gradient of the clipped trace (bank.py's scan) at the float
-    kernel's edges: 150 columns (a block of 128 and one of 22), 40 rows (two groups of 16 and
-    one of 8), per-step decays, an initial trace and lengths from 0 to T; the inputs are the
-    same float32 values in either dtype."""
+    kernel's edges: 150 columns (a block of 128 and one of 22), 40 rows, per-step decays, an
+    initial trace and lengths from 0 to T; the inputs are the same float32 values in either
+    dtype."""
     B, T, N, h = 5, 37, 40, 150
     g = torch.Generator().manual_seed(0)
     a, w = (torch.softmax(3 * torch.randn(B, T, N, generator=g), -1) for _ in range(2))
