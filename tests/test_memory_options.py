@@ -58,7 +58,8 @@ def chunk_case(B, T, h, N, write_key, variant, dtype=torch.double):
                                 dtype=torch.double) if "noise" in parts else None)
     inv_temperature = (torch.linspace(1.0, 5.0, N, dtype=torch.double) if "slot" in parts
                        else 2.0)
-    key_mix = torch.tensor(0.3, dtype=torch.double) if write_key == "mix" else None
+    key_mix = (torch.tensor(0.3, dtype=torch.double) if write_key in ("mix", "own key")
+               else None)
 
     def cast(t):
         return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
@@ -138,16 +139,19 @@ SCAN_SHAPES = [(9, 37, 40, 8), (10, 17, 41, 64)]
 
 @needs_native
 @pytest.mark.parametrize("B,T,h,N", SCAN_SHAPES)
-@pytest.mark.parametrize("write_key", ["current", "previous", "mix"])
+@pytest.mark.parametrize("write_key", ["current", "previous", "mix", "own key"])
 @pytest.mark.parametrize("variant", ["plain", "rates+lengths", "state", "slot+topk",
                                      "state+lengths"])
 def test_clipped_scan_matches_the_reference_with_every_gradient(B, T, h, N, write_key, variant):
+    # "previous" and "mix" write under the previous encoding, as the layer does (the scan
+    # reuses the read addresses); "own key" under keys of their own, some of them zero
     z, memory, decay, strength, lengths, H0 = memory_case(
         B, T, h, N, per_step_rates=variant == "rates+lengths",
         with_lengths=variant.endswith("lengths"), with_state=variant.startswith("state"))
     inv_temperature = (torch.linspace(1.0, 5.0, N, dtype=torch.double) if variant == "slot+topk"
                        else 2.0)
-    key_mix = torch.tensor(0.3, dtype=torch.double) if write_key == "mix" else None
+    key_mix = (torch.tensor(0.3, dtype=torch.double) if write_key in ("mix", "own key")
+               else None)
     leaves = [z, memory, *(t for t in (decay, strength, H0, key_mix)
                            if isinstance(t, torch.Tensor))]
     if isinstance(inv_temperature, torch.Tensor):
@@ -158,10 +162,14 @@ def test_clipped_scan_matches_the_reference_with_every_gradient(B, T, h, N, writ
     cfg = MemoryConfig(0.5, inv_temperature, clip, 3 if variant == "slot+topk" else None,
                        address_trace=False, cosine_eps=1e-3 if variant == "plain" else 0.0)
     k = None if write_key == "current" else torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], 1)
+    if write_key == "own key":
+        k = torch.randn(z.shape, dtype=z.dtype, generator=torch.Generator().manual_seed(1))
+        k[:, T // 2] = 0
+        leaves.append(k.requires_grad_())
     inputs = (z, k, memory, decay, strength, cfg, H0, lengths)
     _, _, H, *_ = expected = outputs_and_gradients(naive_memory, inputs, leaves, key_mix)
     assert (H.abs() == clip).sum() > 0.05 * (H != 0).sum()
-    options = {"shifted_key": write_key == "previous"}  # as in the chunked test
+    options = {"shifted_key": write_key in ("previous", "mix")}
     got = outputs_and_gradients(scan_memory, inputs, leaves, key_mix, **options)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-10)

@@ -324,38 +324,49 @@ def test_native_shared_scan_does_not_depend_on_the_thread_count():
     assert_same_bits_with_1_and_2_threads(run, more=(8,))
 
 
-def clipped_trace_results(dtype, clip=0.05):
-    """Reads, final trace and every gradient of the clipped trace (bank.py's scan) at the float
-    kernel's edges: 150 columns (a block of 128 and one of 22), 40 rows, per-step decays, an
-    initial trace and lengths from 0 to T; the inputs are the same float32 values in either
-    dtype."""
+def clipped_memory_results(dtype, clip=0.05):
+    """Addresses, reads, final trace and every gradient of the clipped memory (bank.py's scan
+    on the CPU) at the float kernel's edges: 150 columns (a block of 128 and one of 22), 40
+    rows, a shifted write key mixed with the read's address, keys that address nothing,
+    per-step decays and strengths, per-slot sharpness, an initial trace and lengths from 0 to
+    T; the inputs are the same float32 values in either dtype."""
     B, T, N, h = 5, 37, 40, 150
     g = torch.Generator().manual_seed(0)
-    a, w = (torch.softmax(3 * torch.randn(B, T, N, generator=g), -1) for _ in range(2))
+    s = 2 * torch.rand(B, T, N, generator=g) - 1  # cosines
+    key_scores = 2 * torch.rand(B, 1, N, generator=g) - 1
+    beta = 1 + 4 * torch.rand(N, generator=g)
+    mix = torch.tensor(0.7)
     v = torch.randn(B, T, h, generator=g)
     decays = 0.8 + 0.2 * torch.rand(B, T, generator=g)
+    strengths = 0.5 + torch.rand(B, T, generator=g)
     H0 = 0.3 * torch.randn(B, N, h, generator=g)
-    inputs = [t.to(dtype).requires_grad_() for t in (a, w, v, decays, H0)]
+    valid = torch.rand(B, T, generator=g) > 0.2
+    inputs = [t.to(dtype).requires_grad_()
+              for t in (s, beta, key_scores, mix, v, decays, strengths, H0)]
+    s, beta, key_scores, mix, v, decays, strengths, H0 = inputs
     lengths = torch.tensor([T, 0, 16, 17, 5])
-    read, H, _ = torch.ops.enn.clipped_trace(*inputs, lengths, 0.0, clip, True)
-    g_read, g_H = (torch.randn(t.shape, generator=g).to(dtype) for t in (read, H))
-    grads = torch.autograd.grad((read * g_read).sum() + (H * g_H).sum(), inputs)
-    return read, H, *grads
+    A, read, H, _, _ = torch.ops.enn.clipped_memory(
+        s, beta, key_scores, native.KEY_MODES.index("shifted"), valid, mix, v, decays,
+        strengths, H0, lengths, 0, 0.0, 0.0, clip, True)
+    g_A, g_read, g_H = (torch.randn(t.shape, generator=g).to(dtype) for t in (A, read, H))
+    grads = torch.autograd.grad((A * g_A).sum() + (read * g_read).sum() + (H * g_H).sum(),
+                                inputs)
+    return A, read, H, *grads
 
 
-def test_clipped_trace_in_float32_matches_float64_at_the_kernel_edges():
+def test_clipped_memory_in_float32_matches_float64_at_the_kernel_edges():
     # float64 runs the plain C loops, which test_memory_options.py holds to the reference;
-    # float32 here is within 4e-7 of the largest entry of each result
-    got, expected = clipped_trace_results(torch.float), clipped_trace_results(torch.double)
-    H = expected[1]
+    # float32 here is within 2e-6 of the largest entry of each result
+    got, expected = clipped_memory_results(torch.float), clipped_memory_results(torch.double)
+    H = expected[2]
     assert (H.abs() == 0.05).sum() > 0.05 * (H != 0).sum()  # the clip acts
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
         err, scale = (g.double() - e).abs().max().item(), e.abs().max().item()
         assert err <= 2e-6 * scale, f"result {i}: max error {err:.3g}, max |ref| {scale:.3g}"
 
 
-def test_clipped_trace_does_not_depend_on_the_thread_count():
-    assert_same_bits_with_1_and_2_threads(lambda: clipped_trace_results(torch.float))
+def test_clipped_memory_does_not_depend_on_the_thread_count():
+    assert_same_bits_with_1_and_2_threads(lambda: clipped_memory_results(torch.float))
 
 
 HIDDEN_SHAPES = {"z": "BTh", "m": "BTh", "h0": "Bh", "w_c": "33", "b_c": "3", "w_o": "u3",

@@ -3,9 +3,10 @@
 When the read and the write are addressed by the bank M alone (``address_trace=False``) and
 each write is a plain outer product (no delta rule), every step's addresses are known up
 front, so the per-sample trace only has to walk the writes. With the clip (9) that walk is
-the kernel ``enn::clipped_trace`` (``scan_memory``; native on the CPU, Triton's
-``enn::triton_clipped_trace`` on CUDA). Without it the trace is a decayed
-sum of outer products,
+``scan_memory``: on the CPU the native operator ``enn::clipped_memory``, which also turns
+the cosines (one batched product before it) into every step's addresses; on CUDA the
+addresses in PyTorch, then Triton's ``enn::triton_clipped_trace``. Without the clip the
+trace is a decayed sum of outer products,
 
     H_t = d_t H_{t-1} + s_t outer(w_t, v_t),
     a_t H_{t-1} = sum_{j<t} (d_{j+1} ... d_{t-1}) s_j (a_t . w_j) v_j,
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from . import native
 from .common import MemoryConfig, MemoryOutput, needs_grad, triton_available
-from .naive import Scalar, address, write_address
+from .naive import Scalar, address, cosines, nonzero_keys, write_address
 
 CHUNK_SIZE = 64
 
@@ -94,14 +95,41 @@ def scan_memory(
     (10) is the previous encoding), so that the write addresses reuse the read addresses."""
     if noise is not None:
         raise ValueError("enn: the clipped scan runs without trace noise")
+    fixed_decay, fixed_strength = (isinstance(x, float | int) for x in (decay, strength))
+    if q.is_cuda:
+        return _triton_scan(q, k, v, memory, decay, strength, cfg, initial_state,
+                            output_final_state, lengths, key_mix, shifted_key)
+    # on the CPU one operator computes the addresses from the cosines (MKL's product) too
+    N = memory.shape[0]
+    beta = torch.as_tensor(cfg.inv_temperature, dtype=q.dtype).expand(N)  # (N,)
+    key_scores = valid = None
+    mode = "none" if k is None else "shifted" if shifted_key else "own"
+    if k is not None:
+        key_scores = cosines(k[:, :1] if shifted_key else k, memory, cfg)
+        valid = nonzero_keys(k)  # (B, T)
+    A, read, H, _, _ = torch.ops.enn.clipped_memory(
+        cosines(q, memory, cfg), beta, key_scores, native.KEY_MODES.index(mode), valid,
+        key_mix, v, None if fixed_decay else decay, None if fixed_strength else strength,
+        initial_state, lengths, cfg.top_k or 0, float(decay) if fixed_decay else 0.0,
+        float(strength) if fixed_strength else 0.0, float(cfg.trace_clip),
+        needs_grad(q, k, v, memory, beta, key_mix, initial_state,
+                   *(x for x in (decay, strength) if isinstance(x, Tensor))))
+    return MemoryOutput(A, _recall(A, read, memory, cfg, None)), (H if output_final_state
+                                                                  else None)
+
+
+def _triton_scan(q, k, v, memory, decay, strength, cfg, initial_state, output_final_state,
+                 lengths, key_mix, shifted_key):
+    """scan_memory on CUDA: the addresses in PyTorch, then Triton's clipped trace."""
+    from .triton_memory import clipped_trace
+
     a, w, active = _addresses(q, k, memory, cfg, key_mix, lengths, shifted_key)
     fixed = isinstance(decay, float | int)
-    sw = w * _per_step(strength, q)[..., None]  # (B, T, N) the scaled write address
-    inputs = (a, sw, v, None if fixed else decay, initial_state)
-    if q.is_cuda:
-        from .triton_memory import clipped_trace
+    if isinstance(strength, float | int):  # one number: no (B, T) tensor to broadcast
+        sw = w if strength == 1 else w * float(strength)  # (B, T, N) the scaled write address
     else:
-        clipped_trace = torch.ops.enn.clipped_trace
+        sw = w * strength[..., None]
+    inputs = (a, sw, v, None if fixed else decay, initial_state)
     read, H, _ = clipped_trace(*inputs, lengths, float(decay) if fixed else 0.0,
                                float(cfg.trace_clip), needs_grad(*inputs))
     return MemoryOutput(a, _recall(a, read, memory, cfg, active)), (H if output_final_state

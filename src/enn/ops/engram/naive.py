@@ -33,12 +33,23 @@ def encode(x: Tensor, w: EngramWeights, eps: float) -> Tensor:
     )
 
 
+def cosines(query: Tensor, E: Tensor, cfg: MemoryConfig) -> Tensor:
+    """The cosines (3) of queries (..., h) with the rows of E, (B, N, h) per query row or
+    (N, h) shared; (..., N)."""
+    qn, En = l2_normalize(query, cfg.cosine_eps), l2_normalize(E, cfg.cosine_eps)
+    return qn @ En.t() if E.dim() == 2 else torch.bmm(En, qn[:, :, None]).squeeze(-1)
+
+
 def address(query: Tensor, E: Tensor, cfg: MemoryConfig) -> Tensor:
     """Attention of queries (..., h) over the rows of E, (B, N, h) per query row or (N, h)
     shared: the sharpened softmax of the cosines (3-5); (..., N)."""
-    qn, En = l2_normalize(query, cfg.cosine_eps), l2_normalize(E, cfg.cosine_eps)
-    s = qn @ En.t() if E.dim() == 2 else torch.bmm(En, qn[:, :, None]).squeeze(-1)  # (B, N)
+    s = cosines(query, E, cfg)
     return torch.softmax(masked_topk(s * cfg.inv_temperature, cfg.top_k), dim=-1)
+
+
+def nonzero_keys(k: Tensor) -> Tensor:
+    """Whether each key (..., h) has a nonzero entry, (...): a zero key addresses nothing."""
+    return k.detach().abs().amax(-1) != 0  # (k != 0).any(-1), in one fast reduction
 
 
 def write_address(a: Tensor, k: Tensor | None, E: Tensor, cfg: MemoryConfig,
@@ -50,7 +61,7 @@ def write_address(a: Tensor, k: Tensor | None, E: Tensor, cfg: MemoryConfig,
         return a
     if key_address is None:
         key_address = address(k, E, cfg)
-    w = key_address * (k != 0).any(-1, keepdim=True)
+    w = key_address * nonzero_keys(k)[..., None]
     return w if key_mix is None else key_mix * w + (1 - key_mix) * a
 
 

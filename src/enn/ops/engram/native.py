@@ -12,11 +12,13 @@ backward, so that ``torch.compile(fullgraph=True)`` traces a layer that uses the
 - ``enn::shared_memory``: the memory with one trace for the batch (``csrc/shared_scan.inc``):
   each step runs over blocks of samples, then over the trace's rows, which sum the write
   over the batch in a fixed order.
-- ``enn::clipped_trace``: the per-sample trace of a memory whose addresses do not read it,
-  with the clip (``csrc/clipped_trace.inc``): given every step's addresses it only walks
-  the writes and the reads, one sequence per thread, in blocks of columns whose values and
-  sums stay in registers (AVX-512 for float32); the backward rewrites each chunk from its
-  checkpoint.
+- ``enn::clipped_memory``: the per-sample trace of a memory whose addresses do not read it,
+  with the clip (``csrc/clipped_trace.inc``): given the cosines of every step's query (and
+  key) with the bank, it forms the addresses (sharpened softmax, top-k, the write key's
+  address and mix, the write strength) and walks the writes and the reads, one sequence per
+  thread, in blocks of columns whose values and sums stay in registers (AVX-512 for
+  float32); the backward rewrites each chunk from its checkpoint and takes the gradients
+  back to the cosines, the sharpness and the mix.
 - ``enn::hidden_pass``: the hidden chain (eqs. 7-8, and each update of 12) given the
   recalls (``csrc/hidden_scan.inc``); samples are independent, so each thread runs its own
   through every step with no synchronisation, and the weights' gradients are register-tiled
@@ -148,8 +150,8 @@ def _library() -> ctypes.CDLL | None:
         "enn_shared_backward": [p] * 12 + [i64] * 4 + [f64] * 6 + [p] * 3 + [i64],
         "enn_hidden_forward": [p] * 9 + [f64, i64, p] + [i64] * 3 + [p] * 6 + [i64],
         "enn_hidden_backward": [p] * 5 + [i64] + [p] * 8 + [i64] * 3 + [p] * 6 + [i64],
-        "enn_clipped_forward": [p] * 6 + [i64] * 4 + [f64] * 2 + [p] * 3 + [i64] * 2,
-        "enn_clipped_backward": [p] * 9 + [i64] * 4 + [f64] * 2 + [p] * 5 + [i64] * 2,
+        "enn_clipped_forward": [p] * 9 + [i64] * 7 + [f64] * 4 + [p] * 5 + [i64] * 2,
+        "enn_clipped_backward": [p] * 9 + [i64] * 7 + [f64] * 4 + [p] * 14 + [i64] * 2,
     }
     for name, types in argtypes.items():
         for sfx in _SUFFIX.values():
@@ -434,95 +436,147 @@ def _shared_backward(ctx, gA, gm, gH, *_):
 shared_memory.register_autograd(_shared_backward, setup_context=_shared_setup)
 
 
-# --- clipped trace ------------------------------------------------------------------------
+# --- clipped memory ----------------------------------------------------------------------
 
-def _clipped_shapes(a: Tensor, v: Tensor, save: bool):
-    B, T, N = a.shape
+KEY_MODES = ("none", "own", "shifted")  # the write key's address: see clipped_memory
+
+
+def _clipped_shapes(s: Tensor, v: Tensor, key_mode: int, save: bool):
+    B, T, N = s.shape
     h = v.shape[2]
     n_chunks = -(-T // checkpoint_spacing(T))
-    return (B, T, h), (B, N, h), ((B, n_chunks - 1, N, h) if save else _EMPTY)
+    key = (B, T, N) if KEY_MODES[key_mode] != "none" else _EMPTY
+    return (B, T, N), (B, T, h), (B, N, h), key, ((B, n_chunks - 1, N, h) if save else _EMPTY)
 
 
-@torch.library.custom_op("enn::clipped_trace", mutates_args=())
-def clipped_trace(
-    a: Tensor, w: Tensor, v: Tensor, decays: Tensor | None, H0: Tensor | None,
-    lengths: Tensor | None, decay: float, trace_clip: float, save: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The reads a_t H_{t-1} (B, T, h) and the final trace (B, N, h) of the per-sample trace
-    H_t = clip(d_t H_{t-1} + outer(w_t, v_t)) (``csrc/clipped_trace.inc``), from read and
-    scaled write addresses a, w (B, T, N), values v (B, T, h), the decays (B, T) or None
-    (``decay`` for every step), the initial trace (B, N, h) or None (zeros) and lengths (B,)
-    or None; then the checkpoints the backward needs (``save``)."""
+def _number_or(t: Tensor | None, value: float) -> float:
+    return value if t is None else 0.0
+
+
+@torch.library.custom_op("enn::clipped_memory", mutates_args=())
+def clipped_memory(
+    s: Tensor, beta: Tensor, key_scores: Tensor | None, key_mode: int, valid: Tensor | None,
+    mix: Tensor | None, v: Tensor, decays: Tensor | None, strengths: Tensor | None,
+    H0: Tensor | None, lengths: Tensor | None, top_k: int, decay: float, strength: float,
+    trace_clip: float, save: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The memory of bank-addressed keys with the clip (``csrc/clipped_trace.inc``): the read
+    address a_t = softmax(top_k(beta s_t)) from the scores s (B, T, N) (the cosines with the
+    bank) and the sharpness beta (N,); the key's address k_t by ``KEY_MODES[key_mode]``: none
+    (the write goes where the read does), own (from key_scores (B, T, N)) or shifted (a_{t-1},
+    the first step's from key_scores (B, 1, N)), zero where ``valid`` (B, T) is false; the
+    write address w_t = strength_t (mix k_t + (1 - mix) a_t), or without ``mix`` (a ()
+    tensor) strength_t k_t; the per-sample trace H_t = clip(d_t H_{t-1} + outer(w_t, v_t))
+    from values v (B, T, h), the decays and strengths (B, T) or None (``decay``, ``strength``
+    for every step), the initial trace (B, N, h) or None (zeros) and lengths (B,) or None.
+    Returns the read addresses (B, T, N), the reads a_t H_{t-1} (B, T, h) and the final
+    trace (B, N, h), zero at padded steps, then the key addresses and the checkpoints the
+    backward needs (``save``)."""
     _check_z(v)
     B, T, h = v.shape
-    N = a.shape[2] if a.dim() == 3 else -1
+    N = s.shape[2] if s.dim() == 3 else -1
     dt = v.dtype
-    a, w = _arg("read address", a, (B, T, N), dt), _arg("write address", w, (B, T, N), dt)
-    decays, H0 = _arg("decays", decays, (B, T), dt), _arg("initial trace", H0, (B, N, h), dt)
+    if key_mode not in range(len(KEY_MODES)):
+        raise ValueError(f"enn: expected key_mode in 0..{len(KEY_MODES) - 1}, got {key_mode}")
+    shifted = KEY_MODES[key_mode] == "shifted"
+    s, beta = _arg("scores", s, (B, T, N), dt), _arg("beta", beta, (N,), dt)
+    if KEY_MODES[key_mode] != "none":
+        key_scores = _arg("key scores", key_scores, (B, 1 if shifted else T, N), dt)
+        if key_scores is None:
+            raise ValueError("enn: the write key's address needs key_scores")
+    if valid is not None:
+        valid = _arg("valid", valid.to(torch.uint8), (B, T), torch.uint8)
+    decays, strengths = _arg("decays", decays, (B, T), dt), _arg("strengths", strengths, (B, T), dt)
+    H0 = _arg("initial trace", H0, (B, N, h), dt)
     if lengths is not None:
         lengths = _arg("lengths", lengths.to(torch.int64), (B,), torch.int64).clamp(0, T)
-    shape_r, shape_H, shape_ck = _clipped_shapes(a, v, save)
-    read, H, ckpt = v.new_empty(shape_r), v.new_empty(shape_H), v.new_empty(shape_ck)
-    _call("enn_clipped_forward", dt, a, w, v.contiguous(), decays, H0, lengths, T, N, h,
-          checkpoint_spacing(T), decay, trace_clip, read, H, ckpt if save else None, B)
-    return read, H, ckpt
+    shapes = _clipped_shapes(s, v, key_mode, save)
+    A, read, H, K, ckpt = (v.new_empty(shape) for shape in shapes)
+    _call("enn_clipped_forward", dt, s, key_scores, beta, valid, v.contiguous(), decays,
+          strengths, H0, lengths, T, N, h, checkpoint_spacing(T), top_k, key_mode,
+          int(mix is not None), 0.0 if mix is None else float(mix), _number_or(decays, decay),
+          _number_or(strengths, strength), trace_clip, A, K, read, H, ckpt if save else None, B)
+    return A, read, H, K, ckpt
 
 
-@clipped_trace.register_fake
-def _(a, w, v, decays, H0, lengths, decay, trace_clip, save):
-    return tuple(v.new_empty(s) for s in _clipped_shapes(a, v, save))
+@clipped_memory.register_fake
+def _(s, beta, key_scores, key_mode, valid, mix, v, decays, strengths, H0, lengths, top_k,
+      decay, strength, trace_clip, save):
+    return tuple(v.new_empty(shape) for shape in _clipped_shapes(s, v, key_mode, save))
 
 
-@torch.library.custom_op("enn::clipped_trace_backward", mutates_args=())
-def clipped_trace_backward(
-    a: Tensor, w: Tensor, v: Tensor, decays: Tensor | None, H0: Tensor | None,
-    lengths: Tensor | None, ckpt: Tensor, g_read: Tensor | None, g_HT: Tensor | None,
-    decay: float, trace_clip: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    B, T, N = a.shape
+@torch.library.custom_op("enn::clipped_memory_backward", mutates_args=())
+def clipped_memory_backward(
+    s: Tensor, beta: Tensor, key_scores: Tensor | None, key_mode: int, valid: Tensor | None,
+    mix: Tensor | None, v: Tensor, decays: Tensor | None, strengths: Tensor | None,
+    H0: Tensor | None, lengths: Tensor | None, top_k: int, decay: float, strength: float,
+    trace_clip: float, A: Tensor, K: Tensor, ckpt: Tensor, g_A: Tensor | None,
+    g_read: Tensor | None, g_HT: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    B, T, N = s.shape
     h = v.shape[2]
-    g_a, g_w, g_v = a.new_empty(a.shape), a.new_empty(a.shape), v.new_empty(v.shape)
+    g_s, g_v = torch.empty_like(s), torch.empty_like(v)
+    g_beta, g_mix = v.new_empty(N), v.new_empty(())
+    g_ks = _empty(v) if key_scores is None else torch.empty_like(key_scores)
     g_d = v.new_empty(B, T) if decays is not None else _empty(v)
+    g_str = v.new_empty(B, T) if strengths is not None else _empty(v)
     g_H0 = v.new_empty(B, N, h)
     g_read = v.new_zeros(B, T, h) if g_read is None else g_read.contiguous()
+    valid = None if valid is None else valid.to(torch.uint8).contiguous()
     if lengths is not None:
         lengths = lengths.to(torch.int64).clamp(0, T).contiguous()
-    _call("enn_clipped_backward", v.dtype, a.contiguous(), w.contiguous(), v.contiguous(),
-          None if decays is None else decays.contiguous(),
-          None if H0 is None else H0.contiguous(), lengths, ckpt, g_read,
-          None if g_HT is None else g_HT.contiguous(), T, N, h, checkpoint_spacing(T), decay,
-          trace_clip, g_a, g_w, g_v, g_d if decays is not None else None, g_H0, B)
-    return g_a, g_w, g_v, g_d, g_H0
+    contiguous = [None if t is None else t.contiguous()
+                  for t in (s, key_scores, beta, valid, v, decays, strengths, H0)]
+    _call("enn_clipped_backward", v.dtype, *contiguous, lengths, T, N, h, checkpoint_spacing(T),
+          top_k, key_mode, int(mix is not None), 0.0 if mix is None else float(mix),
+          _number_or(decays, decay), _number_or(strengths, strength), trace_clip, A, K, ckpt,
+          g_read, None if g_A is None else g_A.contiguous(),
+          None if g_HT is None else g_HT.contiguous(), g_s,
+          g_ks if key_scores is not None else None, g_v, g_d if decays is not None else None,
+          g_str if strengths is not None else None, g_beta, g_mix, g_H0, B)
+    return g_s, g_ks, g_beta, g_mix, g_v, g_d, g_str, g_H0
 
 
-@clipped_trace_backward.register_fake
-def _(a, w, v, decays, H0, lengths, ckpt, g_read, g_HT, decay, trace_clip):
-    B, T, _ = a.shape
-    return (torch.empty_like(a), torch.empty_like(a), torch.empty_like(v),
+@clipped_memory_backward.register_fake
+def _(s, beta, key_scores, key_mode, valid, mix, v, decays, strengths, H0, lengths, top_k,
+      decay, strength, trace_clip, A, K, ckpt, g_A, g_read, g_HT):
+    B, T, N = s.shape
+    return (torch.empty_like(s),
+            v.new_empty(_EMPTY) if key_scores is None else torch.empty_like(key_scores),
+            v.new_empty(N), v.new_empty(()), torch.empty_like(v),
             v.new_empty((B, T) if decays is not None else _EMPTY),
-            v.new_empty(B, a.shape[2], v.shape[2]))
+            v.new_empty((B, T) if strengths is not None else _EMPTY),
+            v.new_empty(B, N, v.shape[2]))
 
 
 def _clipped_setup(ctx, inputs, output):
-    a, w, v, decays, H0, lengths, decay, trace_clip, _save = inputs
-    ctx.save_for_backward(a, w, v, decays, H0, lengths, output[2])
-    ctx.consts = decay, trace_clip
+    *tensors, _save = inputs
+    A, _read, _H, K, ckpt = output
+    s, beta, key_scores, _mode, valid, mix, v, decays, strengths, H0, lengths = tensors[:11]
+    ctx.save_for_backward(s, beta, key_scores, valid, mix, v, decays, strengths, H0, lengths,
+                          A, K, ckpt)
+    ctx.consts = tensors[3], *tensors[11:]  # key_mode, top_k, decay, strength, trace_clip
     ctx.set_materialize_grads(False)
-    ctx.mark_non_differentiable(output[2])
+    ctx.mark_non_differentiable(K, ckpt)
 
 
-def _clipped_backward(ctx, g_read, g_HT, _):
-    a, w, v, decays, H0, lengths, ckpt = ctx.saved_tensors
+def _clipped_backward(ctx, g_A, g_read, g_HT, _g_K, _g_ckpt):
+    s, beta, key_scores, valid, mix, v, decays, strengths, H0, lengths, A, K, ckpt = (
+        ctx.saved_tensors)
     if ckpt.dim() != 4:
-        raise RuntimeError("enn: this clipped trace ran without saving for the backward "
+        raise RuntimeError("enn: this clipped memory ran without saving for the backward "
                            "(save=False)")
-    g_a, g_w, g_v, g_d, g_H0 = torch.ops.enn.clipped_trace_backward(
-        a, w, v, decays, H0, lengths, ckpt, g_read, g_HT, *ctx.consts)
-    return (g_a, g_w, g_v, g_d if decays is not None else None,
-            g_H0 if H0 is not None else None, None, None, None, None)
+    key_mode, top_k, decay, strength, trace_clip = ctx.consts
+    g_s, g_ks, g_beta, g_mix, g_v, g_d, g_str, g_H0 = torch.ops.enn.clipped_memory_backward(
+        s, beta, key_scores, key_mode, valid, mix, v, decays, strengths, H0, lengths, top_k,
+        decay, strength, trace_clip, A, K, ckpt, g_A, g_read, g_HT)
+    present = [t is not None for t in (key_scores, mix, decays, strengths, H0)]
+    g_ks, g_mix, g_d, g_str, g_H0 = (g if keep else None for g, keep in
+                                     zip((g_ks, g_mix, g_d, g_str, g_H0), present, strict=True))
+    return (g_s, g_beta, g_ks, None, None, g_mix, g_v, g_d, g_str, g_H0) + (None,) * 6
 
 
-clipped_trace.register_autograd(_clipped_backward, setup_context=_clipped_setup)
+clipped_memory.register_autograd(_clipped_backward, setup_context=_clipped_setup)
 
 
 # --- hidden pass --------------------------------------------------------------------------

@@ -20,6 +20,9 @@
 /* The hidden update (12), as the index into HIDDEN_UPDATES of ops/engram/common.py. */
 enum { UPDATE_PAPER, UPDATE_RESIDUAL, UPDATE_GATED };
 
+/* Where the clipped trace's write key comes from, as KEY_MODES in ops/engram/native.py. */
+enum { KEY_NONE, KEY_OWN, KEY_SHIFTED };
+
 /* The calling thread's contiguous share [*lo, *hi) of n items (all of them without OpenMP). */
 static inline void thread_share(int64_t n, int64_t *lo, int64_t *hi)
 {
