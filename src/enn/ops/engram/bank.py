@@ -58,16 +58,25 @@ def scan_applies(cfg: MemoryConfig, noisy: bool, like: Tensor,
     return memory_size is None or tile_fits(memory_size, like.shape[-1])
 
 
+def _nonzero_keys(q: Tensor, k: Tensor, shifted_key: bool) -> Tensor:
+    """Whether each step's write key is nonzero (B, T); with ``shifted_key`` k_t = q_{t-1}."""
+    if not shifted_key:
+        return nonzero_keys(k)
+    return torch.cat([nonzero_keys(k[:, :1]), nonzero_keys(q[:, :-1])], dim=1)
+
+
 def _addresses(q: Tensor, k: Tensor | None, memory: Tensor, cfg: MemoryConfig,
                key_mix: Tensor | None, lengths: Tensor | None, shifted_key: bool):
     """The read and write addresses of every step (3)-(5), (10), both (B, T, N), and the
     active steps (B, T) or None; padded steps read nothing. With ``shifted_key`` (k_t =
     q_{t-1} for t >= 1) the key's address at step t is the read address of step t - 1."""
     a = address(q, memory, cfg)
-    key_address = None
-    if k is not None and shifted_key:
-        key_address = torch.cat([address(k[:, :1], memory, cfg), a[:, :-1]], dim=1)
-    w = write_address(a, k, memory, cfg, key_mix, key_address)
+    if k is None or not shifted_key:
+        w = write_address(a, k, memory, cfg, key_mix)
+    else:
+        w = torch.cat([address(k[:, :1], memory, cfg), a[:, :-1]], dim=1)
+        w = w * _nonzero_keys(q, k, shifted_key)[..., None]
+        w = w if key_mix is None else key_mix * w + (1 - key_mix) * a
     active = None
     if lengths is not None:
         active = torch.arange(q.shape[1], device=q.device) < lengths[:, None]
@@ -92,7 +101,8 @@ def scan_memory(
 ) -> tuple[MemoryOutput, Tensor | None]:
     """``naive_memory``'s signature and results, for a memory where ``scan_applies`` holds;
     ``shifted_key``: the caller's word that k[:, t] is q[:, t - 1] for t >= 1 (the write key of
-    (10) is the previous encoding), so that the write addresses reuse the read addresses."""
+    (10) is the previous encoding), so that the write addresses reuse the read addresses; k
+    may then hold the first step's key alone, (B, 1, h)."""
     if noise is not None:
         raise ValueError("enn: the clipped scan runs without trace noise")
     fixed_decay, fixed_strength = (isinstance(x, float | int) for x in (decay, strength))
@@ -106,7 +116,7 @@ def scan_memory(
     mode = "none" if k is None else "shifted" if shifted_key else "own"
     if k is not None:
         key_scores = cosines(k[:, :1] if shifted_key else k, memory, cfg)
-        valid = nonzero_keys(k)  # (B, T)
+        valid = _nonzero_keys(q, k, shifted_key)  # (B, T)
     A, read, H, _, _ = torch.ops.enn.clipped_memory(
         cosines(q, memory, cfg), beta, key_scores, native.KEY_MODES.index(mode), valid,
         key_mix, v, None if fixed_decay else decay, None if fixed_strength else strength,

@@ -128,22 +128,23 @@ def layer_backend(z: Tensor, hyper: EngramHyper, noise: Tensor | None = None,
 
 def memory_inputs(z: Tensor, hyper: EngramHyper, options: OptionWeights,
                   previous_key: Tensor | None):
-    """The memory interface's inputs for a layer: the write key (10), the decay and the write
-    strength (9, 11) and the config with a learned sharpness (4)."""
+    """The memory interface's inputs for a layer: the first step's write key (B, 1, h) or None
+    (the key of step t >= 1 is z_{t-1}, (10)), the decay and the write strength (9, 11) and
+    the config with a learned sharpness (4)."""
     cfg = hyper.memory
     if options.log_sharpness is not None:
         cfg = replace(cfg, inv_temperature=options.log_sharpness.exp())
-    k = key_mix = None
+    first = key_mix = None
     if hyper.write_key != "current":  # (10) the previous step's encoding
-        first = z.new_zeros(z[:, :1].shape) if previous_key is None else previous_key[:, None]
-        k = torch.cat([first.to(z.dtype), z[:, :-1]], dim=1)  # (B, T, h)
+        first = (z.new_zeros(z[:, :1].shape) if previous_key is None
+                 else previous_key[:, None].to(z.dtype))
         if hyper.write_key == "mix":
             key_mix = torch.sigmoid(options.write_mix)
     decay, strength = hyper.decay, hyper.hebbian_lr
     if hyper.neuromodulation:  # (11)
         gates = torch.sigmoid(F.linear(z, options.weight_mod, options.bias_mod))  # (B, T, 2)
         strength, decay = gates.unbind(-1)
-    return cfg, k, key_mix, decay, strength
+    return cfg, first, key_mix, decay, strength
 
 
 def memory_pass(
@@ -155,12 +156,14 @@ def memory_pass(
     where it reads, with strength eta and decay d (1 - eta unless ``trace_decay`` is set).
     Returns (MemoryOutput, final trace)."""
     if not hyper.paper_memory:
-        cfg, k, key_mix, decay, strength = memory_inputs(z, hyper, options, previous_key)
-        run = {"chunk": bank.chunk_memory, "scan": bank.scan_memory}.get(backend, naive_memory)
-        kwargs = ({"record_traces": record_traces} if backend == "torch"
-                  else {"shifted_key": k is not None})  # memory_inputs' k: z one step late
-        return run(z, k, z, memory, decay, strength, cfg, noise, initial_state, True, lengths,
-                   key_mix=key_mix, **kwargs)
+        cfg, first, key_mix, decay, strength = memory_inputs(z, hyper, options, previous_key)
+        if backend == "torch":
+            k = None if first is None else torch.cat([first, z[:, :-1]], dim=1)  # (B, T, h)
+            return naive_memory(z, k, z, memory, decay, strength, cfg, noise, initial_state,
+                                True, lengths, record_traces, key_mix)
+        run = {"chunk": bank.chunk_memory, "scan": bank.scan_memory}[backend]
+        return run(z, first, z, memory, decay, strength, cfg, noise, initial_state, True,
+                   lengths, key_mix=key_mix, shifted_key=first is not None)
     cfg = hyper.memory
     eta, decay = hyper.hebbian_lr, hyper.decay
     if backend == "torch":

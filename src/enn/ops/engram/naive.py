@@ -53,15 +53,13 @@ def nonzero_keys(k: Tensor) -> Tensor:
 
 
 def write_address(a: Tensor, k: Tensor | None, E: Tensor, cfg: MemoryConfig,
-                  key_mix: Tensor | None, key_address: Tensor | None = None) -> Tensor:
+                  key_mix: Tensor | None) -> Tensor:
     """Where the write goes (10): the read's attention a (k None), the address of the key k,
     or the mix key_mix * that + (1 - key_mix) * a. A key that is exactly zero (no previous
-    step) addresses nothing. ``key_address``: A(k) where the caller has it already."""
+    step) addresses nothing."""
     if k is None:
         return a
-    if key_address is None:
-        key_address = address(k, E, cfg)
-    w = key_address * nonzero_keys(k)[..., None]
+    w = address(k, E, cfg) * nonzero_keys(k)[..., None]
     return w if key_mix is None else key_mix * w + (1 - key_mix) * a
 
 
