@@ -324,12 +324,13 @@ def test_native_shared_scan_does_not_depend_on_the_thread_count():
     assert_same_bits_with_1_and_2_threads(run, more=(8,))
 
 
-def clipped_memory_results(dtype, clip=0.05):
+def clipped_memory_results(dtype, decays_per_step, clip=0.05):
     """Addresses, reads, final trace and every gradient of the clipped memory (bank.py's scan
     on the CPU) at the float kernel's edges: 150 columns (a block of 128 and one of 22), 40
     rows, a shifted write key mixed with the read's address, keys that address nothing,
-    per-step decays and strengths, per-slot sharpness, an initial trace and lengths from 0 to
-    T; the inputs are the same float32 values in either dtype."""
+    per-step strengths, decays per step or one for all (the float backward then keeps pass
+    masks, not traces), per-slot sharpness, an initial trace and lengths from 0 to T; the
+    inputs are the same float32 values in either dtype."""
     B, T, N, h = 5, 37, 40, 150
     g = torch.Generator().manual_seed(0)
     s = 2 * torch.rand(B, T, N, generator=g) - 1  # cosines
@@ -341,23 +342,28 @@ def clipped_memory_results(dtype, clip=0.05):
     strengths = 0.5 + torch.rand(B, T, generator=g)
     H0 = 0.3 * torch.randn(B, N, h, generator=g)
     valid = torch.rand(B, T, generator=g) > 0.2
+    if not decays_per_step:
+        decays = None
     inputs = [t.to(dtype).requires_grad_()
-              for t in (s, beta, key_scores, mix, v, decays, strengths, H0)]
-    s, beta, key_scores, mix, v, decays, strengths, H0 = inputs
+              for t in (s, beta, key_scores, mix, v, decays, strengths, H0) if t is not None]
+    s, beta, key_scores, mix, v, *rest = inputs
+    decays, strengths, H0 = rest if decays_per_step else (None, *rest)
     lengths = torch.tensor([T, 0, 16, 17, 5])
     A, read, H, _, _ = torch.ops.enn.clipped_memory(
         s, beta, key_scores, native.KEY_MODES.index("shifted"), valid, mix, v, decays,
-        strengths, H0, lengths, 0, 0.0, 0.0, clip, True)
+        strengths, H0, lengths, 0, 0.9, 0.0, clip, True)
     g_A, g_read, g_H = (torch.randn(t.shape, generator=g).to(dtype) for t in (A, read, H))
     grads = torch.autograd.grad((A * g_A).sum() + (read * g_read).sum() + (H * g_H).sum(),
                                 inputs)
     return A, read, H, *grads
 
 
-def test_clipped_memory_in_float32_matches_float64_at_the_kernel_edges():
+@pytest.mark.parametrize("decays_per_step", [True, False])
+def test_clipped_memory_in_float32_matches_float64_at_the_kernel_edges(decays_per_step):
     # float64 runs the plain C loops, which test_memory_options.py holds to the reference;
     # float32 here is within 2e-6 of the largest entry of each result
-    got, expected = clipped_memory_results(torch.float), clipped_memory_results(torch.double)
+    got, expected = (clipped_memory_results(dtype, decays_per_step)
+                     for dtype in (torch.float, torch.double))
     H = expected[2]
     assert (H.abs() == 0.05).sum() > 0.05 * (H != 0).sum()  # the clip acts
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
@@ -365,8 +371,10 @@ def test_clipped_memory_in_float32_matches_float64_at_the_kernel_edges():
         assert err <= 2e-6 * scale, f"result {i}: max error {err:.3g}, max |ref| {scale:.3g}"
 
 
-def test_clipped_memory_does_not_depend_on_the_thread_count():
-    assert_same_bits_with_1_and_2_threads(lambda: clipped_memory_results(torch.float))
+@pytest.mark.parametrize("decays_per_step", [True, False])
+def test_clipped_memory_does_not_depend_on_the_thread_count(decays_per_step):
+    assert_same_bits_with_1_and_2_threads(
+        lambda: clipped_memory_results(torch.float, decays_per_step))
 
 
 HIDDEN_SHAPES = {"z": "BTh", "m": "BTh", "h0": "Bh", "w_c": "33", "b_c": "3", "w_o": "u3",
