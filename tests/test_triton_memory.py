@@ -641,3 +641,39 @@ def test_a_nan_value_propagates_through_the_clipped_trace():
     for g, e in zip(got, expected, strict=True):
         assert e.isnan().any() and not e.isnan().all()
         assert torch.equal(g.isnan(), e.isnan())
+
+
+@pytest.mark.parametrize("write_key", ["current", "previous", "mix"])
+@pytest.mark.parametrize("per_step", [False, True])
+def test_bank_scan_on_triton_matches_the_reference(write_key, per_step):
+    # bank.py's scan as it runs on CUDA (the addresses in PyTorch, then the Triton trace),
+    # with the write key as the layer passes it: the first step's key alone, shifted
+    from enn.ops.engram.bank import _triton_scan
+
+    B, T, D, N = 3, 7, 20, 6
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(B, T, D, generator=g, dtype=torch.float64)
+    z[1, 2] = 0  # an encoding that addresses nothing as the next step's key
+    M = torch.randn(N, D, generator=g, dtype=torch.float64)
+    first = torch.randn(B, 1, D, generator=g, dtype=torch.float64)
+    rates = [torch.sigmoid(2 + torch.randn(B, T, generator=g, dtype=torch.float64))
+             for _ in range(2)] if per_step else [0.9, 0.7]
+    mix = torch.tensor(0.3, dtype=torch.float64) if write_key == "mix" else None
+    lens = torch.tensor([T, 4, 1], device=DEV)
+    z, M, first = (t.to(DEV).requires_grad_() for t in (z, M, first))
+    leaves = [z, M] if write_key == "current" else [z, M, first]
+    rates = [r.to(DEV).requires_grad_() if isinstance(r, torch.Tensor) else r for r in rates]
+    leaves += [r for r in rates if isinstance(r, torch.Tensor)]
+    cfg = MemoryConfig(0.5, 3.0, 0.25, address_trace=False, cosine_eps=1e-3)
+    k = None if write_key == "current" else torch.cat([first, z[:, :-1]], 1)
+
+    def outputs_and_gradients(out, H):
+        loss = out.attention.sin().sum() + out.recall.cos().sum() + H.sum()
+        return (out.attention, out.recall, H, *torch.autograd.grad(loss, leaves))
+
+    expected = outputs_and_gradients(*naive_memory(z, k, z, M, *rates, cfg, None, None, True,
+                                                   lens, key_mix=mix))
+    got = outputs_and_gradients(*_triton_scan(z, None if k is None else first, z, M, *rates,
+                                              cfg, None, True, lens, mix, k is not None))
+    for g_, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g_, e, rtol=1e-9, atol=1e-11)
