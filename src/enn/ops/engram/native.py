@@ -17,8 +17,9 @@ backward, so that ``torch.compile(fullgraph=True)`` traces a layer that uses the
   key) with the bank, it forms the addresses (sharpened softmax, top-k, the write key's
   address and mix, the write strength) and walks the writes and the reads, one sequence per
   thread, in blocks of columns whose values and sums stay in registers (AVX-512 for
-  float32); the backward rewrites each chunk from its checkpoint and takes the gradients
-  back to the cosines, the sharpness and the mix.
+  float32); the backward rewrites each chunk from its checkpoint (in place, keeping the
+  clip's pass masks, where one decay serves every step) and takes the gradients back to
+  the cosines, the sharpness and the mix.
 - ``enn::hidden_pass``: the hidden chain (eqs. 7-8, and each update of 12) given the
   recalls (``csrc/hidden_scan.inc``); samples are independent, so each thread runs its own
   through every step with no synchronisation, and the weights' gradients are register-tiled
