@@ -105,11 +105,12 @@ def scan_memory(
     may then hold the first step's key alone, (B, 1, h)."""
     if noise is not None:
         raise ValueError("enn: the clipped scan runs without trace noise")
-    fixed_decay, fixed_strength = (isinstance(x, float | int) for x in (decay, strength))
     if q.is_cuda:
         return _triton_scan(q, k, v, memory, decay, strength, cfg, initial_state,
                             output_final_state, lengths, key_mix, shifted_key)
-    # on the CPU one operator computes the addresses from the cosines (MKL's product) too
+    # on the CPU one operator forms the addresses from the cosines (a batched product here)
+    # and walks the trace
+    fixed_decay, fixed_strength = (isinstance(x, float | int) for x in (decay, strength))
     N = memory.shape[0]
     beta = torch.as_tensor(cfg.inv_temperature, dtype=q.dtype).expand(N)  # (N,)
     key_scores = valid = None
