@@ -371,6 +371,32 @@ def test_clipped_memory_in_float32_matches_float64_at_the_kernel_edges(decays_pe
         assert err <= 2e-6 * scale, f"result {i}: max error {err:.3g}, max |ref| {scale:.3g}"
 
 
+def test_clipped_memory_checks_its_arguments():
+    B, T, N, h = 2, 3, 4, 5
+    s, v, beta = torch.rand(B, T, N), torch.randn(B, T, h), torch.ones(N)
+    shifted = native.KEY_MODES.index("shifted")
+
+    def run(**changed):
+        args = dict(s=s, beta=beta, key_scores=torch.rand(B, 1, N), key_mode=shifted,
+                    valid=None, mix=None, v=v, decays=None, strengths=None, H0=None,
+                    lengths=None, top_k=0, decay=0.9, strength=1.0, trace_clip=1.0,
+                    save=False)
+        return torch.ops.enn.clipped_memory(**{**args, **changed})
+
+    assert run()[0].shape == (B, T, N)
+    with pytest.raises(ValueError, match="expected key_mode in 0..2, got 3"):
+        run(key_mode=3)
+    with pytest.raises(ValueError, match=r"expected key scores of shape \(2, 1, 4\), got "
+                                         r"\(2, 3, 4\)"):
+        run(key_scores=torch.rand(B, T, N))
+    with pytest.raises(ValueError, match="the write key's address needs key_scores"):
+        run(key_scores=None)
+    with pytest.raises(ValueError, match=r"expected beta of shape \(4,\), got \(3,\)"):
+        run(beta=torch.ones(N - 1))
+    with pytest.raises(TypeError, match="expected decays of dtype torch.float32"):
+        run(decays=torch.ones(B, T, dtype=torch.double))
+
+
 @pytest.mark.parametrize("decays_per_step", [True, False])
 def test_clipped_memory_does_not_depend_on_the_thread_count(decays_per_step):
     assert_same_bits_with_1_and_2_threads(

@@ -451,6 +451,7 @@ def _clipped_shapes(s: Tensor, v: Tensor, key_mode: int, save: bool):
 
 
 def _number_or(t: Tensor | None, value: float) -> float:
+    """The kernel's number for a rate: ``value`` where no per-step tensor ``t`` replaces it."""
     return value if t is None else 0.0
 
 
