@@ -152,8 +152,16 @@ def l2_normalize(v: Tensor, eps: float = 0.0) -> Tensor:
     """v / max(|v|, 1e-6) (the paper's; its gradient near v = 0 is 1e6), or with eps > 0 the
     smooth v / sqrt(|v|^2 + eps), whose gradient stays below 1 / sqrt(eps)."""
     if eps > 0:
-        return v * torch.rsqrt((v * v).sum(-1, keepdim=True) + eps)
+        return v * inverse_norm(v, eps)
     return v / v.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
+
+
+def inverse_norm(v: Tensor, eps: float = 0.0) -> Tensor:
+    """What l2_normalize multiplies v (..., h) by, (..., 1): 1 / max(|v|, 1e-6), or with eps >
+    0 1 / sqrt(|v|^2 + eps)."""
+    if eps > 0:
+        return torch.rsqrt((v * v).sum(-1, keepdim=True) + eps)
+    return 1 / v.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
 
 
 @torch.compiler.assume_constant_result
