@@ -151,10 +151,7 @@ def _triton_scan(q, k, v, memory, decay, strength, cfg, initial_state, output_fi
 
     a, w, active = _addresses(q, k, memory, cfg, key_mix, lengths, shifted_key)
     fixed = isinstance(decay, float | int)
-    if isinstance(strength, float | int):  # one number: no (B, T) tensor to broadcast
-        sw = w if strength == 1 else w * float(strength)  # (B, T, N) the scaled write address
-    else:
-        sw = w * strength[..., None]
+    sw = w * _per_step(strength, q)[..., None]  # (B, T, N) the scaled write address
     inputs = (a, sw, v, None if fixed else decay, initial_state)
     read, H, _ = clipped_trace(*inputs, lengths, float(decay) if fixed else 0.0,
                                float(cfg.trace_clip), needs_grad(*inputs))
